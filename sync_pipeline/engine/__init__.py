@@ -1,0 +1,44 @@
+"""The sync engine: SQLite reading, type mapping and PostgreSQL writing, with no Dagster in it."""
+
+from .errors import (
+    OrphanDeletionRefused,
+    SchemaMismatchError,
+    SyncError,
+    UnsupportedTableError,
+    ValueMismatchError,
+)
+from .secrets import mask_dsn, redact
+from .sqlite_source import ColumnInfo, SourceUnavailableError, SqliteSnapshot, TableInfo, list_tables
+from .sync import (
+    DEFAULT_BATCH_SIZE,
+    MAX_BATCH_SIZE,
+    MODE_FULL_REFRESH,
+    MODE_INCREMENTAL,
+    Progress,
+    SyncOptions,
+    TableSyncResult,
+    sync_table,
+)
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "MAX_BATCH_SIZE",
+    "MODE_FULL_REFRESH",
+    "MODE_INCREMENTAL",
+    "ColumnInfo",
+    "OrphanDeletionRefused",
+    "Progress",
+    "SchemaMismatchError",
+    "SourceUnavailableError",
+    "SqliteSnapshot",
+    "SyncError",
+    "SyncOptions",
+    "TableInfo",
+    "TableSyncResult",
+    "UnsupportedTableError",
+    "ValueMismatchError",
+    "list_tables",
+    "mask_dsn",
+    "redact",
+    "sync_table",
+]

@@ -1,0 +1,37 @@
+"""Errors the engine raises.
+
+Every error names the table (and, where one is involved, the column and the row key) so a
+user reading one line of a run log knows where to look. None of them ever carries a
+connection string: callers pass messages through :func:`redact` first.
+"""
+
+from __future__ import annotations
+
+
+class SyncError(Exception):
+    """A sync of one table could not be completed; PostgreSQL was left as it was."""
+
+    def __init__(self, table: str, message: str) -> None:
+        super().__init__(f"table {table!r}: {message}")
+        self.table = table
+
+
+class ValueMismatchError(SyncError):
+    """A SQLite value cannot be stored in its PostgreSQL column without changing it."""
+
+    def __init__(self, table: str, column: str, row_key: str, message: str) -> None:
+        super().__init__(table, f"column {column!r}, row {row_key}: {message}")
+        self.column = column
+        self.row_key = row_key
+
+
+class SchemaMismatchError(SyncError):
+    """The PostgreSQL table no longer has the shape of the SQLite table."""
+
+
+class OrphanDeletionRefused(SyncError):
+    """Deleting orphans was refused because the source read looked empty."""
+
+
+class UnsupportedTableError(SyncError):
+    """The SQLite table cannot be mirrored (for instance an identifier PostgreSQL would cut)."""

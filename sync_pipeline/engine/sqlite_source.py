@@ -1,0 +1,162 @@
+"""Reading a SQLite file: which tables it has, and their rows from one consistent snapshot.
+
+The file is opened read-only through a ``mode=ro`` URI, so a sync can never write to the
+application's database, and everything is read inside one read transaction: in WAL mode
+that is a true snapshot that does not block the writer; in rollback-journal mode SQLite
+holds a shared lock for as long as the snapshot is open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from .types import PgType, pg_type_for
+
+PG_MAX_IDENTIFIER_BYTES = 63
+
+
+class SourceUnavailableError(Exception):
+    """The SQLite file cannot be opened or read as a database."""
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    declared_type: str
+    not_null: bool
+    pk_position: int  # 1-based position in the primary key, 0 when not part of it
+    pg_type: PgType
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    columns: tuple[ColumnInfo, ...]
+    primary_key: tuple[str, ...]  # column names in key order; empty when the table has none
+    without_rowid: bool
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def key_indexes(self) -> tuple[int, ...]:
+        names = self.column_names
+        return tuple(names.index(k) for k in self.primary_key)
+
+    def describe_key(self, row: tuple[object, ...], row_number: int) -> str:
+        """A row's identity for an error message: its primary key, or its position."""
+        if not self.primary_key:
+            return f"#{row_number} (table has no primary key)"
+        return "(" + ", ".join(f"{k}={row[i]!r}" for k, i in zip(self.primary_key, self.key_indexes)) + ")"
+
+    def identifier_problems(self) -> list[str]:
+        """Names PostgreSQL would silently truncate (it cuts identifiers at 63 bytes)."""
+        names = [("table", self.name)] + [("column", c.name) for c in self.columns]
+        return [
+            f"{kind} name {name!r} is {len(name.encode())} bytes; PostgreSQL allows {PG_MAX_IDENTIFIER_BYTES}"
+            for kind, name in names
+            if len(name.encode()) > PG_MAX_IDENTIFIER_BYTES
+        ]
+
+
+def quote_sqlite_identifier(name: str) -> str:
+    """SQLite's own identifier quoting (PostgreSQL SQL never goes through here)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _user_tables(conn: sqlite3.Connection) -> list[tuple[str, bool]]:
+    rows = conn.execute(
+        "SELECT name, wr FROM pragma_table_list WHERE schema = 'main' AND type = 'table' "
+        "AND substr(name, 1, 7) <> 'sqlite_' ORDER BY name"
+    ).fetchall()
+    return [(name, bool(wr)) for name, wr in rows]
+
+
+def _table_info(conn: sqlite3.Connection, name: str, without_rowid: bool) -> TableInfo:
+    # hidden: 0 = ordinary, 1 = hidden column of a virtual table, 2/3 = generated column.
+    rows = conn.execute(
+        "SELECT name, type, \"notnull\", pk FROM pragma_table_xinfo(?) WHERE hidden <> 1 ORDER BY cid",
+        (name,),
+    ).fetchall()
+    columns = tuple(
+        ColumnInfo(name=col, declared_type=decl or "", not_null=bool(nn), pk_position=pk, pg_type=pg_type_for(decl or ""))
+        for col, decl, nn, pk in rows
+    )
+    primary_key = tuple(c.name for c in sorted((c for c in columns if c.pk_position), key=lambda c: c.pk_position))
+    return TableInfo(name=name, columns=columns, primary_key=primary_key, without_rowid=without_rowid)
+
+
+class SqliteSnapshot:
+    """One read-only, consistent view of a SQLite file, for as long as the context lasts.
+
+    One snapshot serves every table of a run, so tables that refer to each other
+    (``narrative_results.experiment_id`` -> ``experiments``) arrive in PostgreSQL from
+    the same instant of the source.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+
+    def __enter__(self) -> SqliteSnapshot:
+        if not self.path.is_file():
+            raise SourceUnavailableError(f"SQLite file {str(self.path)!r} does not exist or is not a file")
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            conn.execute("BEGIN")
+            # The read transaction, and so the snapshot, starts at the first read.
+            conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise SourceUnavailableError(f"cannot read SQLite file {str(self.path)!r}: {exc}") from exc
+        self._conn = conn
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._conn is not None:
+            self._conn.rollback()
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("SqliteSnapshot used outside its 'with' block")
+        return self._conn
+
+    def tables(self) -> list[TableInfo]:
+        """User tables: views, virtual tables and SQLite's internal ``sqlite_*`` tables excluded."""
+        return [_table_info(self.conn, name, wr) for name, wr in _user_tables(self.conn)]
+
+    def table(self, name: str) -> TableInfo:
+        for candidate, wr in _user_tables(self.conn):
+            if candidate == name:
+                return _table_info(self.conn, name, wr)
+        raise SourceUnavailableError(f"SQLite file {str(self.path)!r} has no table {name!r}")
+
+    def count(self, table: TableInfo) -> int:
+        (n,) = self.conn.execute(f"SELECT count(*) FROM {quote_sqlite_identifier(table.name)}").fetchone()
+        return int(n)
+
+    def batches(self, table: TableInfo, batch_size: int) -> Iterator[list[tuple[object, ...]]]:
+        """Rows in lists of at most ``batch_size``; memory stays one batch whatever the table size."""
+        columns = ", ".join(quote_sqlite_identifier(c) for c in table.column_names)
+        cursor = self.conn.execute(f"SELECT {columns} FROM {quote_sqlite_identifier(table.name)}")
+        try:
+            while batch := cursor.fetchmany(batch_size):
+                yield batch
+        finally:
+            cursor.close()
+
+
+def list_tables(path: str | Path) -> list[TableInfo]:
+    """The user tables of a SQLite file, read once (used at definitions load time)."""
+    with SqliteSnapshot(path) as snapshot:
+        return snapshot.tables()

@@ -1,0 +1,68 @@
+"""The seed script's human summary, rebuilt from structured results (never the other way)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .sync import MODE_FULL_REFRESH, SyncOptions, TableSyncResult
+
+RULE = "=" * 60
+
+
+def human_bytes(n: float) -> str:
+    """Sizes as the seed printed them: MB below a GiB, GB above (1024-based)."""
+    if abs(n) >= 1024**3:
+        return f"{n / 1024**3:.2f} GB"
+    return f"{n / 1024**2:.2f} MB"
+
+
+def signed_bytes(n: float) -> str:
+    return ("+" if n >= 0 else "-") + human_bytes(abs(n))
+
+
+def mode_line(options: SyncOptions) -> str:
+    settings = f"delete_orphans={'on' if options.delete_orphans else 'off'}, batch_size={options.batch_size:,}"
+    if options.mode == MODE_FULL_REFRESH:
+        return f"🔄 FULL REFRESH mode: rebuilding each table and swapping it in ({settings})"
+    return f"⚡ INCREMENTAL mode: merging only changed rows into existing tables ({settings})"
+
+
+def table_line(r: TableSyncResult) -> str:
+    return (
+        f"✓ {r.table}: {r.rows_processed:,} rows synced ({r.rows_inserted:,} inserted, {r.rows_updated:,} updated, "
+        f"{r.rows_deleted:,} deleted, {r.rows_unchanged:,} unchanged) in {r.duration_s:.2f} s"
+    )
+
+
+def size_line(r: TableSyncResult) -> str:
+    return (
+        f"{human_bytes(r.table_bytes_before)} -> {human_bytes(r.table_bytes_after)} "
+        f"(delta {signed_bytes(r.table_bytes_delta)})"
+    )
+
+
+def run_summary(results: Sequence[TableSyncResult], options: SyncOptions, failed: Sequence[str] = ()) -> str:
+    """The before/after block and totals the seed printed at the end of a run."""
+    ordered = sorted(results, key=lambda r: r.table)
+    processed = sum(r.rows_processed for r in ordered)
+    changed = sum(r.rows_changed for r in ordered)
+    before = sum(r.table_bytes_before for r in ordered)
+    after = sum(r.table_bytes_after for r in ordered)
+    lines = [
+        RULE,
+        "SQLite source: " + " ".join(f"{r.table}={r.sqlite_rows}" for r in ordered),
+        "PostgreSQL before/after:",
+        *(
+            f"  {r.table}: {r.pg_rows_before} -> {r.pg_rows_after} "
+            f"(processed {r.rows_processed} rows, {r.rows_changed} changed)"
+            for r in ordered
+        ),
+        f"  size: {human_bytes(before)} -> {human_bytes(after)} (delta {signed_bytes(after - before)})",
+        "",
+    ]
+    label = "Full refresh" if options.mode == MODE_FULL_REFRESH else "Incremental sync"
+    lines.append(f"⚡ {label}: processed {processed} rows, {changed} actually changed/inserted/deleted")
+    if failed:
+        lines.append(f"✗ failed: {', '.join(failed)}")
+    lines.append(RULE)
+    return "\n".join(lines)

@@ -1,0 +1,341 @@
+"""The sync of one table: SQLite snapshot in, one PostgreSQL transaction out, a result back.
+
+A caller (the Dagster assets, a benchmark, a test) gets a :class:`TableSyncResult` with
+every count it needs; nothing here logs, and nothing needs to be parsed out of logs.
+"""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import psycopg2
+import psycopg2.extensions
+
+from .errors import (
+    OrphanDeletionRefused,
+    SchemaMismatchError,
+    SyncError,
+    UnsupportedTableError,
+    ValueMismatchError,
+)
+from .pg_target import STAGE, PgTable, new_table_names, primary_key_name
+from .sqlite_source import SqliteSnapshot, TableInfo
+from .types import ValueRejected
+
+MODE_INCREMENTAL = "incremental"
+MODE_FULL_REFRESH = "full_refresh"
+DEFAULT_BATCH_SIZE = 10_000
+MAX_BATCH_SIZE = 1_000_000
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    full_refresh: bool = False
+    delete_orphans: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+    lock_timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.batch_size, int) and 0 < self.batch_size <= MAX_BATCH_SIZE):
+            raise ValueError(
+                f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE:,} (rows per COPY batch), "
+                f"got {self.batch_size!r}"
+            )
+
+    @property
+    def mode(self) -> str:
+        return MODE_FULL_REFRESH if self.full_refresh else MODE_INCREMENTAL
+
+
+@dataclass(frozen=True)
+class Progress:
+    table: str
+    rows_done: int
+    rows_total: int
+    elapsed_s: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class TableSyncResult:
+    """What one table's sync did, in numbers (the asset metadata is built from these)."""
+
+    table: str
+    pg_table: str
+    mode: str
+    sqlite_rows: int
+    pg_rows_before: int
+    pg_rows_after: int
+    rows_processed: int
+    rows_inserted: int
+    rows_updated: int
+    rows_deleted: int
+    rows_unchanged: int
+    table_bytes_before: int
+    table_bytes_after: int
+    batch_size: int
+    duration_s: float
+    table_created: bool
+
+    @property
+    def rows_changed(self) -> int:
+        return self.rows_inserted + self.rows_updated + self.rows_deleted
+
+    @property
+    def table_bytes_delta(self) -> int:
+        return self.table_bytes_after - self.table_bytes_before
+
+
+@dataclass
+class _Counts:
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+
+class _Batches:
+    """SQLite rows of one table as COPY-ready text buffers, with progress reports."""
+
+    def __init__(
+        self,
+        snapshot: SqliteSnapshot,
+        table: TableInfo,
+        batch_size: int,
+        total: int,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.table = table
+        self.batch_size = batch_size
+        self.total = total
+        self.on_progress = on_progress
+        self.rows_read = 0
+        self._encoders = [c.pg_type.encode for c in table.columns]
+        self._started = time.perf_counter()
+
+    def __iter__(self) -> Iterator[io.StringIO]:
+        for batch in self.snapshot.batches(self.table, self.batch_size):
+            buffer = self._encode(batch)
+            self.rows_read += len(batch)
+            yield buffer
+            if self.on_progress is not None:
+                self.on_progress(
+                    Progress(self.table.name, self.rows_read, self.total, time.perf_counter() - self._started)
+                )
+
+    def _encode(self, batch: list[tuple[object, ...]]) -> io.StringIO:
+        encoders = self._encoders
+        try:
+            lines = ["\t".join([enc(v) for enc, v in zip(encoders, row)]) for row in batch]
+        except ValueRejected:
+            raise self._locate_rejected(batch) from None
+        lines.append("")
+        return io.StringIO("\n".join(lines))
+
+    def _locate_rejected(self, batch: list[tuple[object, ...]]) -> ValueMismatchError:
+        for offset, row in enumerate(batch):
+            for column, value in zip(self.table.columns, row):
+                try:
+                    column.pg_type.encode(value)
+                except ValueRejected as exc:
+                    key = self.table.describe_key(row, self.rows_read + offset + 1)
+                    reason = f"{exc} (declared {column.declared_type or 'without a type'!r}, PostgreSQL {column.pg_type.name})"
+                    return ValueMismatchError(self.table.name, column.name, key, reason)
+        raise AssertionError("an encoder rejected a value it accepts on a second look")
+
+
+def _pg_error_text(exc: psycopg2.Error) -> str:
+    diag = exc.diag
+    parts = [diag.message_primary or str(exc).strip()]
+    if diag.message_detail:
+        parts.append(diag.message_detail)
+    return " ".join(parts)
+
+
+def sync_table(
+    snapshot: SqliteSnapshot,
+    conn: psycopg2.extensions.connection,
+    table: TableInfo,
+    schema: str,
+    options: SyncOptions,
+    on_progress: ProgressCallback | None = None,
+) -> TableSyncResult:
+    """Make ``schema.<table>`` in PostgreSQL equal to the table in the SQLite snapshot.
+
+    Everything happens in one PostgreSQL transaction: on any error it is rolled back and
+    PostgreSQL is exactly as it was, and the error (a :class:`SyncError`) names the table.
+    """
+    problems = table.identifier_problems()
+    if problems:
+        raise UnsupportedTableError(table.name, "; ".join(problems))
+    started = time.perf_counter()
+    try:
+        total = snapshot.count(table)
+        batches = _Batches(snapshot, table, options.batch_size, total, on_progress)
+        with conn, conn.cursor() as cur:
+            target = PgTable(cur, schema, table)
+            if not target.schema_exists():
+                raise SyncError(table.name, f"PostgreSQL schema {schema!r} does not exist; create it or set PG_SCHEMA")
+            if not target.lock(options.lock_timeout_s):
+                raise SyncError(
+                    table.name,
+                    f"another sync of {target.qualified_name} held its lock for {options.lock_timeout_s:g} s; "
+                    "try again when it has finished",
+                )
+            existed = target.oid() is not None
+            rows_before = target.row_count() if existed else 0
+            bytes_before = target.total_bytes()
+            if options.full_refresh or not existed:
+                counts = _load_fresh(target, batches, replace=existed)
+            else:
+                _check_shape(target)
+                if table.primary_key:
+                    counts = _merge_by_key(target, batches, options, rows_before)
+                else:
+                    counts = _merge_keyless(target, batches, options, rows_before)
+            if batches.rows_read != total:
+                raise SyncError(table.name, f"read {batches.rows_read} rows but the snapshot has {total}; nothing written")
+            rows_after = target.row_count()
+            bytes_after = target.total_bytes()
+    except SyncError:
+        raise
+    except psycopg2.errors.UniqueViolation as exc:
+        raise SyncError(table.name, f"two rows share a primary key in PostgreSQL: {_pg_error_text(exc)}") from exc
+    except psycopg2.errors.NotNullViolation as exc:
+        raise SyncError(
+            table.name, f"a primary key or NOT NULL column holds NULL in SQLite: {_pg_error_text(exc)}"
+        ) from exc
+    except psycopg2.Error as exc:
+        raise SyncError(table.name, f"PostgreSQL error: {_pg_error_text(exc)}") from exc
+    except sqlite3.Error as exc:
+        raise SyncError(table.name, f"SQLite error while reading: {exc}") from exc
+    return TableSyncResult(
+        table=table.name,
+        pg_table=target.qualified_name,
+        mode=options.mode,
+        sqlite_rows=total,
+        pg_rows_before=rows_before,
+        pg_rows_after=rows_after,
+        rows_processed=batches.rows_read,
+        rows_inserted=counts.inserted,
+        rows_updated=counts.updated,
+        rows_deleted=counts.deleted,
+        rows_unchanged=batches.rows_read - counts.inserted - counts.updated,
+        table_bytes_before=bytes_before,
+        table_bytes_after=bytes_after,
+        batch_size=options.batch_size,
+        duration_s=time.perf_counter() - started,
+        table_created=not existed,
+    )
+
+
+def _check_shape(target: PgTable) -> None:
+    expected = [(c.name, c.pg_type.name) for c in target.table.columns]
+    actual = target.columns_in_pg()
+    if actual != expected:
+        raise SchemaMismatchError(
+            target.table.name,
+            f"PostgreSQL table {target.qualified_name} has columns {actual} but SQLite maps to {expected}; "
+            "run with full_refresh to rebuild it",
+        )
+    if target.primary_key_in_pg() != target.table.primary_key:
+        raise SchemaMismatchError(
+            target.table.name,
+            f"PostgreSQL primary key {list(target.primary_key_in_pg())} differs from SQLite's "
+            f"{list(target.table.primary_key)}; run with full_refresh to rebuild it",
+        )
+
+
+def _load_fresh(target: PgTable, batches: _Batches, replace: bool) -> _Counts:
+    """Build the table from nothing: COPY straight in, then the key, then statistics.
+
+    With ``replace`` the new table is built beside the old one and swapped in at the end, so
+    a reader sees the old rows, then (after a short wait at the swap) all the new ones.
+    """
+    table = target.table
+    if replace:
+        views = target.dependent_views()
+        if views:
+            raise SyncError(
+                table.name,
+                f"full_refresh would have to drop {target.qualified_name}, but views depend on it: "
+                f"{', '.join(views)}. Drop them, refresh, and create them again (incremental syncs keep them)",
+            )
+        name, constraint = new_table_names(table.name)
+        target.drop_if_exists(name)
+    else:
+        name, constraint = table.name, primary_key_name(table.name)
+    ident = target.create(name)
+    for buffer in batches:
+        target.copy_into(ident, buffer)
+    target.add_primary_key(ident, constraint)
+    target.analyze(ident)
+    if replace:
+        deleted = target.row_count()
+        target.replace_with(name, constraint)
+        return _Counts(inserted=batches.rows_read, deleted=deleted)
+    return _Counts(inserted=batches.rows_read)
+
+
+def _merge_by_key(target: PgTable, batches: _Batches, options: SyncOptions, rows_before: int) -> _Counts:
+    counts = _Counts()
+    if rows_before == 0:
+        # An empty target has nothing to compare against: no staging round needed.
+        for buffer in batches:
+            target.copy_into(target.ident, buffer)
+        counts.inserted = batches.rows_read
+        return counts
+    target.create_stage()
+    if options.delete_orphans:
+        target.create_key_stage()
+    for buffer in batches:
+        target.copy_into(STAGE, buffer)
+        counts.updated += target.update_changed_from_stage()
+        counts.inserted += target.insert_new_from_stage()
+        if options.delete_orphans:
+            target.stage_keys()
+        target.truncate_stage()
+    if options.delete_orphans:
+        _refuse_empty_source(target, batches, rows_before)
+        counts.deleted = target.delete_orphans()
+    return counts
+
+
+def _merge_keyless(target: PgTable, batches: _Batches, options: SyncOptions, rows_before: int) -> _Counts:
+    """A table without a primary key has no row identity: compare it as a multiset of rows.
+
+    New rows (by value, duplicates counted) are appended. With ``delete_orphans`` the rows
+    PostgreSQL has beyond SQLite's are removed too, by rewriting the table, and only when
+    the two differ. A changed row counts as one deleted and one inserted.
+    """
+    target.create_stage()
+    for buffer in batches:
+        target.copy_into(STAGE, buffer)
+    missing, extra = target.multiset_differences()
+    if options.delete_orphans and extra:
+        _refuse_empty_source(target, batches, rows_before)
+        target.replace_rows_from_stage()
+        return _Counts(inserted=missing, deleted=extra)
+    if missing:
+        target.append_missing_from_stage()
+    return _Counts(inserted=missing)
+
+
+def _refuse_empty_source(target: PgTable, batches: _Batches, rows_before: int) -> None:
+    if batches.rows_read == 0 and rows_before > 0:
+        raise OrphanDeletionRefused(
+            target.table.name,
+            f"SQLite returned no rows but {target.qualified_name} has {rows_before}; refusing to delete them all "
+            "(run with full_refresh if emptying it is intended)",
+        )
+

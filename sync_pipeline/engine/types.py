@@ -1,0 +1,174 @@
+"""SQLite declared types to PostgreSQL types, and the COPY text encoders that go with them.
+
+SQLite gives a column an *affinity* from its declared type by five ordered rules
+(https://www.sqlite.org/datatype3.html section 3.1); any string is a legal type name, so the
+mapping below is total: an unknown declared type never crashes, it lands on a rule.
+
+Each PostgreSQL type has an encoder that turns one SQLite value into one field of COPY's text
+format. An encoder accepts exactly the values that read back from PostgreSQL equal to what
+SQLite holds and raises :class:`ValueRejected` for any other, so a value is never silently
+changed (a text in an INTEGER column, a NUL byte in text, an integer too large for a double).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+COPY_NULL = "\\N"
+_MAX_EXACT_DOUBLE_INT = 2**53
+
+
+class Affinity(str, Enum):
+    INTEGER = "INTEGER"
+    TEXT = "TEXT"
+    BLOB = "BLOB"
+    REAL = "REAL"
+    NUMERIC = "NUMERIC"
+
+
+def affinity(declared_type: str) -> Affinity:
+    """SQLite's column affinity for a declared type, by the documented rule order."""
+    name = declared_type.upper()
+    if "INT" in name:
+        return Affinity.INTEGER
+    if "CHAR" in name or "CLOB" in name or "TEXT" in name:
+        return Affinity.TEXT
+    if "BLOB" in name or not name.strip():
+        return Affinity.BLOB
+    if "REAL" in name or "FLOA" in name or "DOUB" in name:
+        return Affinity.REAL
+    return Affinity.NUMERIC
+
+
+class ValueRejected(ValueError):
+    """One SQLite value does not fit its PostgreSQL column; the message says why."""
+
+
+Encoder = Callable[[object], str]
+
+
+def _describe(value: object) -> str:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{shown} ({_storage_class(value)})"
+
+
+def _storage_class(value: object) -> str:
+    return {int: "integer", float: "real", str: "text", bytes: "blob"}.get(type(value), type(value).__name__)
+
+
+def _encode_bigint(value: object) -> str:
+    if value is None:
+        return COPY_NULL
+    if type(value) is int:
+        return str(value)
+    raise ValueRejected(f"value {_describe(value)} is not an integer")
+
+
+def _encode_float(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)
+
+
+def _encode_double(value: object) -> str:
+    if value is None:
+        return COPY_NULL
+    if type(value) is float:
+        return _encode_float(value)
+    if type(value) is int:
+        if -_MAX_EXACT_DOUBLE_INT <= value <= _MAX_EXACT_DOUBLE_INT:
+            return str(value)
+        raise ValueRejected(f"integer {value} cannot be stored exactly as double precision")
+    raise ValueRejected(f"value {_describe(value)} is not a number")
+
+
+def _encode_numeric(value: object) -> str:
+    if value is None:
+        return COPY_NULL
+    if type(value) is int:
+        return str(value)
+    if type(value) is float:
+        return _encode_float(value)
+    raise ValueRejected(f"value {_describe(value)} is not a number")
+
+
+def _encode_boolean(value: object) -> str:
+    if value is None:
+        return COPY_NULL
+    if type(value) is int and value in (0, 1):
+        return "t" if value else "f"
+    raise ValueRejected(f"value {_describe(value)} is not a boolean (0 or 1)")
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _encode_text(value: object) -> str:
+    if value is None:
+        return COPY_NULL
+    if type(value) is str:
+        if "\x00" in value:
+            raise ValueRejected("text contains a NUL byte, which PostgreSQL text cannot hold")
+        if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+            return value.translate(_COPY_ESCAPES)
+        return value
+    raise ValueRejected(f"value {_describe(value)} is not text")
+
+
+def _encode_bytea(value: object) -> str:
+    if value is None:
+        return COPY_NULL
+    if type(value) is bytes:
+        return "\\\\x" + value.hex()
+    raise ValueRejected(f"value {_describe(value)} is not a blob")
+
+
+@dataclass(frozen=True)
+class PgType:
+    """A PostgreSQL column type and the encoder of SQLite values into it."""
+
+    name: str
+    encode: Encoder
+
+
+BIGINT = PgType("bigint", _encode_bigint)
+DOUBLE = PgType("double precision", _encode_double)
+NUMERIC = PgType("numeric", _encode_numeric)
+BOOLEAN = PgType("boolean", _encode_boolean)
+TEXT = PgType("text", _encode_text)
+BYTEA = PgType("bytea", _encode_bytea)
+
+
+def pg_type_for(declared_type: str) -> PgType:
+    """The PostgreSQL type a SQLite column maps to.
+
+    INTEGER affinity becomes ``bigint`` because SQLite integers are 64-bit. Within NUMERIC
+    affinity the declared name decides: SQLite has no date, boolean or JSON storage, so
+    dates and times stay the text SQLite holds (no time-zone guessing), BOOLEAN becomes
+    ``boolean``, NUMERIC/DECIMAL become ``numeric``, and any other name (JSON, UUID, ...)
+    is text. A typeless column (BLOB affinity, no declared type) is text; a declared BLOB
+    is ``bytea``.
+    """
+    name = declared_type.upper()
+    kind = affinity(declared_type)
+    if kind is Affinity.INTEGER:
+        return BIGINT
+    if kind is Affinity.TEXT:
+        return TEXT
+    if kind is Affinity.BLOB:
+        return BYTEA if "BLOB" in name else TEXT
+    if kind is Affinity.REAL:
+        return DOUBLE
+    if "BOOL" in name:
+        return BOOLEAN
+    if "DATE" in name or "TIME" in name:
+        return TEXT
+    if "NUMERIC" in name or "DECIMAL" in name:
+        return NUMERIC
+    return TEXT
