@@ -1,0 +1,165 @@
+"""One multi-asset for all tables: one Launchpad config block, one result per table.
+
+Like dagster-sling and dagster-dlt, a single op syncs the selected tables and yields each
+table's ``MaterializeResult`` the moment that table commits, so the catalog shows progress
+table by table, and a table that fails does not hide the ones that succeeded. All tables of
+a run read one SQLite snapshot, so tables that refer to each other stay consistent.
+"""
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from dagster import (
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetsDefinition,
+    Failure,
+    MaterializeResult,
+    multi_asset,
+)
+
+from .config import SyncConfig
+from .engine import (
+    Progress,
+    SourceUnavailableError,
+    SyncError,
+    TableInfo,
+    TableSyncResult,
+    redact,
+    sync_table,
+)
+from .engine.summary import mode_line, run_summary, size_line, table_line
+from .resources import PostgresTarget, SQLiteSource, TargetUnavailableError
+from .translator import ROW_COUNT_CHECK, SqliteTableTranslator, column_schema, specs_by_table
+
+POOL = "sqlite_pg_sync"
+PROGRESS_EVERY_S = 5.0
+
+
+def materialization_metadata(result: TableSyncResult, table: TableInfo) -> dict[str, Any]:
+    """DESIGN.md section 2: numbers stay numbers so the catalog plots them."""
+    return {
+        "dagster/row_count": result.pg_rows_after,
+        "dagster/table_name": result.pg_table,
+        "dagster/column_schema": column_schema(table),
+        "mode": result.mode,
+        "sqlite_rows": result.sqlite_rows,
+        "pg_rows_before": result.pg_rows_before,
+        "pg_rows_after": result.pg_rows_after,
+        "rows_processed": result.rows_processed,
+        "rows_inserted": result.rows_inserted,
+        "rows_updated": result.rows_updated,
+        "rows_deleted": result.rows_deleted,
+        "rows_unchanged": result.rows_unchanged,
+        "rows_changed": result.rows_changed,
+        "table_bytes_before": result.table_bytes_before,
+        "table_bytes_after": result.table_bytes_after,
+        "table_bytes_delta": result.table_bytes_delta,
+        "table_size": size_line(result),
+        "batch_size": result.batch_size,
+        "duration_s": round(result.duration_s, 3),
+    }
+
+
+def row_count_check(result: TableSyncResult, translator: SqliteTableTranslator, table: TableInfo) -> AssetCheckResult:
+    difference = result.pg_rows_after - result.sqlite_rows
+    return AssetCheckResult(
+        asset_key=translator.get_asset_key(table),
+        check_name=ROW_COUNT_CHECK,
+        passed=difference == 0,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"sqlite_rows": result.sqlite_rows, "pg_rows": result.pg_rows_after, "difference": difference},
+        description=None
+        if difference == 0
+        else f"PostgreSQL has {difference:+,} rows against SQLite's snapshot"
+        + ("; run with delete_orphans to remove rows deleted in SQLite" if difference > 0 else ""),
+    )
+
+
+class _ProgressLog:
+    """Logs 'rows done of total, rows/s' for long tables, at most every few seconds."""
+
+    def __init__(self, context: AssetExecutionContext) -> None:
+        self.context = context
+        self.last = time.monotonic()
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        share = progress.rows_done / progress.rows_total if progress.rows_total else 1.0
+        self.context.log.info(
+            f"… {progress.table}: {progress.rows_done:,} of {progress.rows_total:,} rows ({share:.0%}), "
+            f"{progress.rows_per_s:,.0f} rows/s"
+        )
+
+
+def build_sync_assets(
+    tables: Sequence[TableInfo], translator: SqliteTableTranslator | None = None, name: str = "sqlite_tables"
+) -> AssetsDefinition:
+    """The multi-asset syncing ``tables`` (as read from the file when definitions load)."""
+    translator = translator or SqliteTableTranslator()
+    specs = specs_by_table(tables, translator)
+    table_by_key = {spec.key: table_name for table_name, spec in specs.items()}
+    check_specs = [translator.get_check_spec(t) for t in tables]
+
+    @multi_asset(
+        name=name,
+        specs=list(specs.values()),
+        check_specs=check_specs,
+        can_subset=True,
+        pool=POOL,
+        description="Sync the selected SQLite tables into PostgreSQL, each in one transaction.",
+    )
+    def _sync(
+        context: AssetExecutionContext, config: SyncConfig, sqlite: SQLiteSource, postgres: PostgresTarget
+    ) -> Iterator[MaterializeResult]:
+        options = config.to_options()
+        selected = [table_by_key[k] for k in sorted(context.selected_asset_keys) if k in table_by_key]
+        checks = context.selected_asset_check_keys
+        context.log.info(f"SQLite source: {sqlite.path}; PostgreSQL target: {postgres.describe()}")
+        context.log.info(mode_line(options))
+        results: list[TableSyncResult] = []
+        failed: dict[str, str] = {}
+        try:
+            with sqlite.snapshot() as snapshot:
+                conn = postgres.connect()
+                try:
+                    for table_name in selected:
+                        context.log.info(f"📥 Syncing {table_name}...")
+                        try:
+                            table = snapshot.table(table_name)
+                            result = sync_table(
+                                snapshot, conn, table, postgres.pg_schema, options, on_progress=_ProgressLog(context)
+                            )
+                        except (SyncError, SourceUnavailableError) as exc:
+                            failed[table_name] = redact(str(exc), postgres.conn_str)
+                            context.log.error(f"✗ {failed[table_name]}")
+                            continue
+                        results.append(result)
+                        context.log.info(table_line(result))
+                        key = translator.get_asset_key(table)
+                        yield MaterializeResult(
+                            asset_key=key,
+                            metadata=materialization_metadata(result, table),
+                            check_results=[row_count_check(result, translator, table)]
+                            if AssetCheckKey(key, ROW_COUNT_CHECK) in checks
+                            else [],
+                        )
+                finally:
+                    conn.close()
+        except (SourceUnavailableError, TargetUnavailableError) as exc:
+            raise Failure(description=redact(str(exc), postgres.conn_str), allow_retries=False) from None
+        context.log.info("\n" + run_summary(results, options, failed=list(failed)))
+        if failed:
+            raise Failure(
+                description=f"{len(failed)} of {len(selected)} tables failed to sync: {', '.join(failed)}. "
+                "Each was rolled back and left as it was; the others were synced and recorded.",
+                metadata={"failed_tables": ", ".join(failed), **{f"error: {t}": e for t, e in failed.items()}},
+            )
+
+    return _sync

@@ -1,0 +1,66 @@
+"""Run configuration shown in the Launchpad: one block for the whole sync.
+
+The seed's environment variables ``FULL_REFRESH``, ``DELETE_ORPHANS`` and ``BATCH_SIZE`` set
+the defaults when present, so a team that scripted the old tool keeps its habits; the
+Launchpad can still override them per run.
+"""
+
+import os
+
+from dagster import Config
+from pydantic import Field, field_validator
+
+from .engine import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, SyncOptions
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_flag(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValueError(f"environment variable {name} must be 0 or 1 (or true/false), got {raw!r}")
+
+
+def env_batch_size() -> int:
+    raw = os.environ.get("BATCH_SIZE", "").strip()
+    if not raw:
+        return DEFAULT_BATCH_SIZE
+    if not raw.isdigit() or not 0 < int(raw) <= MAX_BATCH_SIZE:
+        raise ValueError(f"environment variable BATCH_SIZE must be an integer from 1 to {MAX_BATCH_SIZE}, got {raw!r}")
+    return int(raw)
+
+
+class SyncConfig(Config):
+    full_refresh: bool = Field(
+        default=env_flag("FULL_REFRESH"),
+        description="Rebuild each table (schema included) and swap it in atomically, instead of merging changes.",
+    )
+    delete_orphans: bool = Field(
+        default=env_flag("DELETE_ORPHANS"),
+        description="Also delete PostgreSQL rows whose primary key no longer exists in SQLite.",
+    )
+    batch_size: int = Field(
+        default=env_batch_size(),
+        description=f"Rows read from SQLite and sent by COPY per batch (1 to {MAX_BATCH_SIZE:,}); "
+        "memory use grows with it, round trips shrink.",
+    )
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size_in_range(cls, value: int) -> int:
+        if not 0 < value <= MAX_BATCH_SIZE:
+            raise ValueError(
+                f"batch_size must be between 1 and {MAX_BATCH_SIZE:,} rows: it is the number of rows held in "
+                f"memory and sent per COPY, so {value:,} is "
+                + ("not a batch at all" if value <= 0 else "more memory than a batch should take")
+            )
+        return value
+
+    def to_options(self) -> SyncOptions:
+        return SyncOptions(
+            full_refresh=self.full_refresh, delete_orphans=self.delete_orphans, batch_size=self.batch_size
+        )

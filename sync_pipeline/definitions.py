@@ -1,0 +1,49 @@
+"""``defs``: the assets, resources and checks Dagster loads (``workspace.yaml`` points here).
+
+Which tables exist is read from the SQLite file when the code location loads, so a new table
+in the file becomes a new asset at the next reload. Environment:
+
+- ``SQLITE_PATH``: the file to mirror; unset means the demo file ``state/demo.sqlite``,
+  generated on first use.
+- ``PG_CONN_STR``: the target; unset means the embedded PostgreSQL in ``state/pgdata``.
+- ``PG_SCHEMA``: target schema, default ``public``.
+"""
+
+import os
+
+from dagster import Definitions, EnvVar
+
+from .assets import build_sync_assets
+from .demo import DEFAULT_DEMO_PATH, generate
+from .engine import list_tables
+from .resources import PostgresTarget, SQLiteSource
+from .translator import SqliteTableTranslator
+
+
+def _source() -> tuple[str, SQLiteSource]:
+    if os.environ.get("SQLITE_PATH"):
+        return os.environ["SQLITE_PATH"], SQLiteSource(path=EnvVar("SQLITE_PATH"))
+    if not DEFAULT_DEMO_PATH.exists():
+        generate(DEFAULT_DEMO_PATH)
+    return str(DEFAULT_DEMO_PATH), SQLiteSource(path=str(DEFAULT_DEMO_PATH))
+
+
+def _target() -> tuple[str, PostgresTarget]:
+    schema = os.environ.get("PG_SCHEMA") or "public"
+    schema_value = EnvVar("PG_SCHEMA") if os.environ.get("PG_SCHEMA") else "public"
+    if os.environ.get("PG_CONN_STR"):
+        return schema, PostgresTarget(conn_str=EnvVar("PG_CONN_STR"), pg_schema=schema_value)
+    return schema, PostgresTarget(pg_schema=schema_value)
+
+
+def build_definitions() -> Definitions:
+    path, sqlite = _source()
+    schema, postgres = _target()
+    translator = SqliteTableTranslator(pg_schema=schema)
+    return Definitions(
+        assets=[build_sync_assets(list_tables(path), translator)],
+        resources={"sqlite": sqlite, "postgres": postgres},
+    )
+
+
+defs = build_definitions()

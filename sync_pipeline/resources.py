@@ -1,0 +1,50 @@
+"""The two ends of the sync as Dagster resources, fed by environment variables.
+
+``PG_CONN_STR`` reaches the resource as an ``EnvVar``, so the UI shows the variable's name,
+never its value; everything this module logs or raises goes through ``mask_dsn``/``redact``.
+"""
+
+import psycopg2
+import psycopg2.extensions
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from .engine import SqliteSnapshot, redact
+from .embedded_pg import DEFAULT_PGDATA, embedded_dsn
+from .engine.secrets import mask_dsn
+
+
+class TargetUnavailableError(Exception):
+    """PostgreSQL could not be reached; the message never carries the password."""
+
+
+class SQLiteSource(ConfigurableResource):
+    """The SQLite file to mirror (``SQLITE_PATH``)."""
+
+    path: str = Field(description="Path of the SQLite file to mirror (SQLITE_PATH).")
+
+    def snapshot(self) -> SqliteSnapshot:
+        return SqliteSnapshot(self.path)
+
+
+class PostgresTarget(ConfigurableResource):
+    """The PostgreSQL database and schema that mirror the file (``PG_CONN_STR``, ``PG_SCHEMA``)."""
+
+    conn_str: str = Field(
+        default="", description="libpq connection string or URI (PG_CONN_STR); empty means the embedded server."
+    )
+    pg_schema: str = Field(default="public", description="Target schema (PG_SCHEMA); it must exist.")
+
+    def describe(self) -> str:
+        """Where the data goes, safe to log: the DSN with its password masked."""
+        where = mask_dsn(self.conn_str) if self.conn_str else f"embedded PostgreSQL in {DEFAULT_PGDATA}"
+        return f"{where}, schema {self.pg_schema}"
+
+    def connect(self) -> psycopg2.extensions.connection:
+        dsn = self.conn_str or embedded_dsn()
+        try:
+            return psycopg2.connect(dsn, application_name="sqlite-pg-sync")
+        except psycopg2.Error as exc:
+            raise TargetUnavailableError(
+                f"cannot connect to PostgreSQL at {mask_dsn(dsn)}: {redact(str(exc).strip(), dsn)}"
+            ) from None

@@ -1,0 +1,110 @@
+"""From a SQLite table to the Dagster asset that stands for its PostgreSQL mirror.
+
+Key rule: the asset key is the SQLite table name with every character outside
+``[A-Za-z0-9_]`` replaced by ``_`` (Dagster accepts nothing else in a key), so
+``narrative_results`` stays ``narrative_results`` and ``"daily stats"`` becomes
+``daily_stats``. Two tables that land on one key (``daily stats`` and ``daily_stats``) are
+refused at load time rather than one silently replacing the other.
+"""
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dagster import AssetCheckSpec, AssetKey, AssetSpec, TableColumn, TableColumnConstraints, TableConstraints, TableSchema
+
+from .engine import TableInfo
+
+KINDS = {"sqlite", "postgres"}
+GROUP_NAME = "sqlite_pg_sync"
+ROW_COUNT_CHECK = "row_count_matches_sqlite"
+_INVALID_KEY_CHARS = re.compile(r"[^A-Za-z0-9_]")
+
+
+class AssetKeyCollisionError(ValueError):
+    """Two SQLite tables would become the same asset."""
+
+
+def asset_key_for(table_name: str) -> AssetKey:
+    return AssetKey([_INVALID_KEY_CHARS.sub("_", table_name) or "_"])
+
+
+def column_schema(table: TableInfo) -> TableSchema:
+    """The PostgreSQL columns, each described with the SQLite type it came from."""
+    constraints = (
+        TableConstraints(other=[f"PRIMARY KEY ({', '.join(table.primary_key)})"]) if table.primary_key else None
+    )
+    return TableSchema(
+        columns=[
+            TableColumn(
+                name=c.name,
+                type=c.pg_type.name,
+                description=f"SQLite declared type: {c.declared_type or '(none)'}",
+                constraints=TableColumnConstraints(
+                    nullable=not (c.not_null or c.pk_position),
+                    unique=table.primary_key == (c.name,),
+                ),
+            )
+            for c in table.columns
+        ],
+        constraints=constraints,
+    )
+
+
+@dataclass(frozen=True)
+class SqliteTableTranslator:
+    """Maps tables to specs; subclass and override a method to change one aspect."""
+
+    pg_schema: str = "public"
+
+    def get_asset_key(self, table: TableInfo) -> AssetKey:
+        return asset_key_for(table.name)
+
+    def get_description(self, table: TableInfo) -> str:
+        key = (
+            f"primary key ({', '.join(table.primary_key)}): incremental syncs update changed rows by key"
+            if table.primary_key
+            else "no primary key: rows are compared as whole values (see README)"
+        )
+        return (
+            f"PostgreSQL table `{self.pg_schema}.{table.name}`, a mirror of the SQLite table `{table.name}` "
+            f"({len(table.columns)} columns; {key})."
+        )
+
+    def get_asset_spec(self, table: TableInfo) -> AssetSpec:
+        return AssetSpec(
+            key=self.get_asset_key(table),
+            description=self.get_description(table),
+            kinds=set(KINDS),
+            group_name=GROUP_NAME,
+            metadata={
+                "dagster/table_name": f"{self.pg_schema}.{table.name}",
+                "dagster/column_schema": column_schema(table),
+                "sqlite_table": table.name,
+            },
+        )
+
+    def get_check_spec(self, table: TableInfo) -> AssetCheckSpec:
+        return AssetCheckSpec(
+            ROW_COUNT_CHECK,
+            asset=self.get_asset_key(table),
+            description="PostgreSQL has as many rows as SQLite had in the snapshot the sync read "
+            "(fails when orphans are kept, i.e. rows deleted in SQLite without delete_orphans).",
+        )
+
+
+def specs_by_table(tables: Sequence[TableInfo], translator: SqliteTableTranslator) -> dict[str, AssetSpec]:
+    """One spec per table, keyed by table name; refuses two tables that share an asset key."""
+    owners: dict[AssetKey, str] = {}
+    specs: dict[str, AssetSpec] = {}
+    for table in tables:
+        spec = translator.get_asset_spec(table)
+        if spec.key in owners:
+            raise AssetKeyCollisionError(
+                f"SQLite tables {owners[spec.key]!r} and {table.name!r} both map to asset key "
+                f"{spec.key.to_user_string()!r} (characters outside A-Z, a-z, 0-9 and _ become _); "
+                "rename one of them in SQLite"
+            )
+        owners[spec.key] = table.name
+        specs[table.name] = spec
+    return specs
