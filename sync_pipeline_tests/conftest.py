@@ -1,0 +1,153 @@
+"""Real servers only: PG_TEST_DSN names one; without it the embedded PostgreSQL is started.
+
+Each test session works in a database of its own (created and dropped here), and each test
+in a schema of its own, so runs never see each other's tables.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+from psycopg2 import sql
+
+from sync_pipeline.demo import generate
+from sync_pipeline.engine import SqliteSnapshot, SyncOptions, TableSyncResult, sync_table
+from sync_pipeline.engine.sqlite_source import quote_sqlite_identifier
+
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+
+def _with_dbname(dsn: str, dbname: str) -> str:
+    params = psycopg2.extensions.parse_dsn(dsn)
+    params["dbname"] = dbname
+    return psycopg2.extensions.make_dsn(**params)
+
+
+@pytest.fixture(scope="session")
+def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    dsn = os.environ.get("PG_TEST_DSN")
+    if dsn:
+        yield dsn
+        return
+    from sync_pipeline.embedded_pg import embedded_dsn
+
+    yield embedded_dsn(tmp_path_factory.mktemp("pg") / "pgdata", cleanup_mode="delete")
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(server_dsn: str) -> Iterator[str]:
+    """A database of this test session's own."""
+    name = f"sps_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(server_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _with_dbname(server_dsn, name)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        admin.close()
+
+
+@pytest.fixture
+def pg(pg_dsn: str) -> Iterator[psycopg2.extensions.connection]:
+    conn = psycopg2.connect(pg_dsn)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def schema(pg_dsn: str) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(pg_dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    try:
+        yield name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+        conn.close()
+
+
+@pytest.fixture
+def demo_db(tmp_path: Path) -> Path:
+    return generate(tmp_path / "demo.sqlite", rows=3000, seed=7)
+
+
+def sync_all(path: Path, dsn: str, schema: str, **options: object) -> dict[str, TableSyncResult]:
+    """Sync every table of a file with the engine alone, on a fresh connection."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with SqliteSnapshot(path) as snapshot:
+            results = {
+                t.name: sync_table(snapshot, conn, t, schema, SyncOptions(**options))  # type: ignore[arg-type]
+                for t in snapshot.tables()
+            }
+        flush_stats(conn)
+        return results
+    finally:
+        conn.close()
+
+
+def flush_stats(conn: psycopg2.extensions.connection) -> None:
+    """Make this backend publish its table statistics now (they are otherwise sent lazily).
+
+    The flush happens when the backend goes idle after the forcing transaction, which is
+    before the server answers the COMMIT.
+    """
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_stat_force_next_flush()")
+    conn.commit()
+
+
+def _in_stable_order(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    # Sorted in Python: SQLite's BINARY collation and PostgreSQL's locale order text differently.
+    return sorted(rows, key=repr)
+
+
+def sqlite_rows(path: Path, table: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return _in_stable_order(conn.execute(f"SELECT * FROM {quote_sqlite_identifier(table)}").fetchall())
+    finally:
+        conn.close()
+
+
+def pg_rows(dsn: str, schema: str, table: str) -> list[tuple[object, ...]]:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema, table)))
+            rows = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in cur.fetchall()]
+        return _in_stable_order(rows)
+    finally:
+        conn.close()
+
+
+def table_write_stats(dsn: str, schema: str, table: str) -> tuple[int, int, int]:
+    """(n_tup_ins, n_tup_upd, n_tup_del) as the statistics system has them right now."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s",
+                (schema, table),
+            )
+            row = cur.fetchone()
+            return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
+    finally:
+        conn.close()

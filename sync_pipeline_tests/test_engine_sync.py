@@ -1,0 +1,313 @@
+"""The engine against a real PostgreSQL and real SQLite files."""
+
+from __future__ import annotations
+
+import io
+import random
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from sync_pipeline.engine import (
+    OrphanDeletionRefused,
+    SchemaMismatchError,
+    SqliteSnapshot,
+    SyncError,
+    SyncOptions,
+    UnsupportedTableError,
+    ValueMismatchError,
+    sync_table,
+)
+from sync_pipeline.engine.pg_target import STAGE, PgTable
+from sync_pipeline.engine.sqlite_source import quote_sqlite_identifier
+
+from .conftest import flush_stats, pg_rows, sqlite_rows, sync_all, table_write_stats
+
+PRIMARY_KEYS = {"source_narratives": "narrative_id", "experiments": "experiment_id", "narrative_results": "result_id"}
+
+
+def make_db(path: Path, script: str, rows: dict[str, list[tuple[object, ...]]] | None = None) -> Path:
+    conn = sqlite3.connect(path)
+    conn.executescript(script)
+    with conn:
+        for table, values in (rows or {}).items():
+            if values:
+                marks = ",".join("?" * len(values[0]))
+                conn.executemany(f"INSERT INTO {quote_sqlite_identifier(table)} VALUES ({marks})", values)
+    conn.close()
+    return path
+
+
+def assert_tables_equal(path: Path, dsn: str, schema: str) -> None:
+    for table in PRIMARY_KEYS:
+        assert pg_rows(dsn, schema, table) == sqlite_rows(path, table), table
+
+
+def test_first_sync_copies_every_table_and_every_value_reads_back_equal(demo_db, pg_dsn, schema):
+    results = sync_all(demo_db, pg_dsn, schema)
+
+    assert set(results) == set(PRIMARY_KEYS)
+    for name, result in results.items():
+        assert result.table_created
+        assert result.rows_inserted == result.sqlite_rows == result.pg_rows_after > 0, name
+        assert result.table_bytes_after > result.table_bytes_before == 0
+    assert_tables_equal(demo_db, pg_dsn, schema)
+
+
+def test_second_sync_without_changes_rewrites_no_row(demo_db, pg_dsn, schema):
+    sync_all(demo_db, pg_dsn, schema)
+    before = {t: table_write_stats(pg_dsn, schema, t) for t in PRIMARY_KEYS}
+
+    results = sync_all(demo_db, pg_dsn, schema, delete_orphans=True)
+
+    for name, result in results.items():
+        assert result.rows_changed == 0, name
+        assert result.rows_unchanged == result.sqlite_rows
+        assert table_write_stats(pg_dsn, schema, name) == before[name], name
+
+
+def test_updates_inserts_and_deletes_are_counted_exactly(demo_db, pg_dsn, schema):
+    sync_all(demo_db, pg_dsn, schema)
+    stats_before = table_write_stats(pg_dsn, schema, "narrative_results")
+    rng = random.Random(3)
+    conn = sqlite3.connect(demo_db)
+    ids = [r for (r,) in conn.execute("SELECT result_id FROM narrative_results")]
+    picked = rng.sample(ids, 60)
+    updated, deleted = picked[:37], picked[37:]
+    with conn:
+        conn.executemany("UPDATE narrative_results SET label = label || '!' WHERE result_id = ?", [(i,) for i in updated])
+        conn.executemany("DELETE FROM narrative_results WHERE result_id = ?", [(i,) for i in deleted])
+        conn.execute(
+            "INSERT INTO narrative_results SELECT result_id + 100000, experiment_id, narrative_id, label, confidence, "
+            "tokens_in, tokens_out, latency_ms, output, created_at, updated_at FROM narrative_results LIMIT 11"
+        )
+    conn.close()
+
+    results = sync_all(demo_db, pg_dsn, schema, delete_orphans=True, batch_size=500)
+
+    r = results["narrative_results"]
+    assert (r.rows_updated, r.rows_inserted, r.rows_deleted) == (len(updated), 11, len(deleted))
+    assert r.rows_changed == len(updated) + 11 + len(deleted)
+    assert r.pg_rows_after == r.pg_rows_before + 11 - len(deleted) == r.sqlite_rows
+    ins, upd, dele = table_write_stats(pg_dsn, schema, "narrative_results")
+    assert (ins - stats_before[0], upd - stats_before[1], dele - stats_before[2]) == (11, len(updated), len(deleted))
+    assert results["experiments"].rows_changed == 0
+    assert_tables_equal(demo_db, pg_dsn, schema)
+
+
+def test_without_delete_orphans_deleted_rows_are_kept(demo_db, pg_dsn, schema):
+    sync_all(demo_db, pg_dsn, schema)
+    conn = sqlite3.connect(demo_db)
+    with conn:
+        conn.execute("DELETE FROM experiments WHERE experiment_id <= 2")
+    conn.close()
+
+    r = sync_all(demo_db, pg_dsn, schema)["experiments"]
+
+    assert r.rows_deleted == 0
+    assert r.pg_rows_after == r.sqlite_rows + 2
+
+
+def test_delete_orphans_refuses_an_empty_source_and_deletes_nothing(demo_db, pg_dsn, schema):
+    sync_all(demo_db, pg_dsn, schema)
+    before = pg_rows(pg_dsn, schema, "experiments")
+    conn = sqlite3.connect(demo_db)
+    with conn:
+        conn.execute("DELETE FROM experiments")
+    conn.close()
+
+    with pytest.raises(OrphanDeletionRefused, match="experiments"):
+        sync_all(demo_db, pg_dsn, schema, delete_orphans=True)
+
+    assert pg_rows(pg_dsn, schema, "experiments") == before
+
+
+def test_full_refresh_never_shows_a_concurrent_reader_a_missing_empty_or_partial_table(demo_db, pg_dsn, schema):
+    sync_all(demo_db, pg_dsn, schema)
+    expected = len(sqlite_rows(demo_db, "narrative_results"))
+    seen: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def count_in_a_loop() -> None:
+        conn = psycopg2.connect(pg_dsn)
+        conn.autocommit = True
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "narrative_results"))
+        with conn.cursor() as cur:
+            while not stop.is_set():
+                try:
+                    cur.execute(query)
+                    seen.append(cur.fetchone()[0])
+                except psycopg2.Error as exc:
+                    errors.append(str(exc))
+        conn.close()
+
+    reader = threading.Thread(target=count_in_a_loop)
+    reader.start()
+    try:
+        time.sleep(0.2)
+        for _ in range(3):
+            results = sync_all(demo_db, pg_dsn, schema, full_refresh=True, batch_size=200)
+            assert results["narrative_results"].mode == "full_refresh"
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        reader.join()
+
+    assert errors == []
+    assert len(seen) > 10
+    assert set(seen) == {expected}
+    assert_tables_equal(demo_db, pg_dsn, schema)
+
+
+def test_incremental_refuses_a_changed_schema_and_full_refresh_rebuilds_it(demo_db, pg_dsn, schema):
+    sync_all(demo_db, pg_dsn, schema)
+    conn = sqlite3.connect(demo_db)
+    with conn:
+        conn.execute("ALTER TABLE experiments ADD COLUMN budget REAL")
+        conn.execute("UPDATE experiments SET budget = experiment_id * 1.5")
+    conn.close()
+
+    with pytest.raises(SchemaMismatchError, match="full_refresh"):
+        sync_all(demo_db, pg_dsn, schema)
+
+    sync_all(demo_db, pg_dsn, schema, full_refresh=True)
+    assert_tables_equal(demo_db, pg_dsn, schema)
+
+
+def test_full_refresh_refuses_to_drop_a_table_that_views_depend_on(demo_db, pg_dsn, schema, pg):
+    sync_all(demo_db, pg_dsn, schema)
+    with pg, pg.cursor() as cur:
+        cur.execute(
+            sql.SQL("CREATE VIEW {} AS SELECT experiment_id FROM {}").format(
+                sql.Identifier(schema, "exp_ids"), sql.Identifier(schema, "experiments")
+            )
+        )
+
+    with pytest.raises(SyncError, match=f"{schema}.exp_ids"):
+        sync_all(demo_db, pg_dsn, schema, full_refresh=True)
+
+    results = sync_all(demo_db, pg_dsn, schema)
+    assert results["experiments"].rows_changed == 0
+
+
+def test_composite_keys_and_quoted_identifiers_sync_incrementally(tmp_path, pg_dsn, schema):
+    table = 'Run "Scores" select'
+    path = make_db(
+        tmp_path / "odd.sqlite",
+        f'''CREATE TABLE "{table.replace('"', '""')}" (
+               "Experiment ID" INTEGER, "order" TEXT, "Ünïcode värde" REAL, "group" VARCHAR(10),
+               PRIMARY KEY ("Experiment ID", "order")) WITHOUT ROWID;''',
+        {table: [(i % 7, f"step {i}", i / 3, "g\t\\n" if i % 2 else None) for i in range(500)]},
+    )
+    first = sync_all(path, pg_dsn, schema)[table]
+    assert first.rows_inserted == 500
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(f'UPDATE {quote_sqlite_identifier(table)} SET "Ünïcode värde" = -1 WHERE "order" = ?', ("step 5",))
+    conn.close()
+
+    second = sync_all(path, pg_dsn, schema, delete_orphans=True)[table]
+
+    assert (second.rows_updated, second.rows_inserted, second.rows_deleted) == (1, 0, 0)
+    assert pg_rows(pg_dsn, schema, table) == sqlite_rows(path, table)
+
+
+def test_a_value_that_does_not_fit_names_table_column_and_key_and_changes_nothing(tmp_path, pg_dsn, schema):
+    path = make_db(
+        tmp_path / "bad.sqlite",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, s TEXT);",
+        {"t": [(i, i, "x") for i in range(1, 101)]},
+    )
+    sync_all(path, pg_dsn, schema)
+    before = pg_rows(pg_dsn, schema, "t")
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE t SET s = 'changed' WHERE id = 1")
+        conn.execute("UPDATE t SET n = 'not a number' WHERE id = 77")
+    conn.close()
+
+    with pytest.raises(ValueMismatchError) as caught:
+        sync_all(path, pg_dsn, schema, batch_size=10)
+
+    assert (caught.value.table, caught.value.column, caught.value.row_key) == ("t", "n", "(id=77)")
+    assert "not a number" in str(caught.value)
+    assert pg_rows(pg_dsn, schema, "t") == before
+
+
+def test_duplicate_keys_inside_one_staged_batch_do_not_crash_the_merge(tmp_path, pg_dsn, schema, pg):
+    path = make_db(tmp_path / "k.sqlite", "CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER);", {"t": [("a", 1)]})
+    sync_all(path, pg_dsn, schema)
+    with SqliteSnapshot(path) as snapshot:
+        table = snapshot.table("t")
+    with pg, pg.cursor() as cur:
+        target = PgTable(cur, schema, table)
+        target.create_stage()
+        target.copy_into(STAGE, io.StringIO("a\t2\na\t2\nb\t3\nb\t3\n"))
+        updated = target.update_changed_from_stage()
+        inserted = target.insert_new_from_stage()
+
+    assert (updated, inserted) == (1, 1)
+    assert pg_rows(pg_dsn, schema, "t") == [("a", 2), ("b", 3)]
+
+
+def test_table_without_primary_key_is_mirrored_as_a_multiset(tmp_path, pg_dsn, schema):
+    path = make_db(
+        tmp_path / "nokey.sqlite",
+        "CREATE TABLE log (msg TEXT, n INTEGER);",
+        {"log": [("a", 1), ("a", 1), ("b", 2)]},
+    )
+    assert sync_all(path, pg_dsn, schema)["log"].rows_inserted == 3
+    assert sync_all(path, pg_dsn, schema, delete_orphans=True)["log"].rows_changed == 0
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("DELETE FROM log WHERE rowid = 1")
+        conn.execute("INSERT INTO log VALUES ('c', 3)")
+    conn.close()
+
+    appended = sync_all(path, pg_dsn, schema)["log"]
+    assert (appended.rows_inserted, appended.rows_deleted, appended.pg_rows_after) == (1, 0, 4)
+    mirrored = sync_all(path, pg_dsn, schema, delete_orphans=True)["log"]
+    assert (mirrored.rows_inserted, mirrored.rows_deleted) == (0, 1)
+    assert pg_rows(pg_dsn, schema, "log") == sqlite_rows(path, "log")
+
+
+def test_names_longer_than_postgres_allows_fail_clearly(tmp_path, pg_dsn, schema):
+    long_name = "x" * 64
+    path = make_db(tmp_path / "long.sqlite", f"CREATE TABLE {long_name} (id INTEGER PRIMARY KEY);")
+    with pytest.raises(UnsupportedTableError, match="64 bytes; PostgreSQL allows 63"):
+        sync_all(path, pg_dsn, schema)
+
+
+def test_a_concurrent_sync_of_the_same_table_waits_then_fails_clearly(demo_db, pg_dsn, schema, pg):
+    sync_all(demo_db, pg_dsn, schema)
+    with pg.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"sqlite_pg_sync:{schema}.experiments",))
+    conn = psycopg2.connect(pg_dsn)
+    try:
+        with SqliteSnapshot(demo_db) as snapshot, pytest.raises(SyncError, match="another sync"):
+            sync_table(snapshot, conn, snapshot.table("experiments"), schema, SyncOptions(lock_timeout_s=0.3))
+    finally:
+        conn.close()
+        pg.rollback()
+
+
+def test_missing_target_schema_is_a_clear_error(demo_db, pg_dsn):
+    with pytest.raises(SyncError, match="schema 'no_such_schema' does not exist"):
+        sync_all(demo_db, pg_dsn, "no_such_schema")
+
+
+def test_stats_flush_sees_writes(demo_db, pg_dsn, schema, pg):
+    """Positive control for the n_tup_upd assertions: an UPDATE shows up in the statistics."""
+    sync_all(demo_db, pg_dsn, schema)
+    before = table_write_stats(pg_dsn, schema, "experiments")
+    with pg.cursor() as cur:
+        cur.execute(sql.SQL("UPDATE {} SET notes = 'x' WHERE experiment_id <= 3").format(sql.Identifier(schema, "experiments")))
+    pg.commit()
+    flush_stats(pg)
+    assert table_write_stats(pg_dsn, schema, "experiments")[1] == before[1] + 3
