@@ -158,8 +158,9 @@ def build_sync_assets(
         if failed:
             raise Failure(
                 description=f"{len(failed)} of {len(selected)} tables failed to sync: {', '.join(failed)}. "
-                "Each was rolled back and left as it was; the others were synced and recorded.",
-                metadata={"failed_tables": ", ".join(failed), **{f"error: {t}": e for t, e in failed.items()}},
+                "Each was rolled back and left as it was; the others were synced and recorded.\n"
+                + "\n".join(failed.values()),
+                metadata={"failed_tables": ", ".join(failed)},
             )
 
     return _sync

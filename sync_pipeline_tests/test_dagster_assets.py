@@ -1,0 +1,258 @@
+"""The Dagster layer: specs, config, metadata, checks, failures and secrets, on real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg2.extensions
+import pytest
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    FloatMetadataValue,
+    IntMetadataValue,
+    TableSchemaMetadataValue,
+    TextMetadataValue,
+    materialize,
+)
+
+from sync_pipeline import assets as assets_module
+from sync_pipeline.assets import build_sync_assets
+from sync_pipeline.engine import list_tables
+from sync_pipeline.resources import PostgresTarget, SQLiteSource
+from sync_pipeline.translator import AssetKeyCollisionError, SqliteTableTranslator
+
+from .conftest import pg_rows, sqlite_rows
+
+INT_KEYS = [
+    "dagster/row_count",
+    "sqlite_rows",
+    "pg_rows_before",
+    "pg_rows_after",
+    "rows_processed",
+    "rows_inserted",
+    "rows_updated",
+    "rows_deleted",
+    "rows_unchanged",
+    "rows_changed",
+    "table_bytes_before",
+    "table_bytes_after",
+    "table_bytes_delta",
+    "batch_size",
+]
+OP = "sqlite_tables"
+
+
+def run_sync(
+    path: Path,
+    dsn: str,
+    schema: str,
+    instance: DagsterInstance | None = None,
+    selection: list[str] | None = None,
+    **config: object,
+) -> ExecuteInProcessResult:
+    assets = build_sync_assets(list_tables(path), SqliteTableTranslator(pg_schema=schema))
+    return materialize(
+        [assets],
+        instance=instance or DagsterInstance.ephemeral(),
+        resources={"sqlite": SQLiteSource(path=str(path)), "postgres": PostgresTarget(conn_str=dsn, pg_schema=schema)},
+        run_config={"ops": {OP: {"config": config}}},
+        selection=selection,
+        raise_on_error=False,
+    )
+
+
+def metadata_by_table(result: ExecuteInProcessResult) -> dict[str, dict[str, object]]:
+    return {
+        e.asset_key.path[-1]: dict(e.materialization.metadata)  # type: ignore[union-attr]
+        for e in result.get_asset_materialization_events()
+    }
+
+
+def failure_message(result: ExecuteInProcessResult) -> str:
+    failures = [e for e in result.all_events if e.event_type_value in ("STEP_FAILURE", "RUN_FAILURE")]
+    return "\n".join(
+        (e.step_failure_data.error.message if e.step_failure_data and e.step_failure_data.error else e.message or "")
+        for e in failures
+    )
+
+
+def log_text(instance: DagsterInstance, result: ExecuteInProcessResult) -> str:
+    return "\n".join(entry.message for entry in instance.all_logs(result.run_id))
+
+
+def test_materialization_records_every_contract_key_with_numbers_as_numbers(demo_db, pg_dsn, schema):
+    result = run_sync(demo_db, pg_dsn, schema, batch_size=700)
+
+    assert result.success
+    metadata = metadata_by_table(result)
+    assert set(metadata) == {"experiments", "narrative_results", "source_narratives"}
+    for table, md in metadata.items():
+        for key in INT_KEYS:
+            assert isinstance(md[key], IntMetadataValue), (table, key)
+        assert isinstance(md["duration_s"], FloatMetadataValue)
+        assert isinstance(md["dagster/column_schema"], TableSchemaMetadataValue)
+        assert md["dagster/table_name"] == TextMetadataValue(f"{schema}.{table}")
+        assert md["mode"] == TextMetadataValue("incremental")
+        assert md["batch_size"].value == 700
+        assert md["sqlite_rows"].value == len(sqlite_rows(demo_db, table)) == md["dagster/row_count"].value
+        assert md["rows_changed"].value == md["rows_inserted"].value == md["sqlite_rows"].value
+    assert pg_rows(pg_dsn, schema, "experiments") == sqlite_rows(demo_db, "experiments")
+
+
+def test_row_count_check_passes_after_a_sync_and_flags_orphans_that_were_kept(demo_db, pg_dsn, schema):
+    first = run_sync(demo_db, pg_dsn, schema)
+    assert {(e.asset_key.path[-1], e.passed) for e in first.get_asset_check_evaluations()} == {
+        ("experiments", True),
+        ("narrative_results", True),
+        ("source_narratives", True),
+    }
+    conn = sqlite3.connect(demo_db)
+    with conn:
+        conn.execute("DELETE FROM experiments WHERE experiment_id = 1")
+    conn.close()
+
+    kept = run_sync(demo_db, pg_dsn, schema)
+    evaluations = {e.asset_key.path[-1]: e for e in kept.get_asset_check_evaluations()}
+    assert kept.success  # a warning check does not fail the run
+    assert not evaluations["experiments"].passed
+    assert evaluations["experiments"].metadata["difference"].value == 1
+    assert evaluations["narrative_results"].passed
+
+    cleaned = run_sync(demo_db, pg_dsn, schema, delete_orphans=True)
+    assert all(e.passed for e in cleaned.get_asset_check_evaluations())
+    assert metadata_by_table(cleaned)["experiments"]["rows_deleted"].value == 1
+
+
+def test_a_failing_table_does_not_hide_the_others_and_the_run_fails_naming_it(demo_db, pg_dsn, schema):
+    conn = sqlite3.connect(demo_db)
+    with conn:
+        conn.execute("UPDATE experiments SET prompt_version = 'seven' WHERE experiment_id = 2")
+    conn.close()
+
+    result = run_sync(demo_db, pg_dsn, schema)
+
+    assert not result.success
+    assert set(metadata_by_table(result)) == {"narrative_results", "source_narratives"}
+    message = failure_message(result)
+    assert "1 of 3 tables failed to sync: experiments" in message
+    assert "prompt_version" in message
+    assert "(experiment_id=2)" in message
+    assert pg_rows(pg_dsn, schema, "narrative_results") == sqlite_rows(demo_db, "narrative_results")
+
+
+@pytest.mark.parametrize("batch_size", [0, -5, 50_000_000])
+def test_a_bad_batch_size_is_rejected_with_a_reason_before_any_database_is_touched(demo_db, batch_size):
+    # Port 1 refuses connections: reaching PostgreSQL at all would produce a connection error instead.
+    result = run_sync(demo_db, "postgresql://nobody:pw@127.0.0.1:1/none", "public", batch_size=batch_size)
+
+    assert not result.success
+    message = failure_message(result)
+    assert "batch_size must be between 1 and 1,000,000 rows" in message
+    assert "connect" not in message
+    assert result.get_asset_materialization_events() == []
+
+
+def test_the_password_never_reaches_logs_metadata_or_errors(demo_db, pg_dsn, schema):
+    params = psycopg2.extensions.parse_dsn(pg_dsn)
+    secret = "hunter2-very-secret"
+    with_password = psycopg2.extensions.make_dsn(**{**params, "password": secret})  # trust auth ignores it
+    instance = DagsterInstance.ephemeral()
+
+    ok = run_sync(demo_db, with_password, schema, instance=instance)
+    unreachable = run_sync(
+        demo_db, f"postgresql://someone:{secret}@127.0.0.1:1/db", schema, instance=instance
+    )
+
+    assert ok.success and not unreachable.success
+    assert "cannot connect to PostgreSQL at postgresql://someone:***@127.0.0.1:1/db" in failure_message(unreachable)
+    everything = "\n".join(
+        [log_text(instance, ok), log_text(instance, unreachable), failure_message(unreachable)]
+        + [str(md) for md in metadata_by_table(ok).values()]
+    )
+    assert "password=***" in log_text(instance, ok)
+    assert secret not in everything
+
+
+def test_a_subset_selection_syncs_only_the_selected_tables(demo_db, pg_dsn, schema):
+    result = run_sync(demo_db, pg_dsn, schema, selection=["experiments"])
+
+    assert result.success
+    assert set(metadata_by_table(result)) == {"experiments"}
+    assert [e.asset_key for e in result.get_asset_check_evaluations()] == [AssetKey("experiments")]
+
+
+def test_progress_lines_and_the_seed_summary_appear_in_the_run_log(demo_db, pg_dsn, schema, monkeypatch):
+    monkeypatch.setattr(assets_module, "PROGRESS_EVERY_S", 0.0)
+    instance = DagsterInstance.ephemeral()
+
+    result = run_sync(demo_db, pg_dsn, schema, instance=instance, batch_size=1000)
+
+    logs = log_text(instance, result)
+    assert "⚡ INCREMENTAL mode" in logs
+    assert "📥 Syncing narrative_results..." in logs
+    assert "narrative_results: 2,000 of 3,000 rows (67%)" in logs
+    assert "PostgreSQL before/after:" in logs
+    assert "  experiments: 0 -> 10 (processed 10 rows, 10 changed)" in logs
+    assert "size: 0.00 MB -> " in logs
+
+
+def test_tables_whose_asset_keys_collide_are_refused_at_load_time(tmp_path):
+    path = tmp_path / "c.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript('CREATE TABLE "daily stats" (id INTEGER PRIMARY KEY); CREATE TABLE daily_stats (id INTEGER);')
+    conn.close()
+
+    with pytest.raises(AssetKeyCollisionError, match="'daily stats' and 'daily_stats' both map to asset key"):
+        build_sync_assets(list_tables(path))
+
+
+def test_definitions_make_one_asset_per_user_table_from_the_environment(tmp_path, pg_dsn):
+    path = tmp_path / "env.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """CREATE TABLE "Daily Stats" (id INTEGER PRIMARY KEY AUTOINCREMENT, v REAL);
+           CREATE TABLE plain (a TEXT, b BLOB);
+           CREATE VIEW v AS SELECT * FROM plain;
+           INSERT INTO "Daily Stats"(v) VALUES (1.5);"""
+    )
+    conn.close()
+    script = """
+import json
+from sync_pipeline.definitions import defs
+graph = defs.resolve_asset_graph()
+out = {}
+for key in graph.get_all_asset_keys():
+    spec = graph.get(key)
+    out[key.to_user_string()] = {"kinds": sorted(spec.kinds), "table": spec.metadata["dagster/table_name"],
+        "columns": [c.name + ":" + c.type for c in spec.metadata["dagster/column_schema"].columns]}
+print(json.dumps(out))
+"""
+    env = {**os.environ, "SQLITE_PATH": str(path), "PG_CONN_STR": pg_dsn, "PG_SCHEMA": "analytics"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True).stdout
+    specs = json.loads(out.strip().splitlines()[-1])
+
+    assert specs == {
+        "Daily_Stats": {"kinds": ["postgres", "sqlite"], "table": "analytics.Daily Stats",
+                        "columns": ["id:bigint", "v:double precision"]},
+        "plain": {"kinds": ["postgres", "sqlite"], "table": "analytics.plain", "columns": ["a:text", "b:bytea"]},
+    }
+
+
+def test_run_config_defaults_follow_the_seed_environment_variables():
+    script = "from sync_pipeline.config import SyncConfig; print(SyncConfig().model_dump_json())"
+    env = {**os.environ, "FULL_REFRESH": "1", "DELETE_ORPHANS": "true", "BATCH_SIZE": "2500"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == {"full_refresh": True, "delete_orphans": True, "batch_size": 2500}
+
+    bad = subprocess.run(
+        [sys.executable, "-c", script], env={**env, "BATCH_SIZE": "lots"}, capture_output=True, text=True
+    )
+    assert bad.returncode != 0
+    assert "BATCH_SIZE must be an integer from 1 to 1000000, got 'lots'" in bad.stderr
