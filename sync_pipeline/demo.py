@@ -181,7 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("path", nargs="?", default=str(DEFAULT_DEMO_PATH), help="SQLite file (default: %(default)s)")
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="narrative_results rows (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--mutate", type=float, metavar="PCT", help="update and append PCT%% of rows in an existing file")
+    parser.add_argument(
+        "--mutate", type=float, metavar="PCT", help="update and append PCT%% of rows in an existing file"
+    )
     args = parser.parse_args(argv)
     if args.mutate is not None:
         updated, added = mutate(args.path, args.mutate)

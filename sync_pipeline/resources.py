@@ -9,8 +9,8 @@ import psycopg2.extensions
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from .engine import SqliteSnapshot, redact
 from .embedded_pg import DEFAULT_PGDATA, embedded_dsn
+from .engine import SqliteSnapshot, redact
 from .engine.secrets import mask_dsn
 
 

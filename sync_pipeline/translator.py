@@ -11,7 +11,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dagster import AssetCheckSpec, AssetKey, AssetSpec, TableColumn, TableColumnConstraints, TableConstraints, TableSchema
+from dagster import (
+    AssetCheckSpec,
+    AssetKey,
+    AssetSpec,
+    TableColumn,
+    TableColumnConstraints,
+    TableConstraints,
+    TableSchema,
+)
 
 from .engine import TableInfo
 

@@ -144,7 +144,8 @@ def table_write_stats(dsn: str, schema: str, table: str) -> tuple[int, int, int]
     try:
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s",
+                "SELECT n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables "
+                "WHERE schemaname = %s AND relname = %s",
                 (schema, table),
             )
             row = cur.fetchone()

@@ -166,9 +166,7 @@ def test_the_password_never_reaches_logs_metadata_or_errors(demo_db, pg_dsn, sch
     instance = DagsterInstance.ephemeral()
 
     ok = run_sync(demo_db, with_password, schema, instance=instance)
-    unreachable = run_sync(
-        demo_db, f"postgresql://someone:{secret}@127.0.0.1:1/db", schema, instance=instance
-    )
+    unreachable = run_sync(demo_db, f"postgresql://someone:{secret}@127.0.0.1:1/db", schema, instance=instance)
 
     assert ok.success and not unreachable.success
     assert "cannot connect to PostgreSQL at postgresql://someone:***@127.0.0.1:1/db" in failure_message(unreachable)
@@ -239,8 +237,11 @@ print(json.dumps(out))
     specs = json.loads(out.strip().splitlines()[-1])
 
     assert specs == {
-        "Daily_Stats": {"kinds": ["postgres", "sqlite"], "table": "analytics.Daily Stats",
-                        "columns": ["id:bigint", "v:double precision"]},
+        "Daily_Stats": {
+            "kinds": ["postgres", "sqlite"],
+            "table": "analytics.Daily Stats",
+            "columns": ["id:bigint", "v:double precision"],
+        },
         "plain": {"kinds": ["postgres", "sqlite"], "table": "analytics.plain", "columns": ["a:text", "b:bytea"]},
     }
 
@@ -249,7 +250,11 @@ def test_run_config_defaults_follow_the_seed_environment_variables():
     script = "from sync_pipeline.config import SyncConfig; print(SyncConfig().model_dump_json())"
     env = {**os.environ, "FULL_REFRESH": "1", "DELETE_ORPHANS": "true", "BATCH_SIZE": "2500"}
     out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True).stdout
-    assert json.loads(out.strip().splitlines()[-1]) == {"full_refresh": True, "delete_orphans": True, "batch_size": 2500}
+    assert json.loads(out.strip().splitlines()[-1]) == {
+        "full_refresh": True,
+        "delete_orphans": True,
+        "batch_size": 2500,
+    }
 
     bad = subprocess.run(
         [sys.executable, "-c", script], env={**env, "BATCH_SIZE": "lots"}, capture_output=True, text=True

@@ -80,7 +80,9 @@ def test_updates_inserts_and_deletes_are_counted_exactly(demo_db, pg_dsn, schema
     picked = rng.sample(ids, 60)
     updated, deleted = picked[:37], picked[37:]
     with conn:
-        conn.executemany("UPDATE narrative_results SET label = label || '!' WHERE result_id = ?", [(i,) for i in updated])
+        conn.executemany(
+            "UPDATE narrative_results SET label = label || '!' WHERE result_id = ?", [(i,) for i in updated]
+        )
         conn.executemany("DELETE FROM narrative_results WHERE result_id = ?", [(i,) for i in deleted])
         conn.execute(
             "INSERT INTO narrative_results SELECT result_id + 100000, experiment_id, narrative_id, label, confidence, "
@@ -307,7 +309,9 @@ def test_stats_flush_sees_writes(demo_db, pg_dsn, schema, pg):
     sync_all(demo_db, pg_dsn, schema)
     before = table_write_stats(pg_dsn, schema, "experiments")
     with pg.cursor() as cur:
-        cur.execute(sql.SQL("UPDATE {} SET notes = 'x' WHERE experiment_id <= 3").format(sql.Identifier(schema, "experiments")))
+        cur.execute(
+            sql.SQL("UPDATE {} SET notes = 'x' WHERE experiment_id <= 3").format(sql.Identifier(schema, "experiments"))
+        )
     pg.commit()
     flush_stats(pg)
     assert table_write_stats(pg_dsn, schema, "experiments")[1] == before[1] + 3

@@ -189,9 +189,7 @@ class PgTable:
         self.cur.copy_expert(statement.as_string(self.cur), data)
 
     def create_stage(self) -> None:
-        self.cur.execute(
-            sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(STAGE, self.ident)
-        )
+        self.cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(STAGE, self.ident))
 
     def create_key_stage(self) -> None:
         keys = sql.SQL(", ").join(sql.Identifier(k) for k in self.table.primary_key)
@@ -206,7 +204,9 @@ class PgTable:
 
     def _key_match(self, left: str, right: str) -> sql.Composable:
         return sql.SQL(" AND ").join(
-            sql.SQL("{}.{} = {}.{}").format(sql.Identifier(left), sql.Identifier(k), sql.Identifier(right), sql.Identifier(k))
+            sql.SQL("{}.{} = {}.{}").format(
+                sql.Identifier(left), sql.Identifier(k), sql.Identifier(right), sql.Identifier(k)
+            )
             for k in self.table.primary_key
         )
 
@@ -282,7 +282,9 @@ class PgTable:
 
     def replace_rows_from_stage(self) -> None:
         self.cur.execute(sql.SQL("DELETE FROM {}").format(self.ident))
-        self.cur.execute(sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s}").format(t=self.ident, s=STAGE, c=self.columns))
+        self.cur.execute(
+            sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s}").format(t=self.ident, s=STAGE, c=self.columns)
+        )
 
 
 def new_table_names(table: str) -> tuple[str, str]:

@@ -52,7 +52,7 @@ class TableInfo:
         """A row's identity for an error message: its primary key, or its position."""
         if not self.primary_key:
             return f"#{row_number} (table has no primary key)"
-        return "(" + ", ".join(f"{k}={row[i]!r}" for k, i in zip(self.primary_key, self.key_indexes)) + ")"
+        return "(" + ", ".join(f"{k}={row[i]!r}" for k, i in zip(self.primary_key, self.key_indexes, strict=True)) + ")"
 
     def identifier_problems(self) -> list[str]:
         """Names PostgreSQL would silently truncate (it cuts identifiers at 63 bytes)."""
@@ -80,11 +80,13 @@ def _user_tables(conn: sqlite3.Connection) -> list[tuple[str, bool]]:
 def _table_info(conn: sqlite3.Connection, name: str, without_rowid: bool) -> TableInfo:
     # hidden: 0 = ordinary, 1 = hidden column of a virtual table, 2/3 = generated column.
     rows = conn.execute(
-        "SELECT name, type, \"notnull\", pk FROM pragma_table_xinfo(?) WHERE hidden <> 1 ORDER BY cid",
+        'SELECT name, type, "notnull", pk FROM pragma_table_xinfo(?) WHERE hidden <> 1 ORDER BY cid',
         (name,),
     ).fetchall()
     columns = tuple(
-        ColumnInfo(name=col, declared_type=decl or "", not_null=bool(nn), pk_position=pk, pg_type=pg_type_for(decl or ""))
+        ColumnInfo(
+            name=col, declared_type=decl or "", not_null=bool(nn), pk_position=pk, pg_type=pg_type_for(decl or "")
+        )
         for col, decl, nn, pk in rows
     )
     primary_key = tuple(c.name for c in sorted((c for c in columns if c.pk_position), key=lambda c: c.pk_position))

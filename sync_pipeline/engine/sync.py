@@ -136,7 +136,7 @@ class _Batches:
     def _encode(self, batch: list[tuple[object, ...]]) -> io.StringIO:
         encoders = self._encoders
         try:
-            lines = ["\t".join([enc(v) for enc, v in zip(encoders, row)]) for row in batch]
+            lines = ["\t".join([enc(v) for enc, v in zip(encoders, row, strict=True)]) for row in batch]
         except ValueRejected:
             raise self._locate_rejected(batch) from None
         lines.append("")
@@ -144,12 +144,13 @@ class _Batches:
 
     def _locate_rejected(self, batch: list[tuple[object, ...]]) -> ValueMismatchError:
         for offset, row in enumerate(batch):
-            for column, value in zip(self.table.columns, row):
+            for column, value in zip(self.table.columns, row, strict=True):
                 try:
                     column.pg_type.encode(value)
                 except ValueRejected as exc:
                     key = self.table.describe_key(row, self.rows_read + offset + 1)
-                    reason = f"{exc} (declared {column.declared_type or 'without a type'!r}, PostgreSQL {column.pg_type.name})"
+                    declared = column.declared_type or "without a type"
+                    reason = f"{exc} (declared {declared!r}, PostgreSQL {column.pg_type.name})"
                     return ValueMismatchError(self.table.name, column.name, key, reason)
         raise AssertionError("an encoder rejected a value it accepts on a second look")
 
@@ -204,7 +205,9 @@ def sync_table(
                 else:
                     counts = _merge_keyless(target, batches, options, rows_before)
             if batches.rows_read != total:
-                raise SyncError(table.name, f"read {batches.rows_read} rows but the snapshot has {total}; nothing written")
+                raise SyncError(
+                    table.name, f"read {batches.rows_read} rows but the snapshot has {total}; nothing written"
+                )
             rows_after = target.row_count()
             bytes_after = target.total_bytes()
     except SyncError:
@@ -338,4 +341,3 @@ def _refuse_empty_source(target: PgTable, batches: _Batches, rows_before: int) -
             f"SQLite returned no rows but {target.qualified_name} has {rows_before}; refusing to delete them all "
             "(run with full_refresh if emptying it is intended)",
         )
-

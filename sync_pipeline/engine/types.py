@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 COPY_NULL = "\\N"
 _MAX_EXACT_DOUBLE_INT = 2**53
 
 
-class Affinity(str, Enum):
+class Affinity(StrEnum):
     INTEGER = "INTEGER"
     TEXT = "TEXT"
     BLOB = "BLOB"
