@@ -1,0 +1,252 @@
+"""Benchmark: our engine against the COPY floor and the seed's upsert, in ONE run.
+
+    .venv/bin/python bench/bench_sync.py --rows 200000 [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
+
+Only ``narrative_results`` (the big table) is timed. Each scenario runs in a child process,
+so its peak RSS is its own; WAL is measured on the server (``pg_current_wal_lsn``) and rows
+written from ``pg_stat_user_tables``. Times are also printed as a ratio to the floor measured
+in the same run, because absolute times on shared machines are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+from psycopg2 import sql
+
+from sync_pipeline.demo import generate, mutate
+from sync_pipeline.engine import SqliteSnapshot, SyncOptions, sync_table
+from sync_pipeline.engine.pg_target import PgTable
+
+TABLE = "narrative_results"
+DATA_DIR = Path(__file__).resolve().parent / ".data"
+BENCH_DB = "sps_bench"
+
+
+def _dsn_for(dsn: str, dbname: str) -> str:
+    params = psycopg2.extensions.parse_dsn(dsn)
+    params["dbname"] = dbname
+    return psycopg2.extensions.make_dsn(**params)
+
+
+def _columns(path: Path) -> list[str]:
+    with SqliteSnapshot(path) as snap:
+        return list(snap.table(TABLE).column_names)
+
+
+def _create_target(conn: psycopg2.extensions.connection, path: Path, schema: str, with_key: bool) -> None:
+    with SqliteSnapshot(path) as snap, conn, conn.cursor() as cur:
+        target = PgTable(cur, schema, snap.table(TABLE))
+        ident = target.create()
+        if with_key:
+            target.add_primary_key(ident, f"{TABLE}_pkey")
+
+
+# --- scenarios, each run in a child process ------------------------------------------------
+
+
+def floor_copy(path: Path, dsn: str, schema: str, batch: int) -> None:
+    """Bare COPY fed from sqlite3 with Python's csv module: no checks, no key, no merge."""
+    conn = psycopg2.connect(dsn)
+    _create_target(conn, path, schema, with_key=False)
+    cols = _columns(path)
+    src = sqlite3.connect(path)
+    cursor = src.execute(f"SELECT {', '.join(cols)} FROM {TABLE}")
+    copy = sql.SQL("COPY {} FROM STDIN WITH (FORMAT csv)").format(sql.Identifier(schema, TABLE))
+    with conn, conn.cursor() as cur:
+        while rows := cursor.fetchmany(batch):
+            buf = io.StringIO()
+            csv.writer(buf).writerows(rows)
+            buf.seek(0)
+            cur.copy_expert(copy.as_string(cur), buf)
+
+
+def seed_upsert(path: Path, dsn: str, schema: str, batch: int) -> None:
+    """The seed script's approach with execute_batch: INSERT ... ON CONFLICT DO UPDATE every row."""
+    conn = psycopg2.connect(dsn)
+    cols = _columns(path)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s",
+            (schema, TABLE),
+        )
+        exists = cur.fetchone() is not None
+    conn.commit()
+    if not exists:
+        _create_target(conn, path, schema, with_key=True)
+    statement = sql.SQL("INSERT INTO {t} ({c}) VALUES ({v}) ON CONFLICT ({k}) DO UPDATE SET {s}").format(
+        t=sql.Identifier(schema, TABLE),
+        c=sql.SQL(", ").join(map(sql.Identifier, cols)),
+        v=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
+        k=sql.Identifier(cols[0]),
+        s=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in cols[1:]),
+    )
+    src = sqlite3.connect(path)
+    cursor = src.execute(f"SELECT {', '.join(cols)} FROM {TABLE}")
+    with conn, conn.cursor() as cur:
+        text = statement.as_string(cur)
+        while rows := cursor.fetchmany(batch):
+            psycopg2.extras.execute_batch(cur, text, rows, page_size=1000)
+
+
+def ours(path: Path, dsn: str, schema: str, batch: int, full_refresh: bool = False) -> None:
+    conn = psycopg2.connect(dsn)
+    with SqliteSnapshot(path) as snap:
+        options = SyncOptions(batch_size=batch, full_refresh=full_refresh, delete_orphans=True)
+        sync_table(snap, conn, snap.table(TABLE), schema, options)
+
+
+def ours_full_refresh(path: Path, dsn: str, schema: str, batch: int) -> None:
+    ours(path, dsn, schema, batch, full_refresh=True)
+
+
+SCENARIOS = {f.__name__: f for f in (floor_copy, seed_upsert, ours, ours_full_refresh)}
+
+
+def child(name: str, path: str, dsn: str, schema: str, batch: int) -> None:
+    started = time.perf_counter()
+    SCENARIOS[name](Path(path), dsn, schema, batch)
+    elapsed = time.perf_counter() - started
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": elapsed, "peak_rss_mb": rss / 1024}))
+
+
+# --- the parent: runs scenarios, measures the server side, prints the table ----------------
+
+
+class Server:
+    def __init__(self, dsn: str) -> None:
+        self.conn = psycopg2.connect(dsn)
+        self.conn.autocommit = True
+
+    def value(self, query: str, params: tuple[object, ...] = ()) -> object:
+        with self.conn.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchone()[0]
+
+    def writes(self, schema: str) -> int:
+        self.value("SELECT pg_stat_clear_snapshot()")
+        found = self.value(
+            "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables "
+            "WHERE schemaname = %s AND relname = %s",
+            (schema, TABLE),
+        )
+        return int(found)  # type: ignore[arg-type]
+
+
+def run(server: Server, name: str, path: Path, dsn: str, schema: str, batch: int) -> dict[str, float]:
+    writes_before = server.writes(schema)
+    lsn_before = server.value("SELECT pg_current_wal_lsn()")
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", name, str(path), dsn, schema, str(batch)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    report = json.loads(out.strip().splitlines()[-1])
+    wal = server.value("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn_before,))
+    time.sleep(0.6)  # the child's backend publishes its statistics as it exits
+    report["wal_mb"] = float(wal) / 1024**2  # type: ignore[arg-type]
+    report["rows_written"] = server.writes(schema) - writes_before
+    return report
+
+
+def floor_psql(path: Path, dsn: str, schema: str) -> dict[str, float] | None:
+    """The floor the issue names: sqlite3's CSV output piped into psql's \\copy."""
+    if not (shutil.which("sqlite3") and shutil.which("psql")):
+        return None
+    conn = psycopg2.connect(dsn)
+    _create_target(conn, path, schema, with_key=False)
+    conn.close()
+    cols = ", ".join(_columns(path))
+    started = time.perf_counter()
+    subprocess.run(
+        f'sqlite3 -csv "{path}" "SELECT {cols} FROM {TABLE}" | '
+        f'psql -q "{dsn}" -c "\\copy {schema}.{TABLE} FROM STDIN WITH (FORMAT csv)"',
+        shell=True,
+        check=True,
+    )
+    return {"seconds": time.perf_counter() - started, "peak_rss_mb": float("nan")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--batch-size", type=int, default=SyncOptions().batch_size)
+    parser.add_argument(
+        "--dsn", default=os.environ.get("PG_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
+    parser.add_argument("--skip-seed", action="store_true", help="skip the slow seed upsert")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        name, path, dsn, schema, batch = args.child
+        child(name, path, dsn, schema, int(batch))
+        return
+
+    DATA_DIR.mkdir(exist_ok=True)
+    base = DATA_DIR / f"demo_{args.rows}.sqlite"
+    if not base.exists():
+        generate(base, rows=args.rows)
+    changed = DATA_DIR / f"demo_{args.rows}_changed.sqlite"
+    shutil.copy(base, changed)
+    mutate(changed, 1.0)
+
+    admin = Server(args.dsn)
+    admin.value("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s", (BENCH_DB,))
+    with admin.conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(BENCH_DB)))
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+    dsn = _dsn_for(args.dsn, BENCH_DB)
+    server = Server(dsn)
+    with server.conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA floor_psql; CREATE SCHEMA floor_copy; CREATE SCHEMA seed; CREATE SCHEMA ours")
+
+    rows: list[tuple[str, dict[str, float]]] = []
+    psql_floor = floor_psql(base, dsn, "floor_psql")
+    if psql_floor:
+        rows.append(("floor: sqlite3 CSV | psql \\copy", psql_floor))
+    rows.append(("floor: Python copy_expert from sqlite3", run(server, "floor_copy", base, dsn, "floor_copy", 10_000)))
+    if not args.skip_seed:
+        rows.append(("seed upsert (execute_batch): first load", run(server, "seed_upsert", base, dsn, "seed", 1000)))
+        rows.append(("seed upsert (execute_batch): no change", run(server, "seed_upsert", base, dsn, "seed", 1000)))
+        rows.append(
+            ("seed upsert (execute_batch): 1% upd + 1% new", run(server, "seed_upsert", changed, dsn, "seed", 1000))
+        )
+    b = args.batch_size
+    rows.append(("ours: first load", run(server, "ours", base, dsn, "ours", b)))
+    rows.append(("ours: no change (delete_orphans)", run(server, "ours", base, dsn, "ours", b)))
+    rows.append(("ours: 1% upd + 1% new (delete_orphans)", run(server, "ours", changed, dsn, "ours", b)))
+    rows.append(("ours: full_refresh", run(server, "ours_full_refresh", changed, dsn, "ours", b)))
+
+    floor = rows[0][1]["seconds"]
+    print(f"\nnarrative_results, {args.rows:,} rows, batch_size {b:,}; floor = {rows[0][0]}\n")
+    print("| approach | time s | x floor | WAL MB | rows written | peak RSS MB |")
+    print("|---|---|---|---|---|---|")
+    for label, r in rows:
+        written = r.get("rows_written", float("nan"))
+        print(
+            f"| {label} | {r['seconds']:.2f} | {r['seconds'] / floor:.2f} | {r.get('wal_mb', float('nan')):.1f} "
+            f"| {written:,.0f} | {r['peak_rss_mb']:.0f} |"
+        )
+    server.conn.close()
+    with admin.conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(BENCH_DB)))
+
+
+if __name__ == "__main__":
+    main()
