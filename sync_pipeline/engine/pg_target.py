@@ -10,7 +10,7 @@ FROM`` would write nothing either, but it locks every conflicting row, which dir
 page of the table (437 MB of WAL measured for a no-change sync of 1M rows). Here, an
 ``UPDATE ... FROM staging`` touches only rows whose values differ, and an ``INSERT ...
 WHERE NOT EXISTS`` adds only keys the target lacks; its ``ON CONFLICT DO NOTHING`` keeps a
-key that occurs twice in one batch (possible once values are converted, e.g. a typeless key
+key that occurs twice in the stage (possible once values are converted, e.g. a typeless key
 column holding both ``1`` and ``'1'``) from failing the statement, and locks nothing.
 Concurrent syncs of the same table are kept apart by a transaction-level advisory lock.
 """
@@ -26,7 +26,6 @@ from psycopg2 import sql
 from .sqlite_source import TableInfo
 
 STAGE = sql.Identifier("_sps_stage")
-KEY_STAGE = sql.Identifier("_sps_keys")
 
 
 def _short_name(prefix: str, table: str, suffix: str = "") -> str:
@@ -191,17 +190,6 @@ class PgTable:
     def create_stage(self) -> None:
         self.cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(STAGE, self.ident))
 
-    def create_key_stage(self) -> None:
-        keys = sql.SQL(", ").join(sql.Identifier(k) for k in self.table.primary_key)
-        self.cur.execute(
-            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-                KEY_STAGE, keys, STAGE
-            )
-        )
-
-    def truncate_stage(self) -> None:
-        self.cur.execute(sql.SQL("TRUNCATE {}").format(STAGE))
-
     def _key_match(self, left: str, right: str) -> sql.Composable:
         return sql.SQL(" AND ").join(
             sql.SQL("{}.{} = {}.{}").format(
@@ -247,16 +235,11 @@ class PgTable:
         )
         return self.cur.rowcount
 
-    def stage_keys(self) -> None:
-        keys = sql.SQL(", ").join(sql.Identifier(k) for k in self.table.primary_key)
-        self.cur.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {}").format(KEY_STAGE, keys, STAGE))
-
     def delete_orphans(self) -> int:
         """Delete target rows whose key was not read from SQLite: an anti-join in PostgreSQL."""
-        self.cur.execute(sql.SQL("ANALYZE {}").format(KEY_STAGE))
         self.cur.execute(
-            sql.SQL("DELETE FROM {target} AS t WHERE NOT EXISTS (SELECT 1 FROM {keys} AS k WHERE {match})").format(
-                target=self.ident, keys=KEY_STAGE, match=self._key_match("t", "k")
+            sql.SQL("DELETE FROM {target} AS t WHERE NOT EXISTS (SELECT 1 FROM {stage} AS s WHERE {match})").format(
+                target=self.ident, stage=STAGE, match=self._key_match("t", "s")
             )
         )
         return self.cur.rowcount

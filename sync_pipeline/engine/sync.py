@@ -298,20 +298,26 @@ def _merge_by_key(target: PgTable, batches: _Batches, options: SyncOptions, rows
             target.copy_into(target.ident, buffer)
         counts.inserted = batches.rows_read
         return counts
-    target.create_stage()
-    if options.delete_orphans:
-        target.create_key_stage()
-    for buffer in batches:
-        target.copy_into(STAGE, buffer)
-        counts.updated += target.update_changed_from_stage()
-        counts.inserted += target.insert_new_from_stage()
-        if options.delete_orphans:
-            target.stage_keys()
-        target.truncate_stage()
+    _stage_all(target, batches)
+    counts.updated = target.update_changed_from_stage()
+    counts.inserted = target.insert_new_from_stage()
     if options.delete_orphans:
         _refuse_empty_source(target, batches, rows_before)
         counts.deleted = target.delete_orphans()
     return counts
+
+
+def _stage_all(target: PgTable, batches: _Batches) -> None:
+    """COPY every batch into one temporary staging table, so each merge statement runs once.
+
+    Merging batch by batch would hash (or scan) the whole target once per batch, which is
+    quadratic in the table size; one statement over the full stage is one hash join.
+    The stage is a temp table: not WAL-logged, dropped at commit.
+    """
+    target.create_stage()
+    for buffer in batches:
+        target.copy_into(STAGE, buffer)
+    target.analyze(STAGE)
 
 
 def _merge_keyless(target: PgTable, batches: _Batches, options: SyncOptions, rows_before: int) -> _Counts:
@@ -321,9 +327,7 @@ def _merge_keyless(target: PgTable, batches: _Batches, options: SyncOptions, row
     PostgreSQL has beyond SQLite's are removed too, by rewriting the table, and only when
     the two differ. A changed row counts as one deleted and one inserted.
     """
-    target.create_stage()
-    for buffer in batches:
-        target.copy_into(STAGE, buffer)
+    _stage_all(target, batches)
     missing, extra = target.multiset_differences()
     if options.delete_orphans and extra:
         _refuse_empty_source(target, batches, rows_before)
