@@ -28,18 +28,21 @@ def _source() -> tuple[str, SQLiteSource]:
     return str(DEFAULT_DEMO_PATH), SQLiteSource(path=str(DEFAULT_DEMO_PATH))
 
 
-def _target() -> tuple[str, PostgresTarget]:
+def _target() -> tuple[str, str, PostgresTarget]:
+    """(schema, where the data goes with the password masked, the resource)."""
     schema = os.environ.get("PG_SCHEMA") or "public"
     schema_value = EnvVar("PG_SCHEMA") if os.environ.get("PG_SCHEMA") else "public"
     if os.environ.get("PG_CONN_STR"):
-        return schema, PostgresTarget(conn_str=EnvVar("PG_CONN_STR"), pg_schema=schema_value)
-    return schema, PostgresTarget(pg_schema=schema_value)
+        resource = PostgresTarget(conn_str=EnvVar("PG_CONN_STR"), pg_schema=schema_value)
+        return schema, PostgresTarget(conn_str=os.environ["PG_CONN_STR"], pg_schema=schema).describe(), resource
+    resource = PostgresTarget(pg_schema=schema_value)
+    return schema, PostgresTarget(pg_schema=schema).describe(), resource
 
 
 def build_definitions() -> Definitions:
     path, sqlite = _source()
-    schema, postgres = _target()
-    translator = SqliteTableTranslator(pg_schema=schema)
+    schema, target_label, postgres = _target()
+    translator = SqliteTableTranslator(pg_schema=schema, target_label=target_label)
     return Definitions(
         assets=[build_sync_assets(list_tables(path), translator)],
         resources={"sqlite": sqlite, "postgres": postgres},

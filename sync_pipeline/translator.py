@@ -64,6 +64,7 @@ class SqliteTableTranslator:
     """Maps tables to specs; subclass and override a method to change one aspect."""
 
     pg_schema: str = "public"
+    target_label: str = ""  # where the data goes, password masked (shown in the catalog)
 
     def get_asset_key(self, table: TableInfo) -> AssetKey:
         return asset_key_for(table.name)
@@ -89,6 +90,7 @@ class SqliteTableTranslator:
                 "dagster/table_name": f"{self.pg_schema}.{table.name}",
                 "dagster/column_schema": column_schema(table),
                 "sqlite_table": table.name,
+                **({"sync_target": self.target_label} if self.target_label else {}),
             },
         )
 

@@ -24,7 +24,7 @@ from dagster import (
 
 from sync_pipeline import assets as assets_module
 from sync_pipeline.assets import build_sync_assets
-from sync_pipeline.engine import list_tables
+from sync_pipeline.engine import list_tables, mask_dsn
 from sync_pipeline.resources import PostgresTarget, SQLiteSource
 from sync_pipeline.translator import AssetKeyCollisionError, SqliteTableTranslator
 
@@ -229,20 +229,30 @@ out = {}
 for key in graph.get_all_asset_keys():
     spec = graph.get(key)
     out[key.to_user_string()] = {"kinds": sorted(spec.kinds), "table": spec.metadata["dagster/table_name"],
+        "target": spec.metadata["sync_target"],
         "columns": [c.name + ":" + c.type for c in spec.metadata["dagster/column_schema"].columns]}
 print(json.dumps(out))
 """
-    env = {**os.environ, "SQLITE_PATH": str(path), "PG_CONN_STR": pg_dsn, "PG_SCHEMA": "analytics"}
+    secret_dsn = psycopg2.extensions.make_dsn(pg_dsn, password="hunter2")
+    env = {**os.environ, "SQLITE_PATH": str(path), "PG_CONN_STR": secret_dsn, "PG_SCHEMA": "analytics"}
     out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True).stdout
     specs = json.loads(out.strip().splitlines()[-1])
 
+    target = mask_dsn(secret_dsn) + ", schema analytics"
+    assert "hunter2" not in out and "password=***" in target
     assert specs == {
         "Daily_Stats": {
             "kinds": ["postgres", "sqlite"],
             "table": "analytics.Daily Stats",
+            "target": target,
             "columns": ["id:bigint", "v:double precision"],
         },
-        "plain": {"kinds": ["postgres", "sqlite"], "table": "analytics.plain", "columns": ["a:text", "b:bytea"]},
+        "plain": {
+            "kinds": ["postgres", "sqlite"],
+            "table": "analytics.plain",
+            "target": target,
+            "columns": ["a:text", "b:bytea"],
+        },
     }
 
 
