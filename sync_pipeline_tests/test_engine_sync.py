@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import random
 import sqlite3
 import threading
@@ -23,7 +22,7 @@ from sync_pipeline.engine import (
     ValueMismatchError,
     sync_table,
 )
-from sync_pipeline.engine.pg_target import STAGE, PgTable
+from sync_pipeline.engine.pg_target import PgTable
 from sync_pipeline.engine.sqlite_source import quote_sqlite_identifier
 
 from .conftest import flush_stats, pg_rows, sqlite_rows, sync_all, table_write_stats
@@ -132,25 +131,31 @@ def test_delete_orphans_refuses_an_empty_source_and_deletes_nothing(demo_db, pg_
 def test_full_refresh_never_shows_a_concurrent_reader_a_missing_empty_or_partial_table(demo_db, pg_dsn, schema):
     sync_all(demo_db, pg_dsn, schema)
     expected = len(sqlite_rows(demo_db, "narrative_results"))
-    seen: list[int] = []
+    seen: dict[str, list[int]] = {"read committed": [], "repeatable read": []}
     errors: list[str] = []
     stop = threading.Event()
 
-    def count_in_a_loop() -> None:
+    def count_in_a_loop(isolation: str) -> None:
         conn = psycopg2.connect(pg_dsn)
-        conn.autocommit = True
         query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "narrative_results"))
         with conn.cursor() as cur:
             while not stop.is_set():
                 try:
-                    cur.execute(query)
-                    seen.append(cur.fetchone()[0])
+                    # A snapshot-holding reader counts twice, once before and once during a refresh.
+                    cur.execute(sql.SQL("BEGIN ISOLATION LEVEL {}").format(sql.SQL(isolation.upper())))
+                    for _ in range(2):
+                        cur.execute(query)
+                        seen[isolation].append(cur.fetchone()[0])
+                        time.sleep(0.005)
+                    cur.execute("COMMIT")
                 except psycopg2.Error as exc:
                     errors.append(str(exc))
+                    conn.rollback()
         conn.close()
 
-    reader = threading.Thread(target=count_in_a_loop)
-    reader.start()
+    readers = [threading.Thread(target=count_in_a_loop, args=(level,)) for level in seen]
+    for reader in readers:
+        reader.start()
     try:
         time.sleep(0.2)
         for _ in range(3):
@@ -159,11 +164,13 @@ def test_full_refresh_never_shows_a_concurrent_reader_a_missing_empty_or_partial
         time.sleep(0.2)
     finally:
         stop.set()
-        reader.join()
+        for reader in readers:
+            reader.join()
 
     assert errors == []
-    assert len(seen) > 10
-    assert set(seen) == {expected}
+    for level, counts in seen.items():
+        assert len(counts) > 10, level
+        assert set(counts) == {expected}, level
     assert_tables_equal(demo_db, pg_dsn, schema)
 
 
@@ -182,20 +189,32 @@ def test_incremental_refuses_a_changed_schema_and_full_refresh_rebuilds_it(demo_
     assert_tables_equal(demo_db, pg_dsn, schema)
 
 
-def test_full_refresh_refuses_to_drop_a_table_that_views_depend_on(demo_db, pg_dsn, schema, pg):
+def test_full_refresh_keeps_views_when_the_shape_is_unchanged_and_refuses_to_drop_them_otherwise(
+    demo_db, pg_dsn, schema, pg
+):
     sync_all(demo_db, pg_dsn, schema)
+    view = sql.Identifier(schema, "exp_ids")
     with pg, pg.cursor() as cur:
         cur.execute(
             sql.SQL("CREATE VIEW {} AS SELECT experiment_id FROM {}").format(
-                sql.Identifier(schema, "exp_ids"), sql.Identifier(schema, "experiments")
+                view, sql.Identifier(schema, "experiments")
             )
         )
+    refreshed = sync_all(demo_db, pg_dsn, schema, full_refresh=True)["experiments"]
+    assert refreshed.rows_inserted == refreshed.rows_deleted == refreshed.sqlite_rows
+    with pg, pg.cursor() as cur:
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(view))
+        assert cur.fetchone()[0] == refreshed.sqlite_rows
+    conn = sqlite3.connect(demo_db)
+    with conn:
+        conn.execute("ALTER TABLE experiments ADD COLUMN budget REAL")
+    conn.close()
 
-    with pytest.raises(SyncError, match=f"{schema}.exp_ids"):
+    with pytest.raises(SyncError, match=f"views depend on it: {schema}.exp_ids"):
         sync_all(demo_db, pg_dsn, schema, full_refresh=True)
 
-    results = sync_all(demo_db, pg_dsn, schema)
-    assert results["experiments"].rows_changed == 0
+    with pytest.raises(SchemaMismatchError):
+        sync_all(demo_db, pg_dsn, schema)
 
 
 def test_composite_keys_and_quoted_identifiers_sync_incrementally(tmp_path, pg_dsn, schema):
@@ -242,20 +261,46 @@ def test_a_value_that_does_not_fit_names_table_column_and_key_and_changes_nothin
     assert pg_rows(pg_dsn, schema, "t") == before
 
 
-def test_duplicate_keys_inside_one_staged_batch_do_not_crash_the_merge(tmp_path, pg_dsn, schema, pg):
-    path = make_db(tmp_path / "k.sqlite", "CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER);", {"t": [("a", 1)]})
-    sync_all(path, pg_dsn, schema)
-    with SqliteSnapshot(path) as snapshot:
-        table = snapshot.table("t")
-    with pg, pg.cursor() as cur:
-        target = PgTable(cur, schema, table)
-        target.create_stage()
-        target.copy_into(STAGE, io.StringIO("a\t2\na\t2\nb\t3\nb\t3\n"))
-        updated = target.update_changed_from_stage()
-        inserted = target.insert_new_from_stage()
+def test_keys_that_merge_once_converted_fail_naming_the_key_on_every_path(tmp_path, pg_dsn, schema):
+    # A typeless key column can hold 1 and '1'; both become the PostgreSQL text '1'.
+    path = make_db(tmp_path / "k.sqlite", "CREATE TABLE t (k PRIMARY KEY, v INTEGER);", {"t": [("1", 1), (2, 2)]})
+    assert sync_all(path, pg_dsn, schema)["t"].rows_inserted == 2
+    before = pg_rows(pg_dsn, schema, "t")
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("INSERT INTO t VALUES (1, 10)")
+    conn.close()
 
-    assert (updated, inserted) == (1, 1)
-    assert pg_rows(pg_dsn, schema, "t") == [("a", 2), ("b", 3)]
+    with pytest.raises(SyncError, match=r"table 't': two SQLite rows have the key \(k='1'\)"):
+        sync_all(path, pg_dsn, schema)
+    assert pg_rows(pg_dsn, schema, "t") == before
+    with pytest.raises(SyncError, match=r"table 't': .*Key \(k\)=\(1\)"):
+        sync_all(path, pg_dsn, schema, full_refresh=True)
+    assert pg_rows(pg_dsn, schema, "t") == before
+
+
+def test_numbers_in_columns_that_map_to_text_keep_their_exact_text(tmp_path, pg_dsn, schema):
+    path = make_db(
+        tmp_path / "t.sqlite",
+        "CREATE TABLE e (id INTEGER PRIMARY KEY, at DATETIME, payload JSON, anything);",
+        {"e": [(1, 1700000000, 42, 0.1), (2, "2025-01-01 10:00:00", '{"a": 1}', "text")]},
+    )
+    sync_all(path, pg_dsn, schema)
+    assert pg_rows(pg_dsn, schema, "e") == [
+        (1, "1700000000", "42", "0.1"),
+        (2, "2025-01-01 10:00:00", '{"a": 1}', "text"),
+    ]
+
+
+def test_a_table_named_like_another_tables_key_does_not_collide(tmp_path, pg_dsn, schema):
+    path = make_db(
+        tmp_path / "pk.sqlite",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY); CREATE TABLE t_pkey (id INTEGER PRIMARY KEY);",
+        {"t": [(1,)], "t_pkey": [(2,)]},
+    )
+    results = sync_all(path, pg_dsn, schema)
+    assert {name: r.pg_rows_after for name, r in results.items()} == {"t": 1, "t_pkey": 1}
+    assert sync_all(path, pg_dsn, schema, full_refresh=True)["t"].pg_rows_after == 1
 
 
 def test_table_without_primary_key_is_mirrored_as_a_multiset(tmp_path, pg_dsn, schema):
@@ -297,6 +342,43 @@ def test_a_concurrent_sync_of_the_same_table_waits_then_fails_clearly(demo_db, p
     finally:
         conn.close()
         pg.rollback()
+
+
+def test_a_statement_timeout_while_waiting_for_the_lock_is_reported_as_itself(demo_db, pg_dsn, schema, pg):
+    sync_all(demo_db, pg_dsn, schema)
+    with pg.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"sqlite_pg_sync:{schema}.experiments",))
+    conn = psycopg2.connect(pg_dsn, options="-c statement_timeout=300")
+    try:
+        with SqliteSnapshot(demo_db) as snapshot, pytest.raises(SyncError, match="statement timeout"):
+            sync_table(snapshot, conn, snapshot.table("experiments"), schema, SyncOptions(lock_timeout_s=30))
+    finally:
+        conn.close()
+        pg.rollback()
+
+
+def test_a_reader_idle_in_transaction_cannot_make_a_schema_changing_refresh_wait_forever(demo_db, pg_dsn, schema, pg):
+    sync_all(demo_db, pg_dsn, schema)
+    conn = sqlite3.connect(demo_db)
+    with conn:
+        conn.execute("ALTER TABLE experiments ADD COLUMN budget REAL")
+    conn.close()
+    with pg.cursor() as cur:  # reads, then sits in its transaction holding ACCESS SHARE
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "experiments")))
+    sync_conn = psycopg2.connect(pg_dsn)
+    try:
+        with SqliteSnapshot(demo_db) as snapshot, pytest.raises(SyncError, match="could not be swapped in"):
+            options = SyncOptions(full_refresh=True, lock_timeout_s=0.5)
+            sync_table(snapshot, sync_conn, snapshot.table("experiments"), schema, options)
+    finally:
+        sync_conn.close()
+    pg.rollback()
+    assert [c for c, _ in PgTable(pg.cursor(), schema, _experiments(demo_db)).columns_in_pg()][-1] == "updated_at"
+
+
+def _experiments(path: Path):
+    with SqliteSnapshot(path) as snapshot:
+        return snapshot.table("experiments")
 
 
 def test_missing_target_schema_is_a_clear_error(demo_db, pg_dsn):

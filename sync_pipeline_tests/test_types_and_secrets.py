@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg2.extensions
 import pytest
 
 from sync_pipeline.engine.secrets import mask_dsn, redact
@@ -69,6 +70,8 @@ def test_postgres_type_for_declared_type(declared, pg):
         ("BLOB", b"\x00\xff", "\\\\x00ff"),
         ("BOOLEAN", 1, "t"),
         ("NUMERIC", 12.5, "12.5"),
+        ("DATETIME", 1700000000, "1700000000"),
+        ("", 0.25, "0.25"),
     ],
 )
 def test_copy_encoding_of_values_that_fit(declared, value, field):
@@ -100,10 +103,36 @@ def test_values_that_would_change_are_rejected_with_a_reason(declared, value, re
         ("host=db user=alice password=s3cret dbname=prod", "host=db user=alice password=*** dbname=prod"),
         ("host=db password='with space' dbname=prod", "host=db password=*** dbname=prod"),
         ("postgresql://db/prod?user=alice&password=s3cret", "postgresql://db/prod?user=alice&password=***"),
+        ("postgresql://u:pa?ss#w/rd@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("host=h password=a&b dbname=d", "host=h password=*** dbname=d"),
     ],
 )
 def test_mask_dsn_hides_the_password_in_every_form(dsn, masked):
     assert mask_dsn(dsn) == masked
+
+
+@pytest.mark.parametrize("password", ["pa?ss", "with#hash", "a&b", "x/y", "at@sign", "100%", "'quoted'"])
+def test_no_password_libpq_would_accept_survives_masking(password):
+    from urllib.parse import quote
+
+    checked = 0
+    for dsn in (
+        f"postgresql://u:{password}@h:5432/db",  # raw: libpq takes some of these, not all
+        f"postgresql://u:{quote(password, safe='')}@h:5432/db",
+        psycopg2.extensions.make_dsn(host="h", user="u", password=password),
+    ):
+        try:
+            libpq_password = psycopg2.extensions.parse_dsn(dsn).get("password")
+        except psycopg2.ProgrammingError:
+            continue
+        if libpq_password != password:
+            continue
+        checked += 1
+        shown = mask_dsn(dsn)
+        assert libpq_password not in shown, (dsn, shown)
+        assert "***" in shown
+        assert libpq_password not in redact(f"error for {dsn}: password {libpq_password} rejected", dsn)
+    assert checked >= 2
 
 
 def test_redact_removes_a_password_quoted_back_by_a_driver():

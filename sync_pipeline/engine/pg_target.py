@@ -9,10 +9,9 @@ The merge writes only what changed. ``INSERT ... ON CONFLICT DO UPDATE ... WHERE
 FROM`` would write nothing either, but it locks every conflicting row, which dirties every
 page of the table (437 MB of WAL measured for a no-change sync of 1M rows). Here, an
 ``UPDATE ... FROM staging`` touches only rows whose values differ, and an ``INSERT ...
-WHERE NOT EXISTS`` adds only keys the target lacks; its ``ON CONFLICT DO NOTHING`` keeps a
-key that occurs twice in the stage (possible once values are converted, e.g. a typeless key
-column holding both ``1`` and ``'1'``) from failing the statement, and locks nothing.
-Concurrent syncs of the same table are kept apart by a transaction-level advisory lock.
+WHERE NOT EXISTS`` adds only keys the target lacks. Both run once over the whole stage (one
+hash join each). Concurrent syncs of the same table are kept apart by a transaction-level
+advisory lock, so the INSERT needs no ON CONFLICT clause.
 """
 
 from __future__ import annotations
@@ -34,10 +33,9 @@ def _short_name(prefix: str, table: str, suffix: str = "") -> str:
     return f"{prefix}{digest}{suffix}"
 
 
-def primary_key_name(table: str) -> str:
-    """PostgreSQL's own ``<table>_pkey`` when it fits, a hashed name when it would be cut."""
-    natural = f"{table}_pkey"
-    return natural if len(natural.encode()) <= 63 else _short_name("_sps_pk_", table)
+def new_table_name(table: str) -> str:
+    """The name a full refresh builds the new table under, beside the live one."""
+    return _short_name("_sps_new_", table)
 
 
 class PgTable:
@@ -111,25 +109,45 @@ class PgTable:
 
     # --- locking -----------------------------------------------------------------------
 
+    def _wait_for(self, statement: sql.Composable, params: tuple[object, ...], timeout_s: float) -> bool:
+        """Run a statement that waits for a lock, giving up after ``timeout_s``; False on timeout.
+
+        The timeout is set inside a savepoint: on timeout, rolling back to it also restores
+        the session's own ``lock_timeout``; on success the previous value is put back. Any
+        other error (a statement_timeout, a dropped connection) propagates as it is.
+        """
+        self.cur.execute("SELECT current_setting('lock_timeout')")
+        previous = self.cur.fetchone()[0]
+        self.cur.execute("SAVEPOINT _sps_wait")
+        self.cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{max(1, int(timeout_s * 1000))}ms",))
+        try:
+            self.cur.execute(statement, params)
+        except psycopg2.errors.LockNotAvailable:
+            self.cur.execute("ROLLBACK TO SAVEPOINT _sps_wait")
+            return False
+        self.cur.execute("SELECT set_config('lock_timeout', %s, true)", (previous,))
+        self.cur.execute("RELEASE SAVEPOINT _sps_wait")
+        return True
+
     def lock(self, timeout_s: float) -> bool:
         """Wait (up to ``timeout_s``) for the per-table advisory lock; False on timeout.
 
         The lock is transaction-scoped, so it is released by the commit or rollback that
         ends this table's sync, even if the process dies.
         """
-        self.cur.execute("SAVEPOINT _sps_lock")
-        self.cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(timeout_s * 1000)}ms",))
-        try:
-            self.cur.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"sqlite_pg_sync:{self.qualified_name}",)
-            )
-        except psycopg2.errors.LockNotAvailable:
-            self.cur.execute("ROLLBACK TO SAVEPOINT _sps_lock")
-            return False
-        finally:
-            self.cur.execute("SELECT set_config('lock_timeout', '0', true)")
-        self.cur.execute("RELEASE SAVEPOINT _sps_lock")
-        return True
+        return self._wait_for(
+            sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"),
+            (f"sqlite_pg_sync:{self.qualified_name}",),
+            timeout_s,
+        )
+
+    def lock_exclusively(self, timeout_s: float) -> bool:
+        """ACCESS EXCLUSIVE on the target, for the swap of a full refresh; False on timeout.
+
+        Waiting is bounded: a reader idle in a transaction must not make the swap, and
+        every reader queued behind it, wait forever.
+        """
+        return self._wait_for(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(self.ident), (), timeout_s)
 
     # --- DDL ---------------------------------------------------------------------------
 
@@ -147,6 +165,23 @@ class PgTable:
         self.cur.execute(sql.SQL("CREATE TABLE {} ({})").format(ident, columns))
         return ident
 
+    def free_key_name(self) -> str:
+        """A name for the primary key that no relation of the schema has.
+
+        Not PostgreSQL's ``<table>_pkey``: the key's index shares the namespace of tables,
+        and a SQLite file may well have a table called ``t_pkey`` beside ``t``.
+        """
+        for attempt in range(100):
+            name = _short_name("_sps_pk_", self.table.name, f"_{attempt}" if attempt else "")
+            self.cur.execute(
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s",
+                (self.schema, name),
+            )
+            if self.cur.fetchone() is None:
+                return name
+        raise RuntimeError(f"no free primary key name for {self.qualified_name}")
+
     def add_primary_key(self, ident: sql.Identifier, constraint: str) -> None:
         if not self.table.primary_key:
             return
@@ -159,10 +194,10 @@ class PgTable:
     def analyze(self, ident: sql.Identifier | None = None) -> None:
         self.cur.execute(sql.SQL("ANALYZE {}").format(ident or self.ident))
 
-    def replace_with(self, new_name: str, new_constraint: str) -> None:
+    def replace_with(self, new_name: str) -> None:
         """Swap a fully loaded table in under the target's name, within this transaction.
 
-        Readers block on the ACCESS EXCLUSIVE lock only from the DROP to the commit; a
+        Used only when the shape changed. Readers block from the DROP to the commit; a
         blocked reader re-resolves the name after the lock and sees the new table.
         """
         self.cur.execute(sql.SQL("DROP TABLE {}").format(self.ident))
@@ -171,12 +206,14 @@ class PgTable:
                 sql.Identifier(self.schema, new_name), sql.Identifier(self.table.name)
             )
         )
-        if self.table.primary_key:
-            self.cur.execute(
-                sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
-                    self.ident, sql.Identifier(new_constraint), sql.Identifier(primary_key_name(self.table.name))
-                )
-            )
+
+    def reload_from(self, source: sql.Identifier) -> None:
+        """Replace every row in place: MVCC-safe, so no reader, at any isolation level,
+        sees the table empty, and views, grants and indexes on it stay as they are."""
+        self.cur.execute(sql.SQL("DELETE FROM {}").format(self.ident))
+        self.cur.execute(
+            sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s}").format(t=self.ident, c=self.columns, s=source)
+        )
 
     def drop_if_exists(self, name: str) -> None:
         self.cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(self.schema, name)))
@@ -230,10 +267,19 @@ class PgTable:
         self.cur.execute(
             sql.SQL(
                 "INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage} AS s "
-                "WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {match}) ON CONFLICT DO NOTHING"
+                "WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {match})"
             ).format(target=self.ident, columns=self.columns, stage=STAGE, match=self._key_match("t", "s"))
         )
         return self.cur.rowcount
+
+    def duplicate_key_in_stage(self) -> tuple[object, ...] | None:
+        """A key that two staged rows share, if any (distinct SQLite keys that became equal)."""
+        keys = sql.SQL(", ").join(sql.Identifier(k) for k in self.table.primary_key)
+        self.cur.execute(
+            sql.SQL("SELECT {k} FROM {s} GROUP BY {k} HAVING count(*) > 1 LIMIT 1").format(k=keys, s=STAGE)
+        )
+        row = self.cur.fetchone()
+        return tuple(row) if row else None
 
     def delete_orphans(self) -> int:
         """Delete target rows whose key was not read from SQLite: an anti-join in PostgreSQL."""
@@ -264,12 +310,4 @@ class PgTable:
         )
 
     def replace_rows_from_stage(self) -> None:
-        self.cur.execute(sql.SQL("DELETE FROM {}").format(self.ident))
-        self.cur.execute(
-            sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s}").format(t=self.ident, s=STAGE, c=self.columns)
-        )
-
-
-def new_table_names(table: str) -> tuple[str, str]:
-    """Names for the table a full refresh builds beside the live one, and its key constraint."""
-    return _short_name("_sps_new_", table), _short_name("_sps_new_", table, "_pkey")
+        self.reload_from(STAGE)

@@ -22,9 +22,9 @@ from .errors import (
     UnsupportedTableError,
     ValueMismatchError,
 )
-from .pg_target import STAGE, PgTable, new_table_names, primary_key_name
+from .pg_target import STAGE, PgTable, new_table_name
 from .sqlite_source import SqliteSnapshot, TableInfo
-from .types import ValueRejected
+from .types import TEXT, Affinity, ValueRejected, affinity
 
 MODE_INCREMENTAL = "incremental"
 MODE_FULL_REFRESH = "full_refresh"
@@ -197,7 +197,7 @@ def sync_table(
             rows_before = target.row_count() if existed else 0
             bytes_before = target.total_bytes()
             if options.full_refresh or not existed:
-                counts = _load_fresh(target, batches, replace=existed)
+                counts = _load_fresh(target, batches, options, rows_before if existed else None)
             else:
                 _check_shape(target)
                 if table.primary_key:
@@ -242,52 +242,67 @@ def sync_table(
     )
 
 
-def _check_shape(target: PgTable) -> None:
+def _shape_problem(target: PgTable) -> str | None:
+    """Why the PostgreSQL table no longer has the shape SQLite maps to, or None."""
     expected = [(c.name, c.pg_type.name) for c in target.table.columns]
     actual = target.columns_in_pg()
     if actual != expected:
-        raise SchemaMismatchError(
-            target.table.name,
-            f"PostgreSQL table {target.qualified_name} has columns {actual} but SQLite maps to {expected}; "
-            "run with full_refresh to rebuild it",
-        )
-    if target.primary_key_in_pg() != target.table.primary_key:
-        raise SchemaMismatchError(
-            target.table.name,
-            f"PostgreSQL primary key {list(target.primary_key_in_pg())} differs from SQLite's "
-            f"{list(target.table.primary_key)}; run with full_refresh to rebuild it",
-        )
+        return f"PostgreSQL table {target.qualified_name} has columns {actual} but SQLite maps to {expected}"
+    key = target.primary_key_in_pg()
+    if key != target.table.primary_key:
+        return f"PostgreSQL primary key {list(key)} differs from SQLite's {list(target.table.primary_key)}"
+    return None
 
 
-def _load_fresh(target: PgTable, batches: _Batches, replace: bool) -> _Counts:
-    """Build the table from nothing: COPY straight in, then the key, then statistics.
+def _check_shape(target: PgTable) -> None:
+    problem = _shape_problem(target)
+    if problem:
+        raise SchemaMismatchError(target.table.name, f"{problem}; run with full_refresh to rebuild it")
 
-    With ``replace`` the new table is built beside the old one and swapped in at the end, so
-    a reader sees the old rows, then (after a short wait at the swap) all the new ones.
-    """
-    table = target.table
-    if replace:
-        views = target.dependent_views()
-        if views:
-            raise SyncError(
-                table.name,
-                f"full_refresh would have to drop {target.qualified_name}, but views depend on it: "
-                f"{', '.join(views)}. Drop them, refresh, and create them again (incremental syncs keep them)",
-            )
-        name, constraint = new_table_names(table.name)
-        target.drop_if_exists(name)
-    else:
-        name, constraint = table.name, primary_key_name(table.name)
+
+def _create_and_load(target: PgTable, batches: _Batches, name: str | None = None) -> None:
+    """A new table: COPY straight in, then the key (faster than loading into an index), then statistics."""
     ident = target.create(name)
     for buffer in batches:
         target.copy_into(ident, buffer)
-    target.add_primary_key(ident, constraint)
+    target.add_primary_key(ident, target.free_key_name())
     target.analyze(ident)
-    if replace:
-        deleted = target.row_count()
-        target.replace_with(name, constraint)
-        return _Counts(inserted=batches.rows_read, deleted=deleted)
-    return _Counts(inserted=batches.rows_read)
+
+
+def _load_fresh(target: PgTable, batches: _Batches, options: SyncOptions, rows_before: int | None) -> _Counts:
+    """Build the table from nothing (``rows_before`` None: it does not exist yet) or rebuild it.
+
+    When the shape is unchanged the rows are replaced in place (DELETE + INSERT from the
+    stage), which is MVCC-safe: readers at any isolation level see the old rows or the new
+    ones, and views, grants and indexes stay. When the shape changed, a new table is built
+    beside the old one and swapped in; views that depend on the old one make it refuse.
+    """
+    table = target.table
+    if rows_before is None:
+        _create_and_load(target, batches)
+        return _Counts(inserted=batches.rows_read)
+    if _shape_problem(target) is None:
+        _stage_all(target, batches)
+        target.reload_from(STAGE)
+        return _Counts(inserted=batches.rows_read, deleted=rows_before)
+    views = target.dependent_views()
+    if views:
+        raise SyncError(
+            table.name,
+            f"the new schema means dropping {target.qualified_name}, but views depend on it: "
+            f"{', '.join(views)}. Drop them, refresh, and create them again",
+        )
+    name = new_table_name(table.name)
+    target.drop_if_exists(name)
+    _create_and_load(target, batches, name)
+    if not target.lock_exclusively(options.lock_timeout_s):
+        raise SyncError(
+            table.name,
+            f"other sessions kept {target.qualified_name} in use for {options.lock_timeout_s:g} s, so the rebuilt "
+            "table could not be swapped in; nothing changed (look for sessions idle in transaction)",
+        )
+    target.replace_with(name)
+    return _Counts(inserted=batches.rows_read, deleted=rows_before)
 
 
 def _merge_by_key(target: PgTable, batches: _Batches, options: SyncOptions, rows_before: int) -> _Counts:
@@ -299,6 +314,7 @@ def _merge_by_key(target: PgTable, batches: _Batches, options: SyncOptions, rows
         counts.inserted = batches.rows_read
         return counts
     _stage_all(target, batches)
+    _refuse_duplicate_keys(target)
     counts.updated = target.update_changed_from_stage()
     counts.inserted = target.insert_new_from_stage()
     if options.delete_orphans:
@@ -336,6 +352,29 @@ def _merge_keyless(target: PgTable, batches: _Batches, options: SyncOptions, row
     if missing:
         target.append_missing_from_stage()
     return _Counts(inserted=missing)
+
+
+def _refuse_duplicate_keys(target: PgTable) -> None:
+    """Fail, naming the key, when two SQLite rows land on one PostgreSQL key.
+
+    SQLite keeps keys unique, but a key column that maps to text while holding numbers
+    (a typeless column with both 1 and '1') can merge two of them. Only such columns can, so
+    only they pay for the check. The other load paths hit the primary key itself, which
+    fails with the same information.
+    """
+    table = target.table
+    if not any(
+        c.pk_position and c.pg_type is TEXT and affinity(c.declared_type) is not Affinity.TEXT for c in table.columns
+    ):
+        return
+    duplicate = target.duplicate_key_in_stage()
+    if duplicate is not None:
+        key = ", ".join(f"{k}={v!r}" for k, v in zip(table.primary_key, duplicate, strict=True))
+        raise SyncError(
+            table.name,
+            f"two SQLite rows have the key ({key}) once converted to PostgreSQL text (e.g. 1 and '1'); "
+            "make the key values distinct in SQLite",
+        )
 
 
 def _refuse_empty_source(target: PgTable, batches: _Batches, rows_before: int) -> None:

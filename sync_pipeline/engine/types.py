@@ -118,6 +118,12 @@ def _encode_text(value: object) -> str:
         if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
             return value.translate(_COPY_ESCAPES)
         return value
+    # Numbers in a column that maps to text (typeless, DATE/TIME, JSON...) keep their exact
+    # decimal text: an epoch timestamp 1700000000 becomes '1700000000', 0.1 becomes '0.1'.
+    if type(value) is int:
+        return str(value)
+    if type(value) is float:
+        return _encode_float(value)
     raise ValueRejected(f"value {_describe(value)} is not text")
 
 
