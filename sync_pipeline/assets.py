@@ -11,10 +11,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from dagster import (
-    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    AssetKey,
     AssetsDefinition,
     Failure,
     MaterializeResult,
@@ -26,9 +26,11 @@ from .engine import (
     Progress,
     SourceUnavailableError,
     SyncError,
+    SyncOptions,
     TableInfo,
     TableSyncResult,
     redact,
+    row_counts,
     sync_table,
 )
 from .engine.summary import mode_line, run_summary, size_line, table_line
@@ -64,14 +66,24 @@ def materialization_metadata(result: TableSyncResult, table: TableInfo) -> dict[
     }
 
 
-def row_count_check(result: TableSyncResult, translator: SqliteTableTranslator, table: TableInfo) -> AssetCheckResult:
-    difference = result.pg_rows_after - result.sqlite_rows
+def row_count_check(key: AssetKey, sqlite_rows: int, pg_rows: int | None) -> AssetCheckResult:
+    """PostgreSQL rows against the rows of the SQLite snapshot the sync read."""
+    if pg_rows is None:
+        return AssetCheckResult(
+            asset_key=key,
+            check_name=ROW_COUNT_CHECK,
+            passed=False,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"sqlite_rows": sqlite_rows},
+            description="the PostgreSQL table does not exist yet: materialize the asset",
+        )
+    difference = pg_rows - sqlite_rows
     return AssetCheckResult(
-        asset_key=translator.get_asset_key(table),
+        asset_key=key,
         check_name=ROW_COUNT_CHECK,
         passed=difference == 0,
         severity=AssetCheckSeverity.WARN,
-        metadata={"sqlite_rows": result.sqlite_rows, "pg_rows": result.pg_rows_after, "difference": difference},
+        metadata={"sqlite_rows": sqlite_rows, "pg_rows": pg_rows, "difference": difference},
         description=None
         if difference == 0
         else f"PostgreSQL has {difference:+,} rows against SQLite's snapshot"
@@ -117,50 +129,71 @@ def build_sync_assets(
     )
     def _sync(
         context: AssetExecutionContext, config: SyncConfig, sqlite: SQLiteSource, postgres: PostgresTarget
-    ) -> Iterator[MaterializeResult]:
-        options = config.to_options()
+    ) -> Iterator[MaterializeResult | AssetCheckResult]:
         selected = [table_by_key[k] for k in sorted(context.selected_asset_keys) if k in table_by_key]
-        checks = context.selected_asset_check_keys
-        context.log.info(f"SQLite source: {sqlite.path}; PostgreSQL target: {postgres.describe()}")
-        context.log.info(mode_line(options))
-        results: list[TableSyncResult] = []
-        failed: dict[str, str] = {}
-        try:
-            with sqlite.snapshot() as snapshot:
-                conn = postgres.connect()
-                try:
-                    for table_name in selected:
-                        context.log.info(f"📥 Syncing {table_name}...")
-                        try:
-                            table = snapshot.table(table_name)
-                            result = sync_table(
-                                snapshot, conn, table, postgres.pg_schema, options, on_progress=_ProgressLog(context)
-                            )
-                        except (SyncError, SourceUnavailableError) as exc:
-                            failed[table_name] = redact(str(exc), postgres.conn_str)
-                            context.log.error(f"✗ {failed[table_name]}")
-                            continue
-                        results.append(result)
-                        context.log.info(table_line(result))
-                        key = translator.get_asset_key(table)
-                        yield MaterializeResult(
-                            asset_key=key,
-                            metadata=materialization_metadata(result, table),
-                            check_results=[row_count_check(result, translator, table)]
-                            if AssetCheckKey(key, ROW_COUNT_CHECK) in checks
-                            else [],
-                        )
-                finally:
-                    conn.close()
-        except (SourceUnavailableError, TargetUnavailableError) as exc:
-            raise Failure(description=redact(str(exc), postgres.conn_str), allow_retries=False) from None
-        context.log.info("\n" + run_summary(results, options, failed=list(failed)))
-        if failed:
-            raise Failure(
-                description=f"{len(failed)} of {len(selected)} tables failed to sync: {', '.join(failed)}. "
-                "Each was rolled back and left as it was; the others were synced and recorded.\n"
-                + "\n".join(failed.values()),
-                metadata={"failed_tables": ", ".join(failed)},
-            )
+        checks = {c.asset_key for c in context.selected_asset_check_keys}
+        checks_alone = [table_by_key[k] for k in sorted(checks - set(context.selected_asset_keys))]
+        yield from _run(context, config.to_options(), sqlite, postgres, translator, selected, checks, checks_alone)
 
     return _sync
+
+
+def _run(
+    context: AssetExecutionContext,
+    options: SyncOptions,
+    sqlite: SQLiteSource,
+    postgres: PostgresTarget,
+    translator: SqliteTableTranslator,
+    selected: list[str],
+    checked: set[AssetKey],
+    checks_alone: list[str],
+) -> Iterator[MaterializeResult | AssetCheckResult]:
+    """Sync ``selected`` tables one by one, then run the checks selected without their asset."""
+    context.log.info(f"SQLite source: {sqlite.path}; PostgreSQL target: {postgres.describe()}")
+    if selected:
+        context.log.info(mode_line(options))
+    results: list[TableSyncResult] = []
+    failed: dict[str, str] = {}
+    try:
+        with sqlite.snapshot() as snapshot:
+            conn = postgres.connect()
+            try:
+                for table_name in selected:
+                    context.log.info(f"📥 Syncing {table_name}...")
+                    try:
+                        table = snapshot.table(table_name)
+                        result = sync_table(
+                            snapshot, conn, table, postgres.pg_schema, options, on_progress=_ProgressLog(context)
+                        )
+                    except (SyncError, SourceUnavailableError) as exc:
+                        failed[table_name] = redact(str(exc), postgres.conn_str)
+                        context.log.error(f"✗ {failed[table_name]}")
+                        continue
+                    results.append(result)
+                    context.log.info(table_line(result))
+                    key = translator.get_asset_key(table)
+                    yield MaterializeResult(
+                        asset_key=key,
+                        metadata=materialization_metadata(result, table),
+                        check_results=[row_count_check(key, result.sqlite_rows, result.pg_rows_after)]
+                        if key in checked
+                        else [],
+                    )
+                for table_name in checks_alone:
+                    table = snapshot.table(table_name)
+                    yield row_count_check(
+                        translator.get_asset_key(table), *row_counts(snapshot, conn, table, postgres.pg_schema)
+                    )
+            finally:
+                conn.close()
+    except (SourceUnavailableError, TargetUnavailableError, SyncError) as exc:
+        raise Failure(description=redact(str(exc), postgres.conn_str), allow_retries=False) from None
+    if selected:
+        context.log.info("\n" + run_summary(results, options, failed=list(failed)))
+    if failed:
+        raise Failure(
+            description=f"{len(failed)} of {len(selected)} tables failed to sync: {', '.join(failed)}. "
+            "Each was rolled back and left as it was; the others were synced and recorded.\n"
+            + "\n".join(failed.values()),
+            metadata={"failed_tables": ", ".join(failed)},
+        )

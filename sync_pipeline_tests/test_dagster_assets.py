@@ -13,6 +13,7 @@ import psycopg2.extensions
 import pytest
 from dagster import (
     AssetKey,
+    AssetSelection,
     DagsterInstance,
     ExecuteInProcessResult,
     FloatMetadataValue,
@@ -54,7 +55,7 @@ def run_sync(
     dsn: str,
     schema: str,
     instance: DagsterInstance | None = None,
-    selection: list[str] | None = None,
+    selection: list[str] | AssetSelection | None = None,
     **config: object,
 ) -> ExecuteInProcessResult:
     assets = build_sync_assets(list_tables(path), SqliteTableTranslator(pg_schema=schema))
@@ -271,3 +272,27 @@ def test_run_config_defaults_follow_the_seed_environment_variables():
     )
     assert bad.returncode != 0
     assert "BATCH_SIZE must be an integer from 1 to 1000000, got 'lots'" in bad.stderr
+
+
+def test_running_only_the_row_count_check_compares_counts_without_syncing(demo_db, pg_dsn, schema):
+    never_synced = run_sync(demo_db, pg_dsn, schema, selection=AssetSelection.all_asset_checks())
+    assert never_synced.success
+    assert metadata_by_table(never_synced) == {}
+    assert {e.asset_key.path[-1]: e.passed for e in never_synced.get_asset_check_evaluations()} == {
+        "experiments": False,
+        "narrative_results": False,
+        "source_narratives": False,
+    }
+    run_sync(demo_db, pg_dsn, schema)
+    conn = sqlite3.connect(demo_db)
+    with conn:
+        conn.execute("DELETE FROM experiments WHERE experiment_id IN (1, 2, 3)")
+    conn.close()
+
+    checked = run_sync(demo_db, pg_dsn, schema, selection=AssetSelection.all_asset_checks())
+
+    evaluations = {e.asset_key.path[-1]: e for e in checked.get_asset_check_evaluations()}
+    assert metadata_by_table(checked) == {}
+    assert evaluations["experiments"].metadata["difference"].value == 3
+    assert not evaluations["experiments"].passed
+    assert evaluations["narrative_results"].passed

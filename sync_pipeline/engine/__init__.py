@@ -17,6 +17,7 @@ from .sync import (
     Progress,
     SyncOptions,
     TableSyncResult,
+    row_counts,
     sync_table,
 )
 
@@ -40,5 +41,6 @@ __all__ = [
     "list_tables",
     "mask_dsn",
     "redact",
+    "row_counts",
     "sync_table",
 ]

@@ -155,6 +155,21 @@ class _Batches:
         raise AssertionError("an encoder rejected a value it accepts on a second look")
 
 
+def row_counts(
+    snapshot: SqliteSnapshot, conn: psycopg2.extensions.connection, table: TableInfo, schema: str
+) -> tuple[int, int | None]:
+    """(SQLite rows in the snapshot, PostgreSQL rows or None when the table is missing), read-only."""
+    try:
+        sqlite_rows = snapshot.count(table)
+        with conn, conn.cursor() as cur:
+            target = PgTable(cur, schema, table)
+            return sqlite_rows, (target.row_count() if target.oid() is not None else None)
+    except psycopg2.Error as exc:
+        raise SyncError(table.name, f"PostgreSQL error: {_pg_error_text(exc)}") from exc
+    except sqlite3.Error as exc:
+        raise SyncError(table.name, f"SQLite error while reading: {exc}") from exc
+
+
 def _pg_error_text(exc: psycopg2.Error) -> str:
     diag = exc.diag
     parts = [diag.message_primary or str(exc).strip()]
