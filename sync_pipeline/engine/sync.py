@@ -10,6 +10,7 @@ import io
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg2
@@ -155,19 +156,22 @@ class _Batches:
         raise AssertionError("an encoder rejected a value it accepts on a second look")
 
 
-def row_counts(
-    snapshot: SqliteSnapshot, conn: psycopg2.extensions.connection, table: TableInfo, schema: str
-) -> tuple[int, int | None]:
-    """(SQLite rows in the snapshot, PostgreSQL rows or None when the table is missing), read-only."""
+@contextmanager
+def _named_errors(table: str) -> Iterator[None]:
+    """Turn driver errors into a :class:`SyncError` that names the table (and, from
+    PostgreSQL's detail, the key or column involved)."""
     try:
-        sqlite_rows = snapshot.count(table)
-        with conn, conn.cursor() as cur:
-            target = PgTable(cur, schema, table)
-            return sqlite_rows, (target.row_count() if target.oid() is not None else None)
+        yield
+    except SyncError:
+        raise
+    except psycopg2.errors.UniqueViolation as exc:
+        raise SyncError(table, f"two rows share a primary key in PostgreSQL: {_pg_error_text(exc)}") from exc
+    except psycopg2.errors.NotNullViolation as exc:
+        raise SyncError(table, f"a primary key or NOT NULL column holds NULL in SQLite: {_pg_error_text(exc)}") from exc
     except psycopg2.Error as exc:
-        raise SyncError(table.name, f"PostgreSQL error: {_pg_error_text(exc)}") from exc
+        raise SyncError(table, f"PostgreSQL error: {_pg_error_text(exc)}") from exc
     except sqlite3.Error as exc:
-        raise SyncError(table.name, f"SQLite error while reading: {exc}") from exc
+        raise SyncError(table, f"SQLite error while reading: {exc}") from exc
 
 
 def _pg_error_text(exc: psycopg2.Error) -> str:
@@ -176,6 +180,17 @@ def _pg_error_text(exc: psycopg2.Error) -> str:
     if diag.message_detail:
         parts.append(diag.message_detail)
     return " ".join(parts)
+
+
+def row_counts(
+    snapshot: SqliteSnapshot, conn: psycopg2.extensions.connection, table: TableInfo, schema: str
+) -> tuple[int, int | None]:
+    """(SQLite rows in the snapshot, PostgreSQL rows or None when the table is missing), read-only."""
+    with _named_errors(table.name):
+        sqlite_rows = snapshot.count(table)
+        with conn, conn.cursor() as cur:
+            target = PgTable(cur, schema, table)
+            return sqlite_rows, (target.row_count() if target.oid() is not None else None)
 
 
 def sync_table(
@@ -195,7 +210,7 @@ def sync_table(
     if problems:
         raise UnsupportedTableError(table.name, "; ".join(problems))
     started = time.perf_counter()
-    try:
+    with _named_errors(table.name):
         total = snapshot.count(table)
         batches = _Batches(snapshot, table, options.batch_size, total, on_progress)
         with conn, conn.cursor() as cur:
@@ -225,18 +240,6 @@ def sync_table(
                 )
             rows_after = target.row_count()
             bytes_after = target.total_bytes()
-    except SyncError:
-        raise
-    except psycopg2.errors.UniqueViolation as exc:
-        raise SyncError(table.name, f"two rows share a primary key in PostgreSQL: {_pg_error_text(exc)}") from exc
-    except psycopg2.errors.NotNullViolation as exc:
-        raise SyncError(
-            table.name, f"a primary key or NOT NULL column holds NULL in SQLite: {_pg_error_text(exc)}"
-        ) from exc
-    except psycopg2.Error as exc:
-        raise SyncError(table.name, f"PostgreSQL error: {_pg_error_text(exc)}") from exc
-    except sqlite3.Error as exc:
-        raise SyncError(table.name, f"SQLite error while reading: {exc}") from exc
     return TableSyncResult(
         table=table.name,
         pg_table=target.qualified_name,
