@@ -29,14 +29,18 @@ def _source() -> tuple[str, SQLiteSource]:
 
 
 def _target() -> tuple[str, str, PostgresTarget]:
-    """(schema, where the data goes with the password masked, the resource)."""
+    """(schema, where the data goes with the password masked, the resource).
+
+    The resource takes ``EnvVar``s, so the UI shows variable names, never values.
+    """
     schema = os.environ.get("PG_SCHEMA") or "public"
-    schema_value = EnvVar("PG_SCHEMA") if os.environ.get("PG_SCHEMA") else "public"
-    if os.environ.get("PG_CONN_STR"):
-        resource = PostgresTarget(conn_str=EnvVar("PG_CONN_STR"), pg_schema=schema_value)
-        return schema, PostgresTarget(conn_str=os.environ["PG_CONN_STR"], pg_schema=schema).describe(), resource
-    resource = PostgresTarget(pg_schema=schema_value)
-    return schema, PostgresTarget(pg_schema=schema).describe(), resource
+    conn_str = os.environ.get("PG_CONN_STR", "")
+    label = PostgresTarget(conn_str=conn_str, pg_schema=schema).describe()
+    resource = PostgresTarget(
+        conn_str=EnvVar("PG_CONN_STR") if conn_str else "",
+        pg_schema=EnvVar("PG_SCHEMA") if os.environ.get("PG_SCHEMA") else "public",
+    )
+    return schema, label, resource
 
 
 def build_definitions() -> Definitions:
