@@ -11,12 +11,13 @@ in the file becomes a new asset at the next reload. Environment:
 
 import os
 
-from dagster import Definitions, EnvVar
+from dagster import AssetSelection, Definitions, EnvVar
 
 from .assets import build_sync_assets
 from .demo import DEFAULT_DEMO_PATH, generate
 from .engine import list_tables
 from .resources import PostgresTarget, SQLiteSource
+from .sensor import build_sensor
 from .translator import SqliteTableTranslator
 
 
@@ -47,8 +48,10 @@ def build_definitions() -> Definitions:
     path, sqlite = _source()
     schema, target_label, postgres = _target()
     translator = SqliteTableTranslator(pg_schema=schema, target_label=target_label)
+    tables = build_sync_assets(list_tables(path), translator)
     return Definitions(
-        assets=[build_sync_assets(list_tables(path), translator)],
+        assets=[tables],
+        sensors=[build_sensor(AssetSelection.assets(tables))],
         resources={"sqlite": sqlite, "postgres": postgres},
     )
 

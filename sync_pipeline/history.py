@@ -1,0 +1,65 @@
+"""Sync history as a DataFrame, read from the Dagster instance (the catalog's own records).
+
+from sync_pipeline.history import sync_history
+sync_history()                      # every table, newest first
+sync_history("narrative_results")   # one table
+"""
+
+import pandas as pd
+from dagster import AssetKey, DagsterInstance
+
+from .instance import project_instance
+from .translator import asset_key_for
+
+COLUMNS = [
+    "timestamp",
+    "table",
+    "run_id",
+    "mode",
+    "sqlite_rows",
+    "pg_rows_before",
+    "pg_rows_after",
+    "rows_processed",
+    "rows_inserted",
+    "rows_updated",
+    "rows_deleted",
+    "rows_unchanged",
+    "rows_changed",
+    "table_bytes_before",
+    "table_bytes_after",
+    "table_bytes_delta",
+    "batch_size",
+    "duration_s",
+]
+
+
+def _sync_keys(instance: DagsterInstance) -> list[AssetKey]:
+    return sorted(instance.get_asset_keys(), key=lambda k: k.to_user_string())
+
+
+def sync_history(table: str | None = None, instance: DagsterInstance | None = None, limit: int = 1000) -> pd.DataFrame:
+    """One row per sync (materialization) of ``table``, or of every synced table; newest first.
+
+    ``instance`` defaults to this project's (``DAGSTER_HOME``, else the repo's dagster.yaml).
+    """
+    if instance is None:
+        with project_instance() as owned:
+            return sync_history(table, owned, limit)
+    keys = [asset_key_for(table)] if table else _sync_keys(instance)
+    rows = []
+    for key in keys:
+        for record in instance.fetch_materializations(key, limit=limit).records:
+            materialization = record.asset_materialization
+            if materialization is None or "rows_changed" not in materialization.metadata:
+                continue  # not a sync of ours
+            metadata = {name: value.value for name, value in materialization.metadata.items()}
+            rows.append(
+                {
+                    "timestamp": pd.Timestamp(record.timestamp, unit="s", tz="UTC"),
+                    "table": metadata.get("dagster/table_name", key.to_user_string()),
+                    "run_id": record.run_id,
+                    **{c: metadata.get(c) for c in COLUMNS[3:]},
+                }
+            )
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return frame.sort_values("timestamp", ascending=False, ignore_index=True)

@@ -1,0 +1,43 @@
+"""The Dagster instance this project records its runs in, and the pool that serialises syncs.
+
+    python -m sync_pipeline.instance     # set the pool limit up front (the Quick start does)
+
+Every sync asset is in the pool ``sqlite_pg_sync``; ``dagster.yaml`` gives pools a default limit
+of one run. Dagster creates a pool's limit lazily, when it first sees a queued run in it, and
+in that very first pass it does not yet enforce it: two runs submitted together both started.
+Setting the limit before any run closes that gap; the sensor also checks it on every tick.
+"""
+
+import os
+
+from dagster import DagsterInstance
+
+from .assets import POOL
+from .demo import PROJECT_ROOT
+
+
+def project_instance() -> DagsterInstance:
+    """``DAGSTER_HOME``'s instance when set, else the repo's ``dagster.yaml`` (history in state/)."""
+    if os.environ.get("DAGSTER_HOME"):
+        return DagsterInstance.get()
+    return DagsterInstance.from_config(str(PROJECT_ROOT))
+
+
+def ensure_pool_limit(instance: DagsterInstance, pool: str = POOL, limit: int = 1) -> bool:
+    """Give ``pool`` an explicit limit unless someone set one already; True when it was set here."""
+    existing = {p.name: p for p in instance.event_log_storage.get_pool_limits()}
+    if pool in existing and not existing[pool].from_default:
+        return False
+    instance.event_log_storage.set_concurrency_slots(pool, limit)
+    return True
+
+
+def main() -> None:
+    with project_instance() as instance:
+        changed = ensure_pool_limit(instance)
+        limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
+    print(f"concurrency pool {POOL}: limit {limits.get(POOL)}" + (" (set now)" if changed else ""))
+
+
+if __name__ == "__main__":
+    main()
