@@ -1,0 +1,272 @@
+"""End to end: the real `dagster dev`, driven the three ways a person uses it.
+
+One `dagster dev` (webserver + daemon) runs for the module, on a free port, with a temporary
+DAGSTER_HOME, a WAL-mode SQLite file and a PostgreSQL schema of its own. Processes here start
+with SIGINT/SIGTERM ignored, so it is spawned with both reset, in its own session, and
+stopped by process group.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import pytest
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster_graphql import DagsterGraphQLClient
+from psycopg2 import sql
+
+from sync_pipeline.demo import PROJECT_ROOT, generate
+from sync_pipeline.sensor import SENSOR_NAME
+
+from .conftest import pg_rows, sqlite_rows
+
+TABLES = ("experiments", "narrative_results", "source_narratives")
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+SENSOR_INTERVAL_S = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _reset_signals_new_session() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.setsid()
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.5) -> object:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+@dataclass
+class DagsterDev:
+    port: int
+    home: Path
+    sqlite_path: Path
+    writer: sqlite3.Connection
+    pg_dsn: str
+    schema: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self) -> DagsterGraphQLClient:
+        return DagsterGraphQLClient("127.0.0.1", port_number=self.port)
+
+    def instance(self) -> DagsterInstance:
+        return DagsterInstance.from_config(str(self.home))
+
+    def graphql(self, query: str) -> dict:
+        request = urllib.request.Request(
+            f"{self.url}/graphql",
+            data=json.dumps({"query": query}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def wait_for_run(self, run_id: str, timeout_s: float = 120) -> str:
+        client = self.client()
+
+        def finished() -> str | None:
+            status = client.get_run_status(run_id)
+            return status.value if status.value in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+        return str(wait_for(finished, timeout_s, f"run {run_id}"))
+
+    def sensor_runs(self) -> list:
+        with self.instance() as instance:
+            return instance.get_runs(RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}))
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterator[DagsterDev]:
+    root = tmp_path_factory.mktemp("e2e")
+    home = root / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        (PROJECT_ROOT / "dagster.yaml").read_text().replace("base_dir: state/dagster", f"base_dir: {home / 'storage'}")
+    )
+    sqlite_path = generate(root / "experiments.sqlite", rows=2000, seed=11)
+    writer = sqlite3.connect(sqlite_path, isolation_level=None)  # held open: commits stay in the -wal file
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    schema = f"e2e_{os.getpid()}"
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "SQLITE_PATH": str(sqlite_path),
+        "PG_CONN_STR": pg_dsn,
+        "PG_SCHEMA": schema,
+        "SYNC_SENSOR_INTERVAL_S": str(SENSOR_INTERVAL_S),
+    }
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([sys.executable, "-m", "sync_pipeline.instance"], env=env, cwd=PROJECT_ROOT, check=True)
+    port = _free_port()
+    log = (root / "dagster-dev.log").open("w")
+    process = subprocess.Popen(
+        [str(bin_dir / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_reset_signals_new_session,
+    )
+    dev = DagsterDev(port, home, sqlite_path, writer, pg_dsn, schema)
+    query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
+
+    def loaded() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"dagster dev exited: {(root / 'dagster-dev.log').read_text()[-3000:]}")
+        try:
+            entries = dev.graphql(query)["data"]["workspaceOrError"]["locationEntries"]
+        except OSError:
+            return False
+        return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
+
+    try:
+        wait_for(loaded, 120, "the code location to load", every_s=1)
+        yield dev
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+        writer.close()
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copy(root / "dagster-dev.log", ARTIFACTS / "dagster-dev.log")
+        with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_even_the_first_two_runs_launched_together_never_overlap(dagster_dev: DagsterDev):
+    client = dagster_dev.client()
+    keys = [AssetKey(t) for t in TABLES]
+    run_ids = [client.submit_job_execution("__ASSET_JOB", asset_selection=keys, run_config={}) for _ in range(2)]
+
+    assert [dagster_dev.wait_for_run(r) for r in run_ids] == ["SUCCESS", "SUCCESS"]
+    with dagster_dev.instance() as instance:
+        records = sorted(
+            (instance.get_run_record_by_id(r) for r in instance.get_run_ids()), key=lambda r: r.start_time or 0
+        )
+    windows = [(r.start_time, r.end_time) for r in records if r.start_time]
+    assert len(windows) >= 2
+    for (_, end), (next_start, _) in itertools.pairwise(windows):
+        assert end <= next_start, f"two sync runs overlapped: {windows}"
+
+
+def test_the_materialize_launch_syncs_tables_and_records_metadata_in_the_catalog(dagster_dev: DagsterDev):
+    run_id = dagster_dev.client().submit_job_execution(
+        "__ASSET_JOB", asset_selection=[AssetKey(t) for t in TABLES], run_config={}
+    )
+
+    assert dagster_dev.wait_for_run(run_id) == "SUCCESS"
+    for table in TABLES:
+        assert pg_rows(dagster_dev.pg_dsn, dagster_dev.schema, table) == sqlite_rows(dagster_dev.sqlite_path, table)
+    with dagster_dev.instance() as instance:
+        for table in TABLES:
+            event = instance.get_latest_materialization_event(AssetKey(table))
+            assert event is not None
+            metadata = event.asset_materialization.metadata
+            assert metadata["dagster/table_name"].value == f"{dagster_dev.schema}.{table}"
+            assert metadata["sqlite_rows"].value == len(sqlite_rows(dagster_dev.sqlite_path, table))
+            assert metadata["dagster/row_count"].value == metadata["sqlite_rows"].value
+
+
+def test_a_commit_to_the_wal_file_starts_exactly_one_sensor_run(dagster_dev: DagsterDev):
+    # The sensor syncs once on start-up; wait for that run to finish first.
+    wait_for(lambda: dagster_dev.sensor_runs(), 90, "the sensor's start-up run")
+    for run in dagster_dev.sensor_runs():
+        assert dagster_dev.wait_for_run(run.run_id) == "SUCCESS"
+    before = {r.run_id for r in dagster_dev.sensor_runs()}
+
+    dagster_dev.writer.execute("UPDATE experiments SET notes = 'seen by the sensor' WHERE experiment_id = 1")
+
+    new_runs = wait_for(lambda: [r for r in dagster_dev.sensor_runs() if r.run_id not in before], 90, "a sensor run")
+    assert len(new_runs) == 1
+    assert dagster_dev.wait_for_run(new_runs[0].run_id) == "SUCCESS"
+    with psycopg2.connect(dagster_dev.pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT notes FROM {} WHERE experiment_id = 1").format(
+                sql.Identifier(dagster_dev.schema, "experiments")
+            )
+        )
+        assert cur.fetchone()[0] == "seen by the sensor"
+    time.sleep(4 * SENSOR_INTERVAL_S)  # several more ticks with nothing committed
+    assert len(dagster_dev.sensor_runs()) == len(before) + 1
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
+def test_clicking_materialize_in_the_browser_syncs_the_asset(dagster_dev: DagsterDev):
+    from playwright.sync_api import sync_playwright
+
+    with dagster_dev.instance() as instance:
+        runs_before = {r.run_id for r in instance.get_runs()}
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{dagster_dev.url}/assets/source_narratives", wait_until="networkidle")
+            with page.expect_response(lambda r: "LaunchPipelineExecution" in r.url or "LaunchMultipleRuns" in r.url):
+                page.get_by_role("button", name="Materialize").first.click()
+
+            def new_run() -> str | None:
+                with dagster_dev.instance() as instance:
+                    fresh = [r.run_id for r in instance.get_runs() if r.run_id not in runs_before]
+                return fresh[0] if fresh else None
+
+            run_id = str(wait_for(new_run, 60, "the run the button launched"))
+            assert dagster_dev.wait_for_run(run_id) == "SUCCESS"
+            page.goto(f"{dagster_dev.url}/runs/{run_id}", wait_until="networkidle")
+            page.screenshot(path=str(ARTIFACTS / "materialize-run.png"), full_page=True)
+        finally:
+            browser.close()
+    with dagster_dev.instance() as instance:
+        run = instance.get_run_by_id(run_id)
+        assert run is not None and run.status == DagsterRunStatus.SUCCESS
+        assert run.asset_selection == {AssetKey("source_narratives")}
+    assert pg_rows(dagster_dev.pg_dsn, dagster_dev.schema, "source_narratives") == sqlite_rows(
+        dagster_dev.sqlite_path, "source_narratives"
+    )
