@@ -174,16 +174,32 @@ def test_full_refresh_never_shows_a_concurrent_reader_a_missing_empty_or_partial
     assert_tables_equal(demo_db, pg_dsn, schema)
 
 
-def test_incremental_refuses_a_changed_schema_and_full_refresh_rebuilds_it(demo_db, pg_dsn, schema):
+def test_a_column_added_in_sqlite_is_added_in_postgres_by_an_incremental_sync(demo_db, pg_dsn, schema):
     sync_all(demo_db, pg_dsn, schema)
     conn = sqlite3.connect(demo_db)
     with conn:
         conn.execute("ALTER TABLE experiments ADD COLUMN budget REAL")
-        conn.execute("UPDATE experiments SET budget = experiment_id * 1.5")
+        conn.execute("UPDATE experiments SET budget = experiment_id * 1.5 WHERE experiment_id <= 4")
     conn.close()
 
-    with pytest.raises(SchemaMismatchError, match="full_refresh"):
+    result = sync_all(demo_db, pg_dsn, schema)["experiments"]
+
+    assert result.columns_added == ("budget",)
+    assert (result.rows_updated, result.rows_inserted) == (4, 0)
+    assert_tables_equal(demo_db, pg_dsn, schema)
+
+
+def test_a_dropped_or_retyped_column_asks_for_full_refresh_which_rebuilds_it(demo_db, pg_dsn, schema):
+    sync_all(demo_db, pg_dsn, schema)
+    conn = sqlite3.connect(demo_db)
+    with conn:
+        conn.execute("ALTER TABLE experiments DROP COLUMN notes")
+    conn.close()
+    before = pg_rows(pg_dsn, schema, "experiments")
+
+    with pytest.raises(SchemaMismatchError, match="'notes' is gone from SQLite; run with full_refresh"):
         sync_all(demo_db, pg_dsn, schema)
+    assert pg_rows(pg_dsn, schema, "experiments") == before
 
     sync_all(demo_db, pg_dsn, schema, full_refresh=True)
     assert_tables_equal(demo_db, pg_dsn, schema)
@@ -207,7 +223,7 @@ def test_full_refresh_keeps_views_when_the_shape_is_unchanged_and_refuses_to_dro
         assert cur.fetchone()[0] == refreshed.sqlite_rows
     conn = sqlite3.connect(demo_db)
     with conn:
-        conn.execute("ALTER TABLE experiments ADD COLUMN budget REAL")
+        conn.execute("ALTER TABLE experiments DROP COLUMN notes")
     conn.close()
 
     with pytest.raises(SyncError, match=f"views depend on it: {schema}.exp_ids"):

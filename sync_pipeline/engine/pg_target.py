@@ -182,6 +182,14 @@ class PgTable:
                 return name
         raise RuntimeError(f"no free primary key name for {self.qualified_name}")
 
+    def add_column(self, name: str) -> None:
+        column = next(c for c in self.table.columns if c.name == name)
+        self.cur.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                self.ident, sql.Identifier(column.name), sql.SQL(column.pg_type.name)
+            )
+        )
+
     def add_primary_key(self, ident: sql.Identifier, constraint: str) -> None:
         if not self.table.primary_key:
             return

@@ -28,9 +28,10 @@ def mode_line(options: SyncOptions) -> str:
 
 
 def table_line(r: TableSyncResult) -> str:
+    added = f"; added column(s) {', '.join(r.columns_added)}" if r.columns_added else ""
     return (
         f"✓ {r.table}: {r.rows_processed:,} rows synced ({r.rows_inserted:,} inserted, {r.rows_updated:,} updated, "
-        f"{r.rows_deleted:,} deleted, {r.rows_unchanged:,} unchanged) in {r.duration_s:.2f} s"
+        f"{r.rows_deleted:,} deleted, {r.rows_unchanged:,} unchanged{added}) in {r.duration_s:.2f} s"
     )
 
 

@@ -87,6 +87,7 @@ class TableSyncResult:
     batch_size: int
     duration_s: float
     table_created: bool
+    columns_added: tuple[str, ...] = ()
 
     @property
     def rows_changed(self) -> int:
@@ -226,10 +227,11 @@ def sync_table(
             existed = target.oid() is not None
             rows_before = target.row_count() if existed else 0
             bytes_before = target.total_bytes()
+            added: list[str] = []
             if options.full_refresh or not existed:
                 counts = _load_fresh(target, batches, options, rows_before if existed else None)
             else:
-                _check_shape(target)
+                added = _evolve_shape(target)
                 if table.primary_key:
                     counts = _merge_by_key(target, batches, options, rows_before)
                 else:
@@ -257,6 +259,7 @@ def sync_table(
         batch_size=options.batch_size,
         duration_s=time.perf_counter() - started,
         table_created=not existed,
+        columns_added=tuple(added),
     )
 
 
@@ -265,17 +268,39 @@ def _shape_problem(target: PgTable) -> str | None:
     expected = [(c.name, c.pg_type.name) for c in target.table.columns]
     actual = target.columns_in_pg()
     if actual != expected:
-        return f"PostgreSQL table {target.qualified_name} has columns {actual} but SQLite maps to {expected}"
+        pg_types, sqlite_types = dict(actual), dict(expected)
+        differences = [f"{name!r} is gone from SQLite" for name in pg_types if name not in sqlite_types]
+        differences += [f"{name!r} is new in SQLite" for name in sqlite_types if name not in pg_types]
+        differences += [
+            f"{name!r} is {pg_types[name]} in PostgreSQL but maps to {typ} now"
+            for name, typ in expected
+            if name in pg_types and pg_types[name] != typ
+        ]
+        return f"columns of {target.qualified_name} differ: " + "; ".join(differences or ["their order changed"])
     key = target.primary_key_in_pg()
     if key != target.table.primary_key:
         return f"PostgreSQL primary key {list(key)} differs from SQLite's {list(target.table.primary_key)}"
     return None
 
 
-def _check_shape(target: PgTable) -> None:
+def _evolve_shape(target: PgTable) -> list[str]:
+    """Follow SQLite's ``ALTER TABLE ADD COLUMN`` in this transaction; refuse any other change.
+
+    SQLite appends an added column, so the PostgreSQL columns are then a prefix of SQLite's
+    with the same types; the new ones are added as nullable columns (a metadata-only change)
+    and the merge fills them. A dropped, renamed or retyped column, or a new key, needs
+    ``full_refresh``. Returns the names of the columns added.
+    """
+    expected = [(c.name, c.pg_type.name) for c in target.table.columns]
+    actual = target.columns_in_pg()
+    added = expected[len(actual) :]
+    if actual == expected[: len(actual)] and added and target.primary_key_in_pg() == target.table.primary_key:
+        for name, _ in added:
+            target.add_column(name)
     problem = _shape_problem(target)
     if problem:
         raise SchemaMismatchError(target.table.name, f"{problem}; run with full_refresh to rebuild it")
+    return [name for name, _ in added]
 
 
 def _create_and_load(target: PgTable, batches: _Batches, name: str | None = None) -> None:
