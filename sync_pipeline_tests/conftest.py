@@ -138,6 +138,17 @@ def pg_rows(dsn: str, schema: str, table: str) -> list[tuple[object, ...]]:
         conn.close()
 
 
+def query(dsn: str, statement: sql.Composable | str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Run one statement on a connection of its own (committed, then closed); rows if any."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
 def table_write_stats(dsn: str, schema: str, table: str) -> tuple[int, int, int]:
     """(n_tup_ins, n_tup_upd, n_tup_del) as the statistics system has them right now."""
     conn = psycopg2.connect(dsn)

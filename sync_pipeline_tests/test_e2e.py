@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg2
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster_graphql import DagsterGraphQLClient
@@ -32,7 +31,7 @@ from psycopg2 import sql
 from sync_pipeline.demo import PROJECT_ROOT, generate
 from sync_pipeline.sensor import SENSOR_NAME
 
-from .conftest import pg_rows, sqlite_rows
+from .conftest import pg_rows, query, sqlite_rows
 
 TABLES = ("experiments", "narrative_results", "source_narratives")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
@@ -116,8 +115,7 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterat
     writer = sqlite3.connect(sqlite_path, isolation_level=None)  # held open: commits stay in the -wal file
     writer.execute("PRAGMA wal_autocheckpoint=0")
     schema = f"e2e_{os.getpid()}"
-    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    query(pg_dsn, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
@@ -139,13 +137,13 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterat
         preexec_fn=_reset_signals_new_session,
     )
     dev = DagsterDev(port, home, sqlite_path, writer, pg_dsn, schema)
-    query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
+    load_status = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
 
     def loaded() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"dagster dev exited: {(root / 'dagster-dev.log').read_text()[-3000:]}")
         try:
-            entries = dev.graphql(query)["data"]["workspaceOrError"]["locationEntries"]
+            entries = dev.graphql(load_status)["data"]["workspaceOrError"]["locationEntries"]
         except OSError:
             return False
         return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
@@ -164,8 +162,7 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterat
         writer.close()
         ARTIFACTS.mkdir(exist_ok=True)
         shutil.copy(root / "dagster-dev.log", ARTIFACTS / "dagster-dev.log")
-        with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        query(pg_dsn, sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 def test_even_the_first_two_runs_launched_together_never_overlap(dagster_dev: DagsterDev):
@@ -214,13 +211,13 @@ def test_a_commit_to_the_wal_file_starts_exactly_one_sensor_run(dagster_dev: Dag
     new_runs = wait_for(lambda: [r for r in dagster_dev.sensor_runs() if r.run_id not in before], 90, "a sensor run")
     assert len(new_runs) == 1
     assert dagster_dev.wait_for_run(new_runs[0].run_id) == "SUCCESS"
-    with psycopg2.connect(dagster_dev.pg_dsn) as conn, conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT notes FROM {} WHERE experiment_id = 1").format(
-                sql.Identifier(dagster_dev.schema, "experiments")
-            )
-        )
-        assert cur.fetchone()[0] == "seen by the sensor"
+    notes = query(
+        dagster_dev.pg_dsn,
+        sql.SQL("SELECT notes FROM {} WHERE experiment_id = 1").format(
+            sql.Identifier(dagster_dev.schema, "experiments")
+        ),
+    )
+    assert notes == [("seen by the sensor",)]
     time.sleep(4 * SENSOR_INTERVAL_S)  # several more ticks with nothing committed
     assert len(dagster_dev.sensor_runs()) == len(before) + 1
 
