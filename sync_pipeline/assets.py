@@ -25,6 +25,7 @@ from .config import SyncConfig
 from .engine import (
     Progress,
     SourceUnavailableError,
+    SqliteSnapshot,
     SyncError,
     SyncOptions,
     TableInfo,
@@ -39,6 +40,7 @@ from .translator import ROW_COUNT_CHECK, SqliteTableTranslator, column_schema, s
 
 POOL = "sqlite_pg_sync"
 PROGRESS_EVERY_S = 5.0
+RETRY_DELAYS_S = (1.0, 3.0, 10.0)
 
 
 def materialization_metadata(result: TableSyncResult, table: TableInfo) -> dict[str, Any]:
@@ -138,6 +140,42 @@ def build_sync_assets(
     return _sync
 
 
+class _Target:
+    """The PostgreSQL connection of a run, re-opened when it is lost mid-sync.
+
+    A lost connection (server restart, network, terminated backend) rolled the table's
+    transaction back, so the same table is synced again on a new connection, after a pause,
+    up to ``len(RETRY_DELAYS_S)`` times. Other errors are not retried: they would fail again.
+    """
+
+    def __init__(self, context: AssetExecutionContext, postgres: PostgresTarget) -> None:
+        self.context = context
+        self.postgres = postgres
+        self.conn = postgres.connect()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def sync(self, snapshot: SqliteSnapshot, table: TableInfo, options: SyncOptions) -> TableSyncResult:
+        for attempt, delay in enumerate((*RETRY_DELAYS_S, None), start=1):
+            try:
+                if self.conn.closed:
+                    self.conn = self.postgres.connect()
+                return sync_table(
+                    snapshot, self.conn, table, self.postgres.pg_schema, options, on_progress=_ProgressLog(self.context)
+                )
+            except (SyncError, TargetUnavailableError) as exc:
+                transient = isinstance(exc, TargetUnavailableError) or exc.transient
+                if not transient or delay is None:
+                    raise
+                self.context.log.warning(
+                    f"⟳ {redact(str(exc), self.postgres.conn_str)}; retrying {table.name} in {delay:g} s "
+                    f"(attempt {attempt + 1} of {len(RETRY_DELAYS_S) + 1})"
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def _run(
     context: AssetExecutionContext,
     options: SyncOptions,
@@ -156,16 +194,14 @@ def _run(
     failed: dict[str, str] = {}
     try:
         with sqlite.snapshot() as snapshot:
-            conn = postgres.connect()
+            target = _Target(context, postgres)
             try:
                 for table_name in selected:
                     context.log.info(f"📥 Syncing {table_name}...")
                     try:
                         table = snapshot.table(table_name)
-                        result = sync_table(
-                            snapshot, conn, table, postgres.pg_schema, options, on_progress=_ProgressLog(context)
-                        )
-                    except (SyncError, SourceUnavailableError) as exc:
+                        result = target.sync(snapshot, table, options)
+                    except (SyncError, SourceUnavailableError, TargetUnavailableError) as exc:
                         failed[table_name] = redact(str(exc), postgres.conn_str)
                         context.log.error(f"✗ {failed[table_name]}")
                         continue
@@ -182,10 +218,10 @@ def _run(
                 for table_name in checks_alone:
                     table = snapshot.table(table_name)
                     yield row_count_check(
-                        translator.get_asset_key(table), *row_counts(snapshot, conn, table, postgres.pg_schema)
+                        translator.get_asset_key(table), *row_counts(snapshot, target.conn, table, postgres.pg_schema)
                     )
             finally:
-                conn.close()
+                target.close()
     except (SourceUnavailableError, TargetUnavailableError, SyncError) as exc:
         raise Failure(description=redact(str(exc), postgres.conn_str), allow_retries=False) from None
     if selected:

@@ -56,9 +56,11 @@ def run_sync(
     schema: str,
     instance: DagsterInstance | None = None,
     selection: list[str] | AssetSelection | None = None,
+    tables_from: Path | None = None,
     **config: object,
 ) -> ExecuteInProcessResult:
-    assets = build_sync_assets(list_tables(path), SqliteTableTranslator(pg_schema=schema))
+    """Materialize in process; ``tables_from``: build the assets from another file (as loaded earlier)."""
+    assets = build_sync_assets(list_tables(tables_from or path), SqliteTableTranslator(pg_schema=schema))
     return materialize(
         [assets],
         instance=instance or DagsterInstance.ephemeral(),

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 
 class SyncError(Exception):
-    """A sync of one table could not be completed; PostgreSQL was left as it was."""
+    """A sync of one table could not be completed; PostgreSQL was left as it was.
 
-    def __init__(self, table: str, message: str) -> None:
+    ``transient`` is set when the PostgreSQL connection itself was lost (server restart,
+    network, terminated backend): the same sync on a new connection may well succeed.
+    """
+
+    def __init__(self, table: str, message: str, transient: bool = False) -> None:
         super().__init__(f"table {table!r}: {message}")
         self.table = table
+        self.transient = transient
 
 
 class ValueMismatchError(SyncError):

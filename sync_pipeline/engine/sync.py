@@ -158,21 +158,27 @@ class _Batches:
 
 
 @contextmanager
-def _named_errors(table: str) -> Iterator[None]:
+def _named_errors(table: str, conn: psycopg2.extensions.connection) -> Iterator[None]:
     """Turn driver errors into a :class:`SyncError` that names the table (and, from
     PostgreSQL's detail, the key or column involved)."""
     try:
         yield
     except SyncError:
         raise
-    except psycopg2.errors.UniqueViolation as exc:
-        raise SyncError(table, f"two rows share a primary key in PostgreSQL: {_pg_error_text(exc)}") from exc
-    except psycopg2.errors.NotNullViolation as exc:
-        raise SyncError(table, f"a primary key or NOT NULL column holds NULL in SQLite: {_pg_error_text(exc)}") from exc
     except psycopg2.Error as exc:
-        raise SyncError(table, f"PostgreSQL error: {_pg_error_text(exc)}") from exc
+        if conn.closed:
+            raise SyncError(table, f"lost the PostgreSQL connection: {str(exc).strip()}", transient=True) from exc
+        raise SyncError(table, _describe_pg_error(exc)) from exc
     except sqlite3.Error as exc:
         raise SyncError(table, f"SQLite error while reading: {exc}") from exc
+
+
+def _describe_pg_error(exc: psycopg2.Error) -> str:
+    if isinstance(exc, psycopg2.errors.UniqueViolation):
+        return f"two rows share a primary key in PostgreSQL: {_pg_error_text(exc)}"
+    if isinstance(exc, psycopg2.errors.NotNullViolation):
+        return f"a primary key or NOT NULL column holds NULL in SQLite: {_pg_error_text(exc)}"
+    return f"PostgreSQL error: {_pg_error_text(exc)}"
 
 
 def _pg_error_text(exc: psycopg2.Error) -> str:
@@ -187,7 +193,7 @@ def row_counts(
     snapshot: SqliteSnapshot, conn: psycopg2.extensions.connection, table: TableInfo, schema: str
 ) -> tuple[int, int | None]:
     """(SQLite rows in the snapshot, PostgreSQL rows or None when the table is missing), read-only."""
-    with _named_errors(table.name):
+    with _named_errors(table.name, conn):
         sqlite_rows = snapshot.count(table)
         with conn, conn.cursor() as cur:
             target = PgTable(cur, schema, table)
@@ -211,7 +217,7 @@ def sync_table(
     if problems:
         raise UnsupportedTableError(table.name, "; ".join(problems))
     started = time.perf_counter()
-    with _named_errors(table.name):
+    with _named_errors(table.name, conn):
         total = snapshot.count(table)
         batches = _Batches(snapshot, table, options.batch_size, total, on_progress)
         with conn, conn.cursor() as cur:
