@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -32,14 +33,16 @@ def _with_dbname(dsn: str, dbname: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_dsn() -> Iterator[str]:
     dsn = os.environ.get("PG_TEST_DSN")
     if dsn:
         yield dsn
         return
     from sync_pipeline.embedded_pg import embedded_dsn
 
-    yield embedded_dsn(tmp_path_factory.mktemp("pg") / "pgdata", cleanup_mode="delete")
+    # Not under pytest's basetemp: a concurrent pytest session prunes old basetemps, which
+    # would delete a running server's data directory.
+    yield embedded_dsn(Path(tempfile.mkdtemp(prefix="sps-test-pg-")) / "pgdata", cleanup_mode="delete")
 
 
 @pytest.fixture(scope="session")
