@@ -277,6 +277,21 @@ def test_a_value_that_does_not_fit_names_table_column_and_key_and_changes_nothin
     assert pg_rows(pg_dsn, schema, "t") == before
 
 
+def test_invalid_utf8_stored_as_text_names_table_column_and_key_and_changes_nothing(tmp_path, pg_dsn, schema):
+    path = make_db(tmp_path / "u.sqlite", "CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT);", {"t": [(1, "ok")]})
+    sync_all(path, pg_dsn, schema)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("INSERT INTO t VALUES (2, 'fine'), (3, CAST(x'66ff6f' AS TEXT))")
+    conn.close()
+
+    with pytest.raises(ValueMismatchError, match="not valid UTF-8") as caught:
+        sync_all(path, pg_dsn, schema)
+
+    assert (caught.value.table, caught.value.column, caught.value.row_key) == ("t", "s", "(id=3)")
+    assert pg_rows(pg_dsn, schema, "t") == [(1, "ok")]
+
+
 def test_keys_that_merge_once_converted_fail_naming_the_key_on_every_path(tmp_path, pg_dsn, schema):
     # A typeless key column can hold 1 and '1'; both become the PostgreSQL text '1'.
     path = make_db(tmp_path / "k.sqlite", "CREATE TABLE t (k PRIMARY KEY, v INTEGER);", {"t": [("1", 1), (2, 2)]})

@@ -189,6 +189,28 @@ class SqliteSnapshot:
         finally:
             cursor.close()
 
+    def find_invalid_utf8(self, table: TableInfo) -> tuple[str, tuple[object, ...], int] | None:
+        """(column, row, row number) of the first text value that is not valid UTF-8.
+
+        SQLite stores whatever bytes it is given as TEXT; Python's reader then fails without
+        saying which row. This second pass, run only after such a failure, reads text as bytes
+        to find it.
+        """
+        columns = ", ".join(quote_sqlite_identifier(c) for c in table.column_names)
+        self.conn.text_factory = bytes
+        try:
+            cursor = self.conn.execute(f"SELECT {columns} FROM {quote_sqlite_identifier(table.name)}")
+            for number, row in enumerate(cursor, start=1):
+                for name, value in zip(table.column_names, row, strict=True):
+                    if isinstance(value, bytes):
+                        try:
+                            value.decode("utf-8")
+                        except UnicodeDecodeError:
+                            return name, row, number
+            return None
+        finally:
+            self.conn.text_factory = str
+
 
 def list_tables(path: str | Path) -> list[TableInfo]:
     """The user tables of a SQLite file, read once (used at definitions load time)."""

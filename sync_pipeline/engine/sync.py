@@ -126,6 +126,23 @@ class _Batches:
         self._started = time.perf_counter()
 
     def __iter__(self) -> Iterator[io.StringIO]:
+        try:
+            yield from self._buffers()
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc):
+                raise
+            located = self.snapshot.find_invalid_utf8(self.table)
+            if located is None:
+                raise
+            column, row, number = located
+            raise ValueMismatchError(
+                self.table.name,
+                column,
+                self.table.describe_key(row, number),
+                "text is not valid UTF-8, which PostgreSQL text requires (store it as a BLOB in SQLite, or fix it)",
+            ) from None
+
+    def _buffers(self) -> Iterator[io.StringIO]:
         for batch in self.snapshot.batches(self.table, self.batch_size):
             buffer = self._encode(batch)
             self.rows_read += len(batch)
