@@ -181,6 +181,18 @@ def test_the_password_never_reaches_logs_metadata_or_errors(demo_db, pg_dsn, sch
     assert secret not in everything
 
 
+def test_an_unknown_role_is_one_clear_line_without_the_password(demo_db, pg_dsn, schema):
+    params = psycopg2.extensions.parse_dsn(pg_dsn)
+    wrong = psycopg2.extensions.make_dsn(**{**params, "user": "no_such_role", "password": "s3cret-pw"})
+
+    result = run_sync(demo_db, wrong, schema)
+
+    message = failure_message(result)
+    assert not result.success
+    assert "cannot connect to PostgreSQL at" in message and "no_such_role" in message
+    assert "s3cret-pw" not in message and "password=***" in message
+
+
 def test_a_subset_selection_syncs_only_the_selected_tables(demo_db, pg_dsn, schema):
     result = run_sync(demo_db, pg_dsn, schema, selection=["experiments"])
 

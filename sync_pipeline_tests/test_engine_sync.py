@@ -25,7 +25,7 @@ from sync_pipeline.engine import (
 from sync_pipeline.engine.pg_target import PgTable
 from sync_pipeline.engine.sqlite_source import quote_sqlite_identifier
 
-from .conftest import flush_stats, pg_rows, sqlite_rows, sync_all, table_write_stats
+from .conftest import flush_stats, pg_rows, query, sqlite_rows, sync_all, table_write_stats
 
 PRIMARY_KEYS = {"source_narratives": "narrative_id", "experiments": "experiment_id", "narrative_results": "result_id"}
 
@@ -290,6 +290,18 @@ def test_invalid_utf8_stored_as_text_names_table_column_and_key_and_changes_noth
 
     assert (caught.value.table, caught.value.column, caught.value.row_key) == ("t", "s", "(id=3)")
     assert pg_rows(pg_dsn, schema, "t") == [(1, "ok")]
+
+
+def test_a_null_in_a_text_primary_key_fails_naming_table_and_column(tmp_path, pg_dsn, schema):
+    # SQLite allows NULL in a PRIMARY KEY that is not INTEGER PRIMARY KEY (a legacy quirk).
+    path = make_db(
+        tmp_path / "n.sqlite", "CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER);", {"t": [("a", 1), (None, 2)]}
+    )
+
+    with pytest.raises(SyncError, match=r"table 't': a primary key or NOT NULL column holds NULL.*\"k\""):
+        sync_all(path, pg_dsn, schema)
+
+    assert query(pg_dsn, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (schema,)) == [(0,)]
 
 
 def test_keys_that_merge_once_converted_fail_naming_the_key_on_every_path(tmp_path, pg_dsn, schema):
