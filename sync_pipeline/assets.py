@@ -43,6 +43,24 @@ PROGRESS_EVERY_S = 5.0
 RETRY_DELAYS_S = (1.0, 3.0, 10.0)
 
 
+# The numbers of a sync, named as TableSyncResult names them (DESIGN.md section 2).
+SYNC_NUMBERS = (
+    "sqlite_rows",
+    "pg_rows_before",
+    "pg_rows_after",
+    "rows_processed",
+    "rows_inserted",
+    "rows_updated",
+    "rows_deleted",
+    "rows_unchanged",
+    "rows_changed",
+    "table_bytes_before",
+    "table_bytes_after",
+    "table_bytes_delta",
+    "batch_size",
+)
+
+
 def materialization_metadata(result: TableSyncResult, table: TableInfo) -> dict[str, Any]:
     """DESIGN.md section 2: numbers stay numbers so the catalog plots them."""
     return {
@@ -50,20 +68,8 @@ def materialization_metadata(result: TableSyncResult, table: TableInfo) -> dict[
         "dagster/table_name": result.pg_table,
         "dagster/column_schema": column_schema(table),
         "mode": result.mode,
-        "sqlite_rows": result.sqlite_rows,
-        "pg_rows_before": result.pg_rows_before,
-        "pg_rows_after": result.pg_rows_after,
-        "rows_processed": result.rows_processed,
-        "rows_inserted": result.rows_inserted,
-        "rows_updated": result.rows_updated,
-        "rows_deleted": result.rows_deleted,
-        "rows_unchanged": result.rows_unchanged,
-        "rows_changed": result.rows_changed,
-        "table_bytes_before": result.table_bytes_before,
-        "table_bytes_after": result.table_bytes_after,
-        "table_bytes_delta": result.table_bytes_delta,
+        **{name: getattr(result, name) for name in SYNC_NUMBERS},
         "table_size": size_line(result),
-        "batch_size": result.batch_size,
         "duration_s": round(result.duration_s, 3),
     }
 

@@ -8,29 +8,11 @@ sync_history("narrative_results")   # one table
 import pandas as pd
 from dagster import AssetKey, DagsterInstance
 
+from .assets import SYNC_NUMBERS
 from .instance import project_instance
 from .translator import asset_key_for
 
-COLUMNS = [
-    "timestamp",
-    "table",
-    "run_id",
-    "mode",
-    "sqlite_rows",
-    "pg_rows_before",
-    "pg_rows_after",
-    "rows_processed",
-    "rows_inserted",
-    "rows_updated",
-    "rows_deleted",
-    "rows_unchanged",
-    "rows_changed",
-    "table_bytes_before",
-    "table_bytes_after",
-    "table_bytes_delta",
-    "batch_size",
-    "duration_s",
-]
+COLUMNS = ["timestamp", "table", "run_id", "mode", *SYNC_NUMBERS, "duration_s"]
 
 
 def _sync_keys(instance: DagsterInstance) -> list[AssetKey]:
