@@ -9,6 +9,8 @@ Setting the limit before any run closes that gap; the sensor also checks it on e
 """
 
 import os
+from collections.abc import Iterator
+from contextlib import chdir, contextmanager
 
 from dagster import DagsterInstance
 
@@ -16,11 +18,19 @@ from .assets import POOL
 from .demo import PROJECT_ROOT
 
 
-def project_instance() -> DagsterInstance:
-    """``DAGSTER_HOME``'s instance when set, else the repo's ``dagster.yaml`` (history in state/)."""
+@contextmanager
+def project_instance() -> Iterator[DagsterInstance]:
+    """``DAGSTER_HOME``'s instance when set, else the repo's ``dagster.yaml`` (history in state/).
+
+    That file's storage path is relative, as ``dagster dev`` in the project root reads it, so
+    the instance is used from the project root whatever the caller's working directory.
+    """
     if os.environ.get("DAGSTER_HOME"):
-        return DagsterInstance.get()
-    return DagsterInstance.from_config(str(PROJECT_ROOT))
+        with DagsterInstance.get() as instance:
+            yield instance
+        return
+    with chdir(PROJECT_ROOT), DagsterInstance.from_config(str(PROJECT_ROOT)) as instance:
+        yield instance
 
 
 def ensure_pool_limit(instance: DagsterInstance, pool: str = POOL, limit: int = 1) -> bool:

@@ -43,7 +43,17 @@ class PostgresTarget(ConfigurableResource):
     def connect(self) -> psycopg2.extensions.connection:
         dsn = self.conn_str or embedded_dsn()
         try:
-            return psycopg2.connect(dsn, application_name="sqlite-pg-sync")
+            # Keepalives: a network that drops without a reset must fail the sync, not hang it
+            # while it holds the pool's only slot.
+            return psycopg2.connect(
+                dsn,
+                application_name="sqlite-pg-sync",
+                connect_timeout=10,
+                keepalives=1,
+                keepalives_idle=30,
+                keepalives_interval=10,
+                keepalives_count=3,
+            )
         except psycopg2.Error as exc:
             raise TargetUnavailableError(
                 f"cannot connect to PostgreSQL at {mask_dsn(dsn)}: {redact(str(exc).strip(), dsn)}"

@@ -278,18 +278,20 @@ def test_a_value_that_does_not_fit_names_table_column_and_key_and_changes_nothin
 
 
 def test_invalid_utf8_stored_as_text_names_table_column_and_key_and_changes_nothing(tmp_path, pg_dsn, schema):
-    path = make_db(tmp_path / "u.sqlite", "CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT);", {"t": [(1, "ok")]})
+    path = make_db(
+        tmp_path / "u.sqlite", "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB, s TEXT);", {"t": [(1, b"\xff", "ok")]}
+    )
     sync_all(path, pg_dsn, schema)
     conn = sqlite3.connect(path)
     with conn:
-        conn.execute("INSERT INTO t VALUES (2, 'fine'), (3, CAST(x'66ff6f' AS TEXT))")
+        conn.execute("INSERT INTO t VALUES (2, x'ff00', 'fine'), (3, NULL, CAST(x'66ff6f' AS TEXT))")
     conn.close()
 
     with pytest.raises(ValueMismatchError, match="not valid UTF-8") as caught:
         sync_all(path, pg_dsn, schema)
 
     assert (caught.value.table, caught.value.column, caught.value.row_key) == ("t", "s", "(id=3)")
-    assert pg_rows(pg_dsn, schema, "t") == [(1, "ok")]
+    assert pg_rows(pg_dsn, schema, "t") == [(1, b"\xff", "ok")]
 
 
 def test_a_null_in_a_text_primary_key_fails_naming_table_and_column(tmp_path, pg_dsn, schema):
@@ -365,6 +367,19 @@ def test_table_without_primary_key_is_mirrored_as_a_multiset(tmp_path, pg_dsn, s
     mirrored = sync_all(path, pg_dsn, schema, delete_orphans=True)["log"]
     assert (mirrored.rows_inserted, mirrored.rows_deleted) == (0, 1)
     assert pg_rows(pg_dsn, schema, "log") == sqlite_rows(path, "log")
+
+
+def test_a_column_added_to_a_table_without_a_key_asks_for_full_refresh(tmp_path, pg_dsn, schema):
+    path = make_db(tmp_path / "nk.sqlite", "CREATE TABLE log (msg TEXT);", {"log": [("a",), ("b",)]})
+    sync_all(path, pg_dsn, schema)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("ALTER TABLE log ADD COLUMN level INTEGER DEFAULT 1")
+    conn.close()
+
+    with pytest.raises(SchemaMismatchError, match="'level' is new in SQLite; run with full_refresh"):
+        sync_all(path, pg_dsn, schema)
+    assert pg_rows(pg_dsn, schema, "log") == [("a",), ("b",)]
 
 
 def test_names_longer_than_postgres_allows_fail_clearly(tmp_path, pg_dsn, schema):

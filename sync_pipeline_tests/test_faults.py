@@ -6,6 +6,7 @@ transaction), the failure is one clear line, and the next run completes.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -51,9 +52,10 @@ def copying_backend(dsn: str, timeout_s: float = 30) -> int:
 
 
 _CHILD = """
-import sys, psycopg2
+import os, sys, psycopg2
 from sync_pipeline.engine import SqliteSnapshot, SyncOptions, sync_table
-path, dsn, schema = sys.argv[1:4]
+path, schema = sys.argv[1:3]
+dsn = os.environ["SYNC_TEST_DSN"]  # not on the command line, where ps shows it
 conn = psycopg2.connect(dsn, application_name="sqlite-pg-sync")
 with SqliteSnapshot(path) as snap:
     for table in snap.tables():
@@ -70,7 +72,10 @@ def test_kill_9_in_the_middle_of_a_copy_leaves_the_previous_state_and_the_next_r
     before = pg_rows(pg_dsn, schema, "narrative_results")
     mutate(path, 5)
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(path), pg_dsn, schema], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _CHILD, str(path), schema],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SYNC_TEST_DSN": pg_dsn},
     )
     try:
         copying_backend(pg_dsn)

@@ -2,7 +2,7 @@
 
 The writer moves money between a ledger and a totals row in one transaction per step, so any
 snapshot taken mid-write would break ``sum(ledger.amount) == totals.total``. It uses a short
-busy timeout (0.3 s): if a sync held SQLite's lock longer than that, it would see
+busy timeout (0.5 s): if a sync held SQLite's lock longer than that, it would see
 "database is locked".
 """
 
@@ -26,7 +26,7 @@ from .conftest import pg_rows, query, sqlite_rows, sync_all
 _WRITER = """
 import json, random, sqlite3, sys, time
 path, seconds = sys.argv[1], float(sys.argv[2])
-conn = sqlite3.connect(path, timeout=0.3, isolation_level=None)
+conn = sqlite3.connect(path, timeout=0.5, isolation_level=None)
 rng = random.Random(1)
 commits = locked = 0
 deadline = time.monotonic() + seconds

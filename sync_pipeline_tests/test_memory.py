@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,11 @@ from sync_pipeline.demo import generate
 
 # Runs in a child process so that its peak RSS belongs to one sync (first load + no-change merge).
 _CHILD = """
-import json, resource, sys
+import json, os, resource, sys
 import psycopg2
 from sync_pipeline.engine import SqliteSnapshot, SyncOptions, sync_table
-path, dsn, schema, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+path, schema, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+dsn = os.environ["SYNC_TEST_DSN"]
 conn = psycopg2.connect(dsn)
 rows = 0
 for _ in range(2):
@@ -27,7 +29,8 @@ print(json.dumps({"rows": rows, "peak_rss_kb": resource.getrusage(resource.RUSAG
 
 def _peak_rss_kb(path: Path, dsn: str, schema: str, batch_size: int) -> tuple[int, int]:
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path), dsn, schema, str(batch_size)],
+        [sys.executable, "-c", _CHILD, str(path), schema, str(batch_size)],
+        env={**os.environ, "SYNC_TEST_DSN": dsn},
         check=True,
         capture_output=True,
         text=True,

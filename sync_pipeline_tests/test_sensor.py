@@ -6,11 +6,19 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from dagster import AssetSelection, DagsterInstance, SensorResult, SkipReason, build_sensor_context
+from dagster import (
+    AssetSelection,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    SensorResult,
+    SkipReason,
+    build_sensor_context,
+)
 
 from sync_pipeline.assets import POOL
 from sync_pipeline.resources import SQLiteSource
-from sync_pipeline.sensor import build_sensor
+from sync_pipeline.sensor import MAX_WAIT_TICKS, build_sensor
 
 
 class Ticker:
@@ -131,7 +139,7 @@ def test_a_write_in_progress_in_rollback_journal_mode_is_waited_for(tmp_path):
     writer.execute("INSERT INTO t VALUES (1)")  # spills into <db>-journal before the commit
     try:
         assert Path(f"{path}-journal").exists()
-        assert "a write is in progress" in ticker.skip_message(ticker.tick())
+        assert "write is in progress" in ticker.skip_message(ticker.tick())
     finally:
         writer.execute("COMMIT")
         writer.close()
@@ -146,3 +154,68 @@ def test_every_tick_makes_sure_the_pool_limit_exists(wal_db):
     ticker.tick()
     limits = {p.name: p.limit for p in ticker.instance.event_log_storage.get_pool_limits()}
     assert limits[POOL] == 1
+
+
+def test_a_writer_that_never_pauses_still_gets_a_sync_after_a_few_ticks(wal_db):
+    path, writer = wal_db
+    ticker = Ticker(path)
+    settle(ticker)
+
+    for i in range(MAX_WAIT_TICKS):
+        writer.execute("INSERT INTO t (v) VALUES (?)", (f"constant {i}",))
+        ticker.tick()
+
+    assert len(ticker.run_keys) == 2
+
+
+def test_a_failed_sync_is_requested_again_for_the_same_content(wal_db):
+    path, _ = wal_db
+    ticker = Ticker(path)
+    settle(ticker)
+    ticker.instance.add_run(
+        DagsterRun(
+            job_name="__ASSET_JOB", tags={"dagster/run_key": ticker.run_keys[0]}, status=DagsterRunStatus.FAILURE
+        )
+    )
+
+    ticker.tick()
+    ticker.tick()
+
+    assert len(ticker.run_keys) == 2
+    assert ticker.run_keys[1].split("#")[0] == ticker.run_keys[0].split("#")[0]
+
+
+def test_a_persistent_journal_left_after_a_commit_is_not_a_write_in_progress(tmp_path):
+    path = tmp_path / "p.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=PERSIST")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    conn.commit()
+    conn.close()
+    assert Path(f"{path}-journal").exists()
+    ticker = Ticker(path)
+
+    ticker.tick()
+    ticker.tick()
+
+    assert len(ticker.run_keys) == 1
+
+
+def test_a_reader_creating_an_empty_wal_file_is_not_a_change(tmp_path):
+    path = tmp_path / "e.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    conn.close()  # the last connection checkpoints and removes the -wal file
+    ticker = Ticker(path)
+    settle(ticker)
+
+    reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    reader.execute("SELECT count(*) FROM t").fetchone()
+    try:
+        ticker.tick()
+        ticker.tick()
+    finally:
+        reader.close()
+
+    assert len(ticker.run_keys) == 1

@@ -2,7 +2,8 @@
 
 In WAL mode a commit appends to ``<db>-wal`` and leaves the main file alone until a
 checkpoint, so both files are fingerprinted. ``<db>-shm`` is ignored: every reader touches
-it. Only ``stat`` is used, never a read of the data: a sensor tick must stay cheap.
+it. An empty ``-wal`` counts as none (opening a WAL database creates one). Only ``stat`` and
+an 8-byte header read are used, never the data: a sensor tick must stay cheap.
 """
 
 from __future__ import annotations
@@ -11,6 +12,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# A rollback journal that holds a transaction has a non-zero 28-byte header (the magic
+# number is only written when it is synced, but the nonce and sizes are there from the
+# start). In TRUNCATE or PERSIST journal mode the file stays after a commit, empty or with its
+# header zeroed: no write is in progress then.
+_JOURNAL_HEADER_BYTES = 28
+
 
 @dataclass(frozen=True)
 class FileState:
@@ -18,7 +25,7 @@ class FileState:
 
     fingerprint: str | None
     missing: bool = False
-    writing: bool = False  # a rollback journal exists: a write transaction is in progress
+    writing: bool = False  # a live rollback journal: a write transaction is in progress
 
 
 def _stat_part(path: Path) -> str:
@@ -26,13 +33,21 @@ def _stat_part(path: Path) -> str:
         st = os.stat(path)
     except FileNotFoundError:
         return "-"
-    return f"{st.st_size}:{st.st_mtime_ns}"
+    return "-" if st.st_size == 0 and path.name.endswith("-wal") else f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _write_in_progress(journal: Path) -> bool:
+    try:
+        with journal.open("rb") as f:
+            return any(f.read(_JOURNAL_HEADER_BYTES))
+    except FileNotFoundError:
+        return False
 
 
 def file_state(path: str | Path) -> FileState:
     path = Path(path)
     if not path.is_file():
         return FileState(fingerprint=None, missing=True)
-    if Path(f"{path}-journal").exists():
+    if _write_in_progress(Path(f"{path}-journal")):
         return FileState(fingerprint=None, writing=True)
     return FileState(fingerprint=f"db={_stat_part(path)};wal={_stat_part(Path(f'{path}-wal'))}")

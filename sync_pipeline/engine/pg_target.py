@@ -182,13 +182,13 @@ class PgTable:
                 return name
         raise RuntimeError(f"no free primary key name for {self.qualified_name}")
 
-    def add_column(self, name: str) -> None:
+    def add_column(self, name: str, timeout_s: float) -> bool:
+        """Add a nullable column; False if readers kept the table busy for ``timeout_s``."""
         column = next(c for c in self.table.columns if c.name == name)
-        self.cur.execute(
-            sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-                self.ident, sql.Identifier(column.name), sql.SQL(column.pg_type.name)
-            )
+        statement = sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+            self.ident, sql.Identifier(column.name), sql.SQL(column.pg_type.name)
         )
+        return self._wait_for(statement, (), timeout_s)
 
     def add_primary_key(self, ident: sql.Identifier, constraint: str) -> None:
         if not self.table.primary_key:

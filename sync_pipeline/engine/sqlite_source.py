@@ -190,23 +190,27 @@ class SqliteSnapshot:
             cursor.close()
 
     def find_invalid_utf8(self, table: TableInfo) -> tuple[str, tuple[object, ...], int] | None:
-        """(column, row, row number) of the first text value that is not valid UTF-8.
+        """(column, row, row number) of the first TEXT value that is not valid UTF-8.
 
         SQLite stores whatever bytes it is given as TEXT; Python's reader then fails without
         saying which row. This second pass, run only after such a failure, reads text as bytes
-        to find it.
+        to find it (blobs are left out: they are bytes anyway).
         """
-        columns = ", ".join(quote_sqlite_identifier(c) for c in table.column_names)
+        names = table.column_names
+        texts = ", ".join(f"CASE WHEN typeof({q}) = 'text' THEN {q} END" for q in map(quote_sqlite_identifier, names))
+        columns = ", ".join(map(quote_sqlite_identifier, names))
         self.conn.text_factory = bytes
         try:
-            cursor = self.conn.execute(f"SELECT {columns} FROM {quote_sqlite_identifier(table.name)}")
+            cursor = self.conn.execute(f"SELECT {columns}, {texts} FROM {quote_sqlite_identifier(table.name)}")
             for number, row in enumerate(cursor, start=1):
-                for name, value in zip(table.column_names, row, strict=True):
-                    if isinstance(value, bytes):
-                        try:
-                            value.decode("utf-8")
-                        except UnicodeDecodeError:
-                            return name, row, number
+                for name, value in zip(names, row[len(names) :], strict=True):
+                    if value is None:
+                        continue
+                    try:
+                        value.decode("utf-8")
+                    except UnicodeDecodeError:
+                        shown = tuple(v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in row)
+                        return name, shown[: len(names)], number
             return None
         finally:
             self.conn.text_factory = str

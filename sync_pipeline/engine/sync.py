@@ -254,7 +254,7 @@ def sync_table(
             if options.full_refresh or not existed:
                 counts = _load_fresh(target, batches, options, rows_before if existed else None)
             else:
-                added = _evolve_shape(target)
+                added = _evolve_shape(target, options)
                 if table.primary_key:
                     counts = _merge_by_key(target, batches, options, rows_before)
                 else:
@@ -306,20 +306,27 @@ def _shape_problem(target: PgTable) -> str | None:
     return None
 
 
-def _evolve_shape(target: PgTable) -> list[str]:
+def _evolve_shape(target: PgTable, options: SyncOptions) -> list[str]:
     """Follow SQLite's ``ALTER TABLE ADD COLUMN`` in this transaction; refuse any other change.
 
     SQLite appends an added column, so the PostgreSQL columns are then a prefix of SQLite's
     with the same types; the new ones are added as nullable columns (a metadata-only change)
     and the merge fills them. A dropped, renamed or retyped column, or a new key, needs
-    ``full_refresh``. Returns the names of the columns added.
+    ``full_refresh``; so does a column added to a table without a primary key, whose rows
+    have no identity to carry the new values to. Returns the names of the columns added.
     """
     expected = [(c.name, c.pg_type.name) for c in target.table.columns]
     actual = target.columns_in_pg()
     added = expected[len(actual) :]
-    if actual == expected[: len(actual)] and added and target.primary_key_in_pg() == target.table.primary_key:
+    keyed = bool(target.table.primary_key)
+    if keyed and actual == expected[: len(actual)] and added and target.primary_key_in_pg() == target.table.primary_key:
         for name, _ in added:
-            target.add_column(name)
+            if not target.add_column(name, options.lock_timeout_s):
+                raise SyncError(
+                    target.table.name,
+                    f"other sessions kept {target.qualified_name} in use for {options.lock_timeout_s:g} s, so "
+                    f"column {name!r} could not be added; nothing changed (look for sessions idle in transaction)",
+                )
     problem = _shape_problem(target)
     if problem:
         raise SchemaMismatchError(target.table.name, f"{problem}; run with full_refresh to rebuild it")
