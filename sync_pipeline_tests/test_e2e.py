@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,54 @@ class DagsterDev:
             return instance.get_runs(RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}))
 
 
+def graphql(port: int, query_text: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query_text}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@contextmanager
+def running_dagster_dev(cwd: Path, env: dict[str, str], log_path: Path) -> Iterator[int]:
+    """``dagster dev`` on a free port until the block ends; yields the port once the code is loaded."""
+    port = _free_port()
+    dagster = str(Path(sys.executable).parent / "dagster")
+    command = [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
+    with log_path.open("a") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_reset_signals_new_session,
+        )
+        load_status = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
+
+        def loaded() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"dagster dev exited: {log_path.read_text()[-3000:]}")
+            try:
+                entries = graphql(port, load_status)["data"]["workspaceOrError"]["locationEntries"]
+            except OSError:
+                return False
+            return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
+
+        try:
+            wait_for(loaded, 120, "the code location to load", every_s=1)
+            yield port
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
 @pytest.fixture(scope="module")
 def dagster_dev(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterator[DagsterDev]:
     root = tmp_path_factory.mktemp("e2e")
@@ -124,45 +173,39 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterat
         "PG_SCHEMA": schema,
         "SYNC_SENSOR_INTERVAL_S": str(SENSOR_INTERVAL_S),
     }
-    bin_dir = Path(sys.executable).parent
     subprocess.run([sys.executable, "-m", "sync_pipeline.instance"], env=env, cwd=PROJECT_ROOT, check=True)
-    port = _free_port()
-    log = (root / "dagster-dev.log").open("w")
-    process = subprocess.Popen(
-        [str(bin_dir / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=_reset_signals_new_session,
-    )
-    dev = DagsterDev(port, home, sqlite_path, writer, pg_dsn, schema)
-    load_status = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
-
-    def loaded() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"dagster dev exited: {(root / 'dagster-dev.log').read_text()[-3000:]}")
-        try:
-            entries = dev.graphql(load_status)["data"]["workspaceOrError"]["locationEntries"]
-        except OSError:
-            return False
-        return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
-
     try:
-        wait_for(loaded, 120, "the code location to load", every_s=1)
-        yield dev
+        with running_dagster_dev(PROJECT_ROOT, env, root / "dagster-dev.log") as port:
+            yield DagsterDev(port, home, sqlite_path, writer, pg_dsn, schema)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
         writer.close()
         ARTIFACTS.mkdir(exist_ok=True)
         shutil.copy(root / "dagster-dev.log", ARTIFACTS / "dagster-dev.log")
         query(pg_dsn, sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_without_dagster_home_run_history_survives_a_restart_of_dagster_dev(tmp_path, demo_db, pg_dsn, schema):
+    # As the Quick start runs it: no DAGSTER_HOME, the repo's dagster.yaml in the working directory.
+    project = tmp_path / "checkout"
+    project.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", project / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env.update(SQLITE_PATH=str(demo_db), PG_CONN_STR=pg_dsn, PG_SCHEMA=schema, SYNC_SENSOR="off")
+    log = tmp_path / "dagster-dev.log"
+    runs = "{ runsOrError { ... on Runs { results { runId status } } } }"
+
+    with running_dagster_dev(project, env, log) as port:
+        run_id = DagsterGraphQLClient("127.0.0.1", port_number=port).submit_job_execution(
+            "__ASSET_JOB", asset_selection=[AssetKey("experiments")], run_config={}
+        )
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        wait_for(lambda: client.get_run_status(run_id).value == "SUCCESS", 120, "the run to succeed")
+    with running_dagster_dev(project, env, log) as port:
+        after_restart = graphql(port, runs)["data"]["runsOrError"]["results"]
+
+    assert {"runId": run_id, "status": "SUCCESS"} in after_restart
+    assert (project / "state" / "dagster").is_dir()
+    assert pg_rows(pg_dsn, schema, "experiments") == sqlite_rows(demo_db, "experiments")
 
 
 def test_even_the_first_two_runs_launched_together_never_overlap(dagster_dev: DagsterDev):
