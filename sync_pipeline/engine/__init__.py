@@ -7,6 +7,7 @@ from .errors import (
     UnsupportedTableError,
     ValueMismatchError,
 )
+from .reader import Progress
 from .secrets import mask_dsn, redact
 from .sqlite_source import ColumnInfo, SourceUnavailableError, SqliteSnapshot, TableInfo, list_tables
 from .sync import (
@@ -14,7 +15,6 @@ from .sync import (
     MAX_BATCH_SIZE,
     MODE_FULL_REFRESH,
     MODE_INCREMENTAL,
-    Progress,
     SyncOptions,
     TableSyncResult,
     row_counts,

@@ -6,10 +6,9 @@ every count it needs; nothing here logs, and nothing needs to be parsed out of l
 
 from __future__ import annotations
 
-import io
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -21,11 +20,11 @@ from .errors import (
     SchemaMismatchError,
     SyncError,
     UnsupportedTableError,
-    ValueMismatchError,
 )
 from .pg_target import STAGE, PgTable, new_table_name
+from .reader import ProgressCallback, TableReader
 from .sqlite_source import SqliteSnapshot, TableInfo
-from .types import TEXT, Affinity, ValueRejected, affinity
+from .types import TEXT, Affinity, affinity
 
 MODE_INCREMENTAL = "incremental"
 MODE_FULL_REFRESH = "full_refresh"
@@ -50,21 +49,6 @@ class SyncOptions:
     @property
     def mode(self) -> str:
         return MODE_FULL_REFRESH if self.full_refresh else MODE_INCREMENTAL
-
-
-@dataclass(frozen=True)
-class Progress:
-    table: str
-    rows_done: int
-    rows_total: int
-    elapsed_s: float
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.rows_done / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-
-ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass(frozen=True)
@@ -103,75 +87,6 @@ class _Counts:
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
-
-
-class _Batches:
-    """SQLite rows of one table as COPY-ready text buffers, with progress reports."""
-
-    def __init__(
-        self,
-        snapshot: SqliteSnapshot,
-        table: TableInfo,
-        batch_size: int,
-        total: int,
-        on_progress: ProgressCallback | None,
-    ) -> None:
-        self.snapshot = snapshot
-        self.table = table
-        self.batch_size = batch_size
-        self.total = total
-        self.on_progress = on_progress
-        self.rows_read = 0
-        self._encoders = [c.pg_type.encode for c in table.columns]
-        self._started = time.perf_counter()
-
-    def __iter__(self) -> Iterator[io.StringIO]:
-        try:
-            yield from self._buffers()
-        except sqlite3.OperationalError as exc:
-            if "decode" not in str(exc):
-                raise
-            located = self.snapshot.find_invalid_utf8(self.table)
-            if located is None:
-                raise
-            column, row, number = located
-            raise ValueMismatchError(
-                self.table.name,
-                column,
-                self.table.describe_key(row, number),
-                "text is not valid UTF-8, which PostgreSQL text requires (store it as a BLOB in SQLite, or fix it)",
-            ) from None
-
-    def _buffers(self) -> Iterator[io.StringIO]:
-        for batch in self.snapshot.batches(self.table, self.batch_size):
-            buffer = self._encode(batch)
-            self.rows_read += len(batch)
-            yield buffer
-            if self.on_progress is not None:
-                self.on_progress(
-                    Progress(self.table.name, self.rows_read, self.total, time.perf_counter() - self._started)
-                )
-
-    def _encode(self, batch: list[tuple[object, ...]]) -> io.StringIO:
-        encoders = self._encoders
-        try:
-            lines = ["\t".join([enc(v) for enc, v in zip(encoders, row, strict=True)]) for row in batch]
-        except ValueRejected:
-            raise self._locate_rejected(batch) from None
-        lines.append("")
-        return io.StringIO("\n".join(lines))
-
-    def _locate_rejected(self, batch: list[tuple[object, ...]]) -> ValueMismatchError:
-        for offset, row in enumerate(batch):
-            for column, value in zip(self.table.columns, row, strict=True):
-                try:
-                    column.pg_type.encode(value)
-                except ValueRejected as exc:
-                    key = self.table.describe_key(row, self.rows_read + offset + 1)
-                    declared = column.declared_type or "without a type"
-                    reason = f"{exc} (declared {declared!r}, PostgreSQL {column.pg_type.name})"
-                    return ValueMismatchError(self.table.name, column.name, key, reason)
-        raise AssertionError("an encoder rejected a value it accepts on a second look")
 
 
 @contextmanager
@@ -236,7 +151,7 @@ def sync_table(
     started = time.perf_counter()
     with _named_errors(table.name, conn):
         total = snapshot.count(table)
-        batches = _Batches(snapshot, table, options.batch_size, total, on_progress)
+        batches = TableReader(snapshot, table, options.batch_size, total, on_progress)
         with conn, conn.cursor() as cur:
             target = PgTable(cur, schema, table)
             if not target.schema_exists():
@@ -333,16 +248,15 @@ def _evolve_shape(target: PgTable, options: SyncOptions) -> list[str]:
     return [name for name, _ in added]
 
 
-def _create_and_load(target: PgTable, batches: _Batches, name: str | None = None) -> None:
+def _create_and_load(target: PgTable, batches: TableReader, name: str | None = None) -> None:
     """A new table: COPY straight in, then the key (faster than loading into an index), then statistics."""
     ident = target.create(name)
-    for buffer in batches:
-        target.copy_into(ident, buffer)
+    batches.copy_into(target, ident)
     target.add_primary_key(ident, target.free_key_name())
     target.analyze(ident)
 
 
-def _load_fresh(target: PgTable, batches: _Batches, options: SyncOptions, rows_before: int | None) -> _Counts:
+def _load_fresh(target: PgTable, batches: TableReader, options: SyncOptions, rows_before: int | None) -> _Counts:
     """Build the table from nothing (``rows_before`` None: it does not exist yet) or rebuild it.
 
     When the shape is unchanged the rows are replaced in place (DELETE + INSERT from the
@@ -378,12 +292,11 @@ def _load_fresh(target: PgTable, batches: _Batches, options: SyncOptions, rows_b
     return _Counts(inserted=batches.rows_read, deleted=rows_before)
 
 
-def _merge_by_key(target: PgTable, batches: _Batches, options: SyncOptions, rows_before: int) -> _Counts:
+def _merge_by_key(target: PgTable, batches: TableReader, options: SyncOptions, rows_before: int) -> _Counts:
     counts = _Counts()
     if rows_before == 0:
         # An empty target has nothing to compare against: no staging round needed.
-        for buffer in batches:
-            target.copy_into(target.ident, buffer)
+        batches.copy_into(target, target.ident)
         counts.inserted = batches.rows_read
         return counts
     _stage_all(target, batches)
@@ -396,7 +309,7 @@ def _merge_by_key(target: PgTable, batches: _Batches, options: SyncOptions, rows
     return counts
 
 
-def _stage_all(target: PgTable, batches: _Batches) -> None:
+def _stage_all(target: PgTable, batches: TableReader) -> None:
     """COPY every batch into one temporary staging table, so each merge statement runs once.
 
     Merging batch by batch would hash (or scan) the whole target once per batch, which is
@@ -404,12 +317,11 @@ def _stage_all(target: PgTable, batches: _Batches) -> None:
     The stage is a temp table: not WAL-logged, dropped at commit.
     """
     target.create_stage()
-    for buffer in batches:
-        target.copy_into(STAGE, buffer)
+    batches.copy_into(target, STAGE)
     target.analyze(STAGE)
 
 
-def _merge_keyless(target: PgTable, batches: _Batches, options: SyncOptions, rows_before: int) -> _Counts:
+def _merge_keyless(target: PgTable, batches: TableReader, options: SyncOptions, rows_before: int) -> _Counts:
     """A table without a primary key has no row identity: compare it as a multiset of rows.
 
     New rows (by value, duplicates counted) are appended. With ``delete_orphans`` the rows
@@ -450,7 +362,7 @@ def _refuse_duplicate_keys(target: PgTable) -> None:
         )
 
 
-def _refuse_empty_source(target: PgTable, batches: _Batches, rows_before: int) -> None:
+def _refuse_empty_source(target: PgTable, batches: TableReader, rows_before: int) -> None:
     if batches.rows_read == 0 and rows_before > 0:
         raise OrphanDeletionRefused(
             target.table.name,

@@ -1,0 +1,192 @@
+"""One table's rows, from the SQLite snapshot into one PostgreSQL COPY, with the two overlapping.
+
+A producer thread fetches a batch from SQLite and encodes it as COPY text while the main
+thread streams the previous batch to PostgreSQL, so the server parses and stores rows while
+Python prepares the next ones (sqlite3 and libpq release the GIL while they work). A bounded
+queue keeps memory at a few batches whatever the table size. The whole table goes through a
+single COPY statement; an error on either side stops both and surfaces as itself.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import psycopg2.errors
+from psycopg2 import sql
+
+from .errors import ValueMismatchError
+from .pg_target import PgTable
+from .sqlite_source import SqliteSnapshot, TableInfo
+from .types import ValueRejected
+
+QUEUED_BATCHES = 2
+
+
+@dataclass(frozen=True)
+class Progress:
+    table: str
+    rows_done: int
+    rows_total: int
+    elapsed_s: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+_END = object()
+
+
+class TableReader:
+    """SQLite rows of one table as COPY text, counted and reported as PostgreSQL takes them."""
+
+    def __init__(
+        self,
+        snapshot: SqliteSnapshot,
+        table: TableInfo,
+        batch_size: int,
+        total: int,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.table = table
+        self.batch_size = batch_size
+        self.total = total
+        self.on_progress = on_progress
+        self.rows_read = 0  # rows handed to PostgreSQL
+        self._rows_encoded = 0
+        self._encoders = [c.pg_type.encode for c in table.columns]
+        self._started = time.perf_counter()
+
+    # --- producer side (its own thread) ------------------------------------------------
+
+    def _chunks(self) -> Iterator[tuple[str, int]]:
+        try:
+            for batch in self.snapshot.batches(self.table, self.batch_size):
+                yield self._encode(batch), len(batch)
+                self._rows_encoded += len(batch)
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc):
+                raise
+            located = self.snapshot.find_invalid_utf8(self.table)
+            if located is None:
+                raise
+            column, row, number = located
+            raise ValueMismatchError(
+                self.table.name,
+                column,
+                self.table.describe_key(row, number),
+                "text is not valid UTF-8, which PostgreSQL text requires (store it as a BLOB in SQLite, or fix it)",
+            ) from None
+
+    def _encode(self, batch: list[tuple[object, ...]]) -> str:
+        encoders = self._encoders
+        try:
+            lines = ["\t".join([enc(v) for enc, v in zip(encoders, row, strict=True)]) for row in batch]
+        except ValueRejected:
+            raise self._locate_rejected(batch) from None
+        lines.append("")
+        return "\n".join(lines)
+
+    def _locate_rejected(self, batch: list[tuple[object, ...]]) -> ValueMismatchError:
+        for offset, row in enumerate(batch):
+            for column, value in zip(self.table.columns, row, strict=True):
+                try:
+                    column.pg_type.encode(value)
+                except ValueRejected as exc:
+                    key = self.table.describe_key(row, self._rows_encoded + offset + 1)
+                    declared = column.declared_type or "without a type"
+                    reason = f"{exc} (declared {declared!r}, PostgreSQL {column.pg_type.name})"
+                    return ValueMismatchError(self.table.name, column.name, key, reason)
+        raise AssertionError("an encoder rejected a value it accepts on a second look")
+
+    # --- consumer side (the caller's thread, inside COPY) -----------------------------------
+
+    def copy_into(self, target: PgTable, ident: sql.Identifier) -> None:
+        """COPY every row of the table into ``ident`` (the target or the stage), in one statement."""
+        stream = _QueueStream(self)
+        producer = threading.Thread(target=stream.produce, name=f"sqlite-read-{self.table.name}", daemon=True)
+        producer.start()
+        try:
+            target.copy_into(ident, stream)
+        except psycopg2.errors.QueryCanceled:
+            if stream.error is not None:
+                raise stream.error from None  # psycopg2 wraps an error raised in read()
+            raise
+        finally:
+            stream.stop(producer)
+        if stream.error is not None:
+            raise stream.error
+
+    def _took(self, rows: int) -> None:
+        self.rows_read += rows
+        if self.on_progress is not None:
+            self.on_progress(Progress(self.table.name, self.rows_read, self.total, time.perf_counter() - self._started))
+
+
+class _QueueStream:
+    """The file object psycopg2's ``copy_expert`` reads, fed by the producer thread."""
+
+    def __init__(self, reader: TableReader) -> None:
+        self.reader = reader
+        self.queue: queue.Queue[object] = queue.Queue(maxsize=QUEUED_BATCHES)
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+        self._done = False
+
+    def produce(self) -> None:
+        try:
+            for chunk in self.reader._chunks():
+                if not self._put(chunk):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # noqa: BLE001 - not swallowed: the consumer thread re-raises it
+            self._put(_Failed(exc))
+
+    def _put(self, item: object) -> bool:
+        while not self.stopping.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read(self, size: int = -1) -> str:
+        if self._done:
+            return ""
+        item = self.queue.get()
+        if item is _END:
+            self._done = True
+            return ""
+        if isinstance(item, _Failed):
+            self._done = True
+            self.error = item.error
+            raise item.error
+        text, rows = item  # type: ignore[misc]
+        self.reader._took(rows)
+        return text
+
+    readline = read
+
+    def stop(self, producer: threading.Thread) -> None:
+        self.stopping.set()
+        while producer.is_alive():
+            try:
+                self.queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        producer.join()
