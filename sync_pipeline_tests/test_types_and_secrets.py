@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import psycopg2.extensions
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync_pipeline.engine.secrets import mask_dsn, redact
-from sync_pipeline.engine.types import Affinity, ValueRejected, affinity, pg_type_for
+from sync_pipeline.engine.types import Affinity, ValueRejected, affinity, batch_encoder, pg_type_for
 
 
 @pytest.mark.parametrize(
@@ -139,3 +141,35 @@ def test_redact_removes_a_password_quoted_back_by_a_driver():
     dsn = "postgresql://alice:hunter2@db/prod"
     message = 'FATAL: password "hunter2" rejected for postgresql://alice:hunter2@db/prod'
     assert "hunter2" not in redact(message, dsn)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    declared=st.lists(
+        st.sampled_from(["INTEGER", "REAL", "TEXT", "BLOB", "NUMERIC", "BOOLEAN", ""]), min_size=1, max_size=5
+    ),
+    data=st.data(),
+)
+def test_the_inlined_batch_encoder_agrees_with_the_per_value_encoders(declared, data):
+    types = [pg_type_for(d) for d in declared]
+    value = st.one_of(
+        st.none(),
+        st.integers(-(2**63), 2**63 - 1),
+        st.floats(),
+        st.text(),
+        st.binary(max_size=4),
+        st.sampled_from([0, 1]),
+    )
+    rows = data.draw(st.lists(st.tuples(*[value] * len(types)), max_size=5))
+
+    def one_by_one() -> list[str] | type[ValueRejected]:
+        try:
+            return ["\t".join(t.encode(v) for t, v in zip(types, row, strict=True)) for row in rows]
+        except ValueRejected:
+            return ValueRejected
+
+    try:
+        batched: list[str] | type[ValueRejected] = batch_encoder(types)(rows)
+    except ValueRejected:
+        batched = ValueRejected
+    assert batched == one_by_one()

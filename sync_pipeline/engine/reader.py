@@ -22,7 +22,7 @@ from psycopg2 import sql
 from .errors import ValueMismatchError
 from .pg_target import PgTable
 from .sqlite_source import SqliteSnapshot, TableInfo
-from .types import ValueRejected
+from .types import ValueRejected, batch_encoder
 
 QUEUED_BATCHES = 2
 
@@ -68,7 +68,7 @@ class TableReader:
         self.on_progress = on_progress
         self.rows_read = 0  # rows handed to PostgreSQL
         self._rows_encoded = 0
-        self._encoders = [c.pg_type.encode for c in table.columns]
+        self._encode_rows = batch_encoder([c.pg_type for c in table.columns])
         self._started = time.perf_counter()
 
     # --- producer side (its own thread) ------------------------------------------------
@@ -93,9 +93,8 @@ class TableReader:
             ) from None
 
     def _encode(self, batch: list[tuple[object, ...]]) -> str:
-        encoders = self._encoders
         try:
-            lines = ["\t".join([enc(v) for enc, v in zip(encoders, row, strict=True)]) for row in batch]
+            lines = self._encode_rows(batch)
         except ValueRejected:
             raise self._locate_rejected(batch) from None
         lines.append("")

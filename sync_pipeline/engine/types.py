@@ -178,3 +178,31 @@ def pg_type_for(declared_type: str) -> PgType:
     if "NUMERIC" in name or "DECIMAL" in name:
         return NUMERIC
     return TEXT
+
+
+# Inline fast paths for the common case of each type; anything else goes to the full
+# encoder ``{e}``, which escapes, converts or raises ValueRejected for the value ``{v}``.
+_FAST_PATHS = {
+    "bigint": '("\\\\N" if {v} is None else str({v}) if {v}.__class__ is int else {e}({v}))',
+    "double precision": "(repr({v}) if {v}.__class__ is float and {v} - {v} == 0.0 else {e}({v}))",
+    # isprintable() is False for tab, newline, CR and NUL (and for some harmless characters,
+    # which then simply take the full path).
+    "text": '({v} if {v}.__class__ is str and {v}.isprintable() and "\\\\" not in {v} else {e}({v}))',
+}
+
+
+def batch_encoder(types: list[PgType]) -> Callable[[list[tuple[object, ...]]], list[str]]:
+    """A function turning a batch of rows into COPY text lines, specialised for these types.
+
+    Calling one encoder per value costs a Python call each (about 270 ns a value); the
+    generated list comprehension inlines the common case of each column instead, and calls
+    the full encoder only for NULLs, escapes and values that may be rejected. The generated
+    source names only ``v0..vN`` and ``e0..eN``: nothing from the SQLite file enters it.
+    """
+    fields = [_FAST_PATHS.get(t.name, "{e}({v})").format(v=f"v{i}", e=f"e{i}") for i, t in enumerate(types)]
+    unpack = "".join(f"v{i}, " for i in range(len(types)))
+    source = f"def encode(rows):\n    return ['\\t'.join(({', '.join(fields)},)) for ({unpack}) in rows]\n"
+    namespace: dict[str, object] = {}
+    namespace.update({f"e{i}": t.encode for i, t in enumerate(types)})
+    exec(compile(source, "<batch_encoder>", "exec"), namespace)  # source built from the fixed templates above
+    return namespace["encode"]  # type: ignore[return-value]
