@@ -199,6 +199,10 @@ class PgTable:
             )
         )
 
+    def set_local(self, setting: str, value: str) -> None:
+        """A setting for the rest of this transaction only."""
+        self.cur.execute("SELECT set_config(%s, %s, true)", (setting, value))
+
     def analyze(self, ident: sql.Identifier | None = None) -> None:
         self.cur.execute(sql.SQL("ANALYZE {}").format(ident or self.ident))
 

@@ -29,6 +29,9 @@ from .types import TEXT, Affinity, affinity
 MODE_INCREMENTAL = "incremental"
 MODE_FULL_REFRESH = "full_refresh"
 DEFAULT_BATCH_SIZE = 10_000
+# For this transaction's merge statements only: their hash joins over the whole stage stay in
+# memory instead of spilling in batches to disk (the server default is 4MB).
+MERGE_WORK_MEM = "256MB"
 MAX_BATCH_SIZE = 1_000_000
 
 
@@ -305,7 +308,10 @@ def _merge_by_key(target: PgTable, batches: TableReader, options: SyncOptions, r
     counts.inserted = target.insert_new_from_stage()
     if options.delete_orphans:
         _refuse_empty_source(target, batches, rows_before)
-        counts.deleted = target.delete_orphans()
+        # Keys are unique on both sides, so the staged rows that matched a target row number
+        # rows_read - inserted; any target row beyond those is an orphan. None: skip the scan.
+        if rows_before > batches.rows_read - counts.inserted:
+            counts.deleted = target.delete_orphans()
     return counts
 
 
@@ -319,6 +325,7 @@ def _stage_all(target: PgTable, batches: TableReader) -> None:
     target.create_stage()
     batches.copy_into(target, STAGE)
     target.analyze(STAGE)
+    target.set_local("work_mem", MERGE_WORK_MEM)
 
 
 def _merge_keyless(target: PgTable, batches: TableReader, options: SyncOptions, rows_before: int) -> _Counts:
