@@ -154,7 +154,7 @@ def sync_table(
     started = time.perf_counter()
     with _named_errors(table.name, conn):
         total = snapshot.count(table)
-        batches = TableReader(snapshot, table, options.batch_size, total, on_progress)
+        reader = TableReader(snapshot, table, options.batch_size, total, on_progress)
         with conn, conn.cursor() as cur:
             target = PgTable(cur, schema, table)
             if not target.schema_exists():
@@ -170,16 +170,16 @@ def sync_table(
             bytes_before = target.total_bytes()
             added: list[str] = []
             if options.full_refresh or not existed:
-                counts = _load_fresh(target, batches, options, rows_before if existed else None)
+                counts = _load_fresh(target, reader, options, rows_before if existed else None)
             else:
                 added = _evolve_shape(target, options)
                 if table.primary_key:
-                    counts = _merge_by_key(target, batches, options, rows_before)
+                    counts = _merge_by_key(target, reader, options, rows_before)
                 else:
-                    counts = _merge_keyless(target, batches, options, rows_before)
-            if batches.rows_read != total:
+                    counts = _merge_keyless(target, reader, options, rows_before)
+            if reader.rows_read != total:
                 raise SyncError(
-                    table.name, f"read {batches.rows_read} rows but the snapshot has {total}; nothing written"
+                    table.name, f"read {reader.rows_read} rows but the snapshot has {total}; nothing written"
                 )
             rows_after = target.row_count()
             bytes_after = target.total_bytes()
@@ -190,11 +190,11 @@ def sync_table(
         sqlite_rows=total,
         pg_rows_before=rows_before,
         pg_rows_after=rows_after,
-        rows_processed=batches.rows_read,
+        rows_processed=reader.rows_read,
         rows_inserted=counts.inserted,
         rows_updated=counts.updated,
         rows_deleted=counts.deleted,
-        rows_unchanged=batches.rows_read - counts.inserted - counts.updated,
+        rows_unchanged=reader.rows_read - counts.inserted - counts.updated,
         table_bytes_before=bytes_before,
         table_bytes_after=bytes_after,
         batch_size=options.batch_size,
@@ -251,15 +251,15 @@ def _evolve_shape(target: PgTable, options: SyncOptions) -> list[str]:
     return [name for name, _ in added]
 
 
-def _create_and_load(target: PgTable, batches: TableReader, name: str | None = None) -> None:
+def _create_and_load(target: PgTable, reader: TableReader, name: str | None = None) -> None:
     """A new table: COPY straight in, then the key (faster than loading into an index), then statistics."""
     ident = target.create(name)
-    batches.copy_into(target, ident)
+    reader.copy_into(target, ident)
     target.add_primary_key(ident, target.free_key_name())
     target.analyze(ident)
 
 
-def _load_fresh(target: PgTable, batches: TableReader, options: SyncOptions, rows_before: int | None) -> _Counts:
+def _load_fresh(target: PgTable, reader: TableReader, options: SyncOptions, rows_before: int | None) -> _Counts:
     """Build the table from nothing (``rows_before`` None: it does not exist yet) or rebuild it.
 
     When the shape is unchanged the rows are replaced in place (DELETE + INSERT from the
@@ -269,12 +269,12 @@ def _load_fresh(target: PgTable, batches: TableReader, options: SyncOptions, row
     """
     table = target.table
     if rows_before is None:
-        _create_and_load(target, batches)
-        return _Counts(inserted=batches.rows_read)
+        _create_and_load(target, reader)
+        return _Counts(inserted=reader.rows_read)
     if _shape_problem(target) is None:
-        _stage_all(target, batches)
+        _stage_all(target, reader)
         target.reload_from(STAGE)
-        return _Counts(inserted=batches.rows_read, deleted=rows_before)
+        return _Counts(inserted=reader.rows_read, deleted=rows_before)
     views = target.dependent_views()
     if views:
         raise SyncError(
@@ -284,7 +284,7 @@ def _load_fresh(target: PgTable, batches: TableReader, options: SyncOptions, row
         )
     name = new_table_name(table.name)
     target.drop_if_exists(name)
-    _create_and_load(target, batches, name)
+    _create_and_load(target, reader, name)
     if not target.lock_exclusively(options.lock_timeout_s):
         raise SyncError(
             table.name,
@@ -292,30 +292,30 @@ def _load_fresh(target: PgTable, batches: TableReader, options: SyncOptions, row
             "table could not be swapped in; nothing changed (look for sessions idle in transaction)",
         )
     target.replace_with(name)
-    return _Counts(inserted=batches.rows_read, deleted=rows_before)
+    return _Counts(inserted=reader.rows_read, deleted=rows_before)
 
 
-def _merge_by_key(target: PgTable, batches: TableReader, options: SyncOptions, rows_before: int) -> _Counts:
+def _merge_by_key(target: PgTable, reader: TableReader, options: SyncOptions, rows_before: int) -> _Counts:
     counts = _Counts()
     if rows_before == 0:
         # An empty target has nothing to compare against: no staging round needed.
-        batches.copy_into(target, target.ident)
-        counts.inserted = batches.rows_read
+        reader.copy_into(target, target.ident)
+        counts.inserted = reader.rows_read
         return counts
-    _stage_all(target, batches)
+    _stage_all(target, reader)
     _refuse_duplicate_keys(target)
     counts.updated = target.update_changed_from_stage()
     counts.inserted = target.insert_new_from_stage()
     if options.delete_orphans:
-        _refuse_empty_source(target, batches, rows_before)
+        _refuse_empty_source(target, reader, rows_before)
         # Keys are unique on both sides, so the staged rows that matched a target row number
         # rows_read - inserted; any target row beyond those is an orphan. None: skip the scan.
-        if rows_before > batches.rows_read - counts.inserted:
+        if rows_before > reader.rows_read - counts.inserted:
             counts.deleted = target.delete_orphans()
     return counts
 
 
-def _stage_all(target: PgTable, batches: TableReader) -> None:
+def _stage_all(target: PgTable, reader: TableReader) -> None:
     """COPY every batch into one temporary staging table, so each merge statement runs once.
 
     Merging batch by batch would hash (or scan) the whole target once per batch, which is
@@ -323,22 +323,22 @@ def _stage_all(target: PgTable, batches: TableReader) -> None:
     The stage is a temp table: not WAL-logged, dropped at commit.
     """
     target.create_stage()
-    batches.copy_into(target, STAGE)
+    reader.copy_into(target, STAGE)
     target.analyze(STAGE)
     target.set_local("work_mem", MERGE_WORK_MEM)
 
 
-def _merge_keyless(target: PgTable, batches: TableReader, options: SyncOptions, rows_before: int) -> _Counts:
+def _merge_keyless(target: PgTable, reader: TableReader, options: SyncOptions, rows_before: int) -> _Counts:
     """A table without a primary key has no row identity: compare it as a multiset of rows.
 
     New rows (by value, duplicates counted) are appended. With ``delete_orphans`` the rows
     PostgreSQL has beyond SQLite's are removed too, by rewriting the table, and only when
     the two differ. A changed row counts as one deleted and one inserted.
     """
-    _stage_all(target, batches)
+    _stage_all(target, reader)
     missing, extra = target.multiset_differences()
     if options.delete_orphans and extra:
-        _refuse_empty_source(target, batches, rows_before)
+        _refuse_empty_source(target, reader, rows_before)
         target.replace_rows_from_stage()
         return _Counts(inserted=missing, deleted=extra)
     if missing:
@@ -369,8 +369,8 @@ def _refuse_duplicate_keys(target: PgTable) -> None:
         )
 
 
-def _refuse_empty_source(target: PgTable, batches: TableReader, rows_before: int) -> None:
-    if batches.rows_read == 0 and rows_before > 0:
+def _refuse_empty_source(target: PgTable, reader: TableReader, rows_before: int) -> None:
+    if reader.rows_read == 0 and rows_before > 0:
         raise OrphanDeletionRefused(
             target.table.name,
             f"SQLite returned no rows but {target.qualified_name} has {rows_before}; refusing to delete them all "
