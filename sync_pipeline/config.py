@@ -37,7 +37,8 @@ def env_batch_size() -> int:
 class SyncConfig(Config):
     full_refresh: bool = Field(
         default=env_flag("FULL_REFRESH"),
-        description="Rebuild each table (schema included) and swap it in atomically, instead of merging changes.",
+        description="Replace every row in one transaction instead of merging changes: in place when the schema "
+        "is unchanged, rebuilt and swapped in when it changed.",
     )
     delete_orphans: bool = Field(
         default=env_flag("DELETE_ORPHANS"),
@@ -45,8 +46,8 @@ class SyncConfig(Config):
     )
     batch_size: int = Field(
         default=env_batch_size(),
-        description=f"Rows read from SQLite and sent by COPY per batch (1 to {MAX_BATCH_SIZE:,}); "
-        "memory use grows with it, round trips shrink.",
+        description=f"Rows read from SQLite and encoded per step (1 to {MAX_BATCH_SIZE:,}); "
+        "memory holds a few batches.",
     )
 
     @field_validator("batch_size")
