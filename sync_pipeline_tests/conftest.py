@@ -74,16 +74,11 @@ def pg(pg_dsn: str) -> Iterator[psycopg2.extensions.connection]:
 @pytest.fixture
 def schema(pg_dsn: str) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(pg_dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    query(pg_dsn, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
     try:
         yield name
     finally:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
-        conn.close()
+        query(pg_dsn, sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
 
 
 @pytest.fixture

@@ -58,11 +58,11 @@ class PgTable:
         self.cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,))
         return self.cur.fetchone() is not None
 
-    def oid(self, name: str | None = None) -> int | None:
+    def oid(self) -> int | None:
         self.cur.execute(
             "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
-            (self.schema, name or self.table.name),
+            (self.schema, self.table.name),
         )
         row = self.cur.fetchone()
         return int(row[0]) if row else None
@@ -320,6 +320,3 @@ class PgTable:
                 t=self.ident, c=self.columns, s=STAGE
             )
         )
-
-    def replace_rows_from_stage(self) -> None:
-        self.reload_from(STAGE)

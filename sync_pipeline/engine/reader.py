@@ -179,8 +179,6 @@ class _QueueStream:
         self.reader._took(rows)
         return text
 
-    readline = read
-
     def stop(self, producer: threading.Thread) -> None:
         self.stopping.set()
         while producer.is_alive():

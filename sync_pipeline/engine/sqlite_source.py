@@ -113,7 +113,6 @@ class SqliteSnapshot:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.copied = False  # True when read from a backup copy (rollback-journal files)
         self._conn: sqlite3.Connection | None = None
         self._copy_dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -142,7 +141,6 @@ class SqliteSnapshot:
         finally:
             target.close()
             source.close()
-        self.copied = True
         return _open_read_only(copy_path)
 
     def _cleanup(self) -> None:

@@ -204,10 +204,13 @@ def sync_table(
     )
 
 
-def _shape_problem(target: PgTable) -> str | None:
-    """Why the PostgreSQL table no longer has the shape SQLite maps to, or None."""
-    expected = [(c.name, c.pg_type.name) for c in target.table.columns]
-    actual = target.columns_in_pg()
+def _expected_columns(target: PgTable) -> list[tuple[str, str]]:
+    return [(c.name, c.pg_type.name) for c in target.table.columns]
+
+
+def _shape_problem(target: PgTable, actual: list[tuple[str, str]], key: tuple[str, ...]) -> str | None:
+    """Why a PostgreSQL table with these columns and key no longer has the shape SQLite maps to."""
+    expected = _expected_columns(target)
     if actual != expected:
         pg_types, sqlite_types = dict(actual), dict(expected)
         differences = [f"{name!r} is gone from SQLite" for name in pg_types if name not in sqlite_types]
@@ -218,7 +221,6 @@ def _shape_problem(target: PgTable) -> str | None:
             if name in pg_types and pg_types[name] != typ
         ]
         return f"columns of {target.qualified_name} differ: " + "; ".join(differences or ["their order changed"])
-    key = target.primary_key_in_pg()
     if key != target.table.primary_key:
         return f"PostgreSQL primary key {list(key)} differs from SQLite's {list(target.table.primary_key)}"
     return None
@@ -233,22 +235,22 @@ def _evolve_shape(target: PgTable, options: SyncOptions) -> list[str]:
     ``full_refresh``; so does a column added to a table without a primary key, whose rows
     have no identity to carry the new values to. Returns the names of the columns added.
     """
-    expected = [(c.name, c.pg_type.name) for c in target.table.columns]
-    actual = target.columns_in_pg()
-    added = expected[len(actual) :]
-    keyed = bool(target.table.primary_key)
-    if keyed and actual == expected[: len(actual)] and added and target.primary_key_in_pg() == target.table.primary_key:
-        for name, _ in added:
+    expected = _expected_columns(target)
+    actual, key = target.columns_in_pg(), target.primary_key_in_pg()
+    added = [name for name, _ in expected[len(actual) :]]
+    if added and target.table.primary_key and actual == expected[: len(actual)] and key == target.table.primary_key:
+        for name in added:
             if not target.add_column(name, options.lock_timeout_s):
                 raise SyncError(
                     target.table.name,
                     f"other sessions kept {target.qualified_name} in use for {options.lock_timeout_s:g} s, so "
                     f"column {name!r} could not be added; nothing changed (look for sessions idle in transaction)",
                 )
-    problem = _shape_problem(target)
+        actual = expected
+    problem = _shape_problem(target, actual, key)
     if problem:
         raise SchemaMismatchError(target.table.name, f"{problem}; run with full_refresh to rebuild it")
-    return [name for name, _ in added]
+    return added
 
 
 def _create_and_load(target: PgTable, reader: TableReader, name: str | None = None) -> None:
@@ -271,7 +273,7 @@ def _load_fresh(target: PgTable, reader: TableReader, options: SyncOptions, rows
     if rows_before is None:
         _create_and_load(target, reader)
         return _Counts(inserted=reader.rows_read)
-    if _shape_problem(target) is None:
+    if _shape_problem(target, target.columns_in_pg(), target.primary_key_in_pg()) is None:
         _stage_all(target, reader)
         target.reload_from(STAGE)
         return _Counts(inserted=reader.rows_read, deleted=rows_before)
@@ -339,7 +341,7 @@ def _merge_keyless(target: PgTable, reader: TableReader, options: SyncOptions, r
     missing, extra = target.multiset_differences()
     if options.delete_orphans and extra:
         _refuse_empty_source(target, reader, rows_before)
-        target.replace_rows_from_stage()
+        target.reload_from(STAGE)
         return _Counts(inserted=missing, deleted=extra)
     if missing:
         target.append_missing_from_stage()
