@@ -71,6 +71,7 @@ def materialization_metadata(result: TableSyncResult, table: TableInfo) -> dict[
         **{name: getattr(result, name) for name in SYNC_NUMBERS},
         "table_size": size_line(result),
         "duration_s": round(result.duration_s, 3),
+        "read_path": result.read_path + (f" ({result.arrow_refused})" if result.arrow_refused else ""),
     }
 
 

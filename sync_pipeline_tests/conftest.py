@@ -12,6 +12,7 @@ import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
@@ -71,14 +72,27 @@ def pg(pg_dsn: str) -> Iterator[psycopg2.extensions.connection]:
         conn.close()
 
 
-@pytest.fixture
-def schema(pg_dsn: str) -> Iterator[str]:
+@contextmanager
+def _new_schema(dsn: str) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:10]}"
-    query(pg_dsn, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    query(dsn, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
     try:
         yield name
     finally:
-        query(pg_dsn, sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+        query(dsn, sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def schema(pg_dsn: str) -> Iterator[str]:
+    with _new_schema(pg_dsn) as name:
+        yield name
+
+
+@pytest.fixture
+def other_schema(pg_dsn: str) -> Iterator[str]:
+    """A second empty schema, for comparing two syncs of the same file."""
+    with _new_schema(pg_dsn) as name:
+        yield name
 
 
 @pytest.fixture
@@ -86,11 +100,11 @@ def demo_db(tmp_path: Path) -> Path:
     return generate(tmp_path / "demo.sqlite", rows=3000, seed=7)
 
 
-def sync_all(path: Path, dsn: str, schema: str, **options: object) -> dict[str, TableSyncResult]:
+def sync_all(path: Path, dsn: str, schema: str, arrow: bool = True, **options: object) -> dict[str, TableSyncResult]:
     """Sync every table of a file with the engine alone, on a fresh connection."""
     conn = psycopg2.connect(dsn)
     try:
-        with SqliteSnapshot(path) as snapshot:
+        with SqliteSnapshot(path, arrow=arrow) as snapshot:
             results = {
                 t.name: sync_table(snapshot, conn, t, schema, SyncOptions(**options))  # type: ignore[arg-type]
                 for t in snapshot.tables()

@@ -232,9 +232,19 @@ class PgTable:
 
     # --- data --------------------------------------------------------------------------
 
-    def copy_into(self, ident: sql.Identifier, data: IO[str]) -> None:
+    def copy_into(self, ident: sql.Identifier, data: IO[str] | IO[bytes]) -> None:
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(ident, self.columns)
         self.cur.copy_expert(statement.as_string(self.cur), data)
+
+    def savepoint(self) -> None:
+        self.cur.execute("SAVEPOINT _sps_attempt")
+
+    def rollback_to_savepoint(self) -> None:
+        """Undo what was written since :meth:`savepoint`; the transaction goes on."""
+        self.cur.execute("ROLLBACK TO SAVEPOINT _sps_attempt")
+
+    def release_savepoint(self) -> None:
+        self.cur.execute("RELEASE SAVEPOINT _sps_attempt")
 
     def create_stage(self) -> None:
         self.cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(STAGE, self.ident))

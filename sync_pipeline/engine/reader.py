@@ -1,10 +1,15 @@
 """One table's rows, from the SQLite snapshot into one PostgreSQL COPY, with the two overlapping.
 
-A producer thread fetches a batch from SQLite and encodes it as COPY text while the main
-thread streams the previous batch to PostgreSQL, so the server parses and stores rows while
-Python prepares the next ones (sqlite3 and libpq release the GIL while they work). A bounded
-queue keeps memory at a few batches whatever the table size. The whole table goes through a
-single COPY statement; an error on either side stops both and surfaces as itself.
+A producer thread reads and encodes a batch while the main thread streams the previous batch
+to PostgreSQL, so the server parses and stores rows while the next ones are prepared (SQLite,
+Arrow and libpq release the GIL while they work). A bounded queue keeps memory at a few
+batches whatever the table size. The whole table goes through a single COPY statement; an
+error on either side stops both and surfaces as itself.
+
+Rows are read by the Arrow path (:mod:`.arrow_reader`, all in C) where it is exact, and by
+the exact path (sqlite3 and the encoders of :mod:`.types`) otherwise: the Arrow COPY runs
+inside a savepoint, and anything it cannot send exactly rolls it back and hands the table
+to the exact path, which loads it or names the value that cannot be stored.
 """
 
 from __future__ import annotations
@@ -16,15 +21,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
+from .arrow_reader import ArrowUnfit, text_chunks
 from .errors import ValueMismatchError
 from .pg_target import PgTable
 from .sqlite_source import SqliteSnapshot, TableInfo
 from .types import ValueRejected, batch_encoder
 
 QUEUED_BATCHES = 2
+READ_ARROW = "arrow"
+READ_EXACT = "exact"
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,8 @@ class TableReader:
         self.total = total
         self.on_progress = on_progress
         self.rows_read = 0  # rows handed to PostgreSQL
+        self.read_path = READ_EXACT  # which path the last copy_into took
+        self.arrow_refused = ""  # why the Arrow path handed the table over, when it did
         self._rows_encoded = 0
         self._encode_rows = batch_encoder([c.pg_type for c in table.columns])
         self._started = time.perf_counter()
@@ -116,7 +127,23 @@ class TableReader:
 
     def copy_into(self, target: PgTable, ident: sql.Identifier) -> None:
         """COPY every row of the table into ``ident`` (the target or the stage), in one statement."""
-        stream = _QueueStream(self)
+        if self.snapshot.has_arrow:
+            target.savepoint()
+            try:
+                self._stream(target, ident, text_chunks(self.snapshot, self.table, self.batch_size))
+            except (ArrowUnfit, psycopg2.DataError, psycopg2.IntegrityError) as exc:
+                target.rollback_to_savepoint()
+                self.arrow_refused = str(exc).splitlines()[0]
+                self.rows_read = 0
+            else:
+                target.release_savepoint()
+                self.read_path = READ_ARROW
+                return
+        self.read_path = READ_EXACT
+        self._stream(target, ident, self._chunks())
+
+    def _stream(self, target: PgTable, ident: sql.Identifier, chunks: Iterator[tuple[str | bytes, int]]) -> None:
+        stream = _QueueStream(self, chunks)
         producer = threading.Thread(target=stream.produce, name=f"sqlite-read-{self.table.name}", daemon=True)
         producer.start()
         try:
@@ -139,8 +166,9 @@ class TableReader:
 class _QueueStream:
     """The file object psycopg2's ``copy_expert`` reads, fed by the producer thread."""
 
-    def __init__(self, reader: TableReader) -> None:
+    def __init__(self, reader: TableReader, chunks: Iterator[tuple[str | bytes, int]]) -> None:
         self.reader = reader
+        self.chunks = chunks
         self.queue: queue.Queue[object] = queue.Queue(maxsize=QUEUED_BATCHES)
         self.stopping = threading.Event()
         self.error: BaseException | None = None
@@ -148,7 +176,7 @@ class _QueueStream:
 
     def produce(self) -> None:
         try:
-            for chunk in self.reader._chunks():
+            for chunk in self.chunks:
                 if not self._put(chunk):
                     return
             self._put(_END)
@@ -164,7 +192,7 @@ class _QueueStream:
                 continue
         return False
 
-    def read(self, size: int = -1) -> str:
+    def read(self, size: int = -1) -> str | bytes:
         if self._done:
             return ""
         item = self.queue.get()

@@ -19,9 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import adbc_driver_manager
+import adbc_driver_sqlite.dbapi as adbc_sqlite
+
 from .types import PgType, pg_type_for
 
 PG_MAX_IDENTIFIER_BYTES = 63
+# Tries at opening the Arrow reader on the same snapshot before giving up on it for this run.
+SNAPSHOT_ATTEMPTS = 5
 
 
 class SourceUnavailableError(Exception):
@@ -111,28 +116,55 @@ class SqliteSnapshot:
     the same instant of the source.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, arrow: bool = True) -> None:
         self.path = Path(path)
+        self.arrow = arrow
         self._conn: sqlite3.Connection | None = None
+        self._arrow: adbc_sqlite.Connection | None = None
         self._copy_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> SqliteSnapshot:
         if not self.path.is_file():
             raise SourceUnavailableError(f"SQLite file {str(self.path)!r} does not exist or is not a file")
         try:
-            conn = _open_read_only(self.path)
+            read_path = self.path
+            conn = _open_read_only(read_path)
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                conn = self._copy(conn)
-            conn.execute("BEGIN")
-            # The read transaction, and so the snapshot, starts at the first read.
-            conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+                read_path = self._copy(conn)
+                conn = _open_read_only(read_path)
+            self._arrow = self._begin(conn, read_path) if self.arrow else None
+            if self._arrow is None:
+                _begin_read(conn)
         except sqlite3.DatabaseError as exc:
+            self._close_arrow()
             self._cleanup()
             raise SourceUnavailableError(f"cannot read SQLite file {str(self.path)!r}: {exc}") from exc
         self._conn = conn
         return self
 
-    def _copy(self, source: sqlite3.Connection) -> sqlite3.Connection:
+    def _begin(self, conn: sqlite3.Connection, read_path: Path) -> adbc_sqlite.Connection | None:
+        """Start the read transaction of ``conn`` and of an Arrow reader on the same snapshot.
+
+        Two connections cannot share a transaction, so the Arrow reader starts its own between
+        two readings of ``PRAGMA data_version`` by ``conn``, the second inside ``conn``'s
+        transaction; equal readings mean no writer committed in between, so both transactions
+        see the same state. A writer committing at that very moment every time only costs the
+        Arrow reader: ``None`` is returned and ``conn`` alone is in its transaction.
+        """
+        for _ in range(SNAPSHOT_ATTEMPTS):
+            before = conn.execute("PRAGMA data_version").fetchone()[0]
+            arrow = _open_arrow(read_path)
+            if arrow is None:
+                break
+            _begin_read(conn)
+            if conn.execute("PRAGMA data_version").fetchone()[0] == before:
+                return arrow
+            arrow.close()
+            conn.rollback()
+        _begin_read(conn)
+        return None
+
+    def _copy(self, source: sqlite3.Connection) -> Path:
         self._copy_dir = tempfile.TemporaryDirectory(prefix="sqlite-pg-sync-")
         copy_path = Path(self._copy_dir.name) / "snapshot.sqlite"
         target = sqlite3.connect(copy_path)
@@ -141,7 +173,12 @@ class SqliteSnapshot:
         finally:
             target.close()
             source.close()
-        return _open_read_only(copy_path)
+        return copy_path
+
+    def _close_arrow(self) -> None:
+        if self._arrow is not None:
+            self._arrow.close()
+            self._arrow = None
 
     def _cleanup(self) -> None:
         if self._copy_dir is not None:
@@ -155,6 +192,7 @@ class SqliteSnapshot:
             self._conn.rollback()
             self._conn.close()
             self._conn = None
+        self._close_arrow()
         self._cleanup()
 
     @property
@@ -162,6 +200,14 @@ class SqliteSnapshot:
         if self._conn is None:
             raise RuntimeError("SqliteSnapshot used outside its 'with' block")
         return self._conn
+
+    @property
+    def has_arrow(self) -> bool:
+        return self._arrow is not None
+
+    def arrow_cursor(self) -> adbc_sqlite.Cursor | None:
+        """A cursor of the Arrow reader, in the same snapshot as :attr:`conn`; None without one."""
+        return None if self._arrow is None else self._arrow.cursor()
 
     def tables(self) -> list[TableInfo]:
         """User tables: views, virtual tables and SQLite's internal ``sqlite_*`` tables excluded."""
@@ -214,7 +260,30 @@ class SqliteSnapshot:
             self.conn.text_factory = str
 
 
+def _begin_read(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN")
+    # The read transaction, and so the snapshot, starts at the first read.
+    conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+
+
+def _open_arrow(path: Path) -> adbc_sqlite.Connection | None:
+    """An ADBC connection in a read transaction; None if the driver cannot open the file (the
+    exact reader then reports what is wrong with it, in sqlite3's words)."""
+    arrow = None
+    try:
+        arrow = adbc_sqlite.connect(path.resolve().as_uri() + "?mode=ro", autocommit=True)
+        with arrow.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("SELECT count(*) FROM sqlite_schema")
+            cur.fetchall()
+    except adbc_driver_manager.Error:
+        if arrow is not None:
+            arrow.close()
+        return None
+    return arrow
+
+
 def list_tables(path: str | Path) -> list[TableInfo]:
     """The user tables of a SQLite file, read once (used at definitions load time)."""
-    with SqliteSnapshot(path) as snapshot:
+    with SqliteSnapshot(path, arrow=False) as snapshot:
         return snapshot.tables()

@@ -75,6 +75,8 @@ class TableSyncResult:
     duration_s: float
     table_created: bool
     columns_added: tuple[str, ...] = ()
+    read_path: str = "exact"  # "arrow" (all in C) or "exact" (Python encoders); see reader.py
+    arrow_refused: str = ""  # why the Arrow path handed the table to the exact path, if it did
 
     @property
     def rows_changed(self) -> int:
@@ -201,6 +203,8 @@ def sync_table(
         duration_s=time.perf_counter() - started,
         table_created=not existed,
         columns_added=tuple(added),
+        read_path=reader.read_path,
+        arrow_refused=reader.arrow_refused,
     )
 
 
