@@ -58,6 +58,9 @@ CREATE TABLE narrative_results (
     updated_at TEXT
 );
 CREATE INDEX narrative_results_experiment ON narrative_results(experiment_id);
+-- The application bumps updated_at on every write; the index lets a cursor-mode sync find
+-- the rows past its watermark without scanning the table.
+CREATE INDEX narrative_results_updated_at ON narrative_results(updated_at);
 CREATE VIEW experiment_summary AS
     SELECT experiment_id, count(*) AS results, avg(confidence) AS mean_confidence
     FROM narrative_results GROUP BY experiment_id;
@@ -169,7 +172,7 @@ def mutate(path: str | Path, percent: float) -> tuple[int, int]:
             )
             conn.executemany(
                 "INSERT INTO narrative_results VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (_result(rng, max_id + 1 + i, narratives, experiments) for i in range(n)),
+                ((*_result(rng, max_id + 1 + i, narratives, experiments)[:-2], now, now) for i in range(n)),
             )
     finally:
         conn.close()

@@ -29,7 +29,7 @@ import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .sqlite_source import SqliteSnapshot, TableInfo, quote_sqlite_identifier
+from .sqlite_source import Since, SqliteSnapshot, TableInfo, quote_sqlite_identifier
 
 _MAX_EXACT_DOUBLE_INT = 2**53
 
@@ -82,17 +82,21 @@ def _text(column: pa.Array) -> pa.Array:
     return column
 
 
-def text_chunks(snapshot: SqliteSnapshot, table: TableInfo, batch_size: int) -> Iterator[tuple[bytes, int]]:
+def text_chunks(
+    snapshot: SqliteSnapshot, table: TableInfo, batch_size: int, since: Since | None = None
+) -> Iterator[tuple[bytes, int]]:
     """The table as COPY text chunks of up to ``batch_size`` rows, or :class:`ArrowUnfit`."""
     cursor = snapshot.arrow_cursor()
     if cursor is None:
         raise ArrowUnfit("the snapshot has no Arrow reader")
     columns = ", ".join(quote_sqlite_identifier(c) for c in table.column_names)
     query = f"SELECT {columns}, ({_guard(table)}) FROM {quote_sqlite_identifier(table.name)}"
+    if since is not None:
+        query += since.where()
     width = len(table.columns)
     try:
         cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_size)})
-        cursor.execute(query)
+        cursor.execute(query, None if since is None else (since.watermark,))
         batches = cursor.fetch_record_batch()
         for column, field in zip(table.columns, batches.schema, strict=False):
             if field.type not in _ACCEPTED[column.pg_type.name]:

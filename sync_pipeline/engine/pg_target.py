@@ -25,6 +25,7 @@ from psycopg2 import sql
 from .sqlite_source import TableInfo
 
 STAGE = sql.Identifier("_sps_stage")
+KEYS = sql.Identifier("_sps_keys")
 
 
 def _short_name(prefix: str, table: str, suffix: str = "") -> str:
@@ -249,6 +250,14 @@ class PgTable:
     def create_stage(self) -> None:
         self.cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(STAGE, self.ident))
 
+    def create_key_stage(self) -> None:
+        keys = sql.SQL(", ").join(map(sql.Identifier, self.table.primary_key))
+        self.cur.execute(
+            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+                KEYS, keys, self.ident
+            )
+        )
+
     def _key_match(self, left: str, right: str) -> sql.Composable:
         return sql.SQL(" AND ").join(
             sql.SQL("{}.{} = {}.{}").format(
@@ -302,11 +311,11 @@ class PgTable:
         row = self.cur.fetchone()
         return tuple(row) if row else None
 
-    def delete_orphans(self) -> int:
-        """Delete target rows whose key was not read from SQLite: an anti-join in PostgreSQL."""
+    def delete_orphans(self, keys: sql.Identifier) -> int:
+        """Delete target rows whose key is not in ``keys`` (a stage): an anti-join in PostgreSQL."""
         self.cur.execute(
             sql.SQL("DELETE FROM {target} AS t WHERE NOT EXISTS (SELECT 1 FROM {stage} AS s WHERE {match})").format(
-                target=self.ident, stage=STAGE, match=self._key_match("t", "s")
+                target=self.ident, stage=keys, match=self._key_match("t", "s")
             )
         )
         return self.cur.rowcount

@@ -28,7 +28,7 @@ from psycopg2 import sql
 from .arrow_reader import ArrowUnfit, text_chunks
 from .errors import ValueMismatchError
 from .pg_target import PgTable
-from .sqlite_source import SqliteSnapshot, TableInfo
+from .sqlite_source import Since, SqliteSnapshot, TableInfo
 from .types import ValueRejected, batch_encoder
 
 QUEUED_BATCHES = 2
@@ -69,12 +69,14 @@ class TableReader:
         batch_size: int,
         total: int,
         on_progress: ProgressCallback | None,
+        since: Since | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.table = table
         self.batch_size = batch_size
         self.total = total
         self.on_progress = on_progress
+        self.since = since  # read only the rows at or past a watermark; None: every row
         self.rows_read = 0  # rows handed to PostgreSQL
         self.read_path = READ_EXACT  # which path the last copy_into took
         self.arrow_refused = ""  # why the Arrow path handed the table over, when it did
@@ -86,7 +88,7 @@ class TableReader:
 
     def _chunks(self) -> Iterator[tuple[str, int]]:
         try:
-            for batch in self.snapshot.batches(self.table, self.batch_size):
+            for batch in self.snapshot.batches(self.table, self.batch_size, self.since):
                 yield self._encode(batch), len(batch)
                 self._rows_encoded += len(batch)
         except sqlite3.OperationalError as exc:
@@ -130,7 +132,7 @@ class TableReader:
         if self.snapshot.has_arrow:
             target.savepoint()
             try:
-                self._stream(target, ident, text_chunks(self.snapshot, self.table, self.batch_size))
+                self._stream(target, ident, text_chunks(self.snapshot, self.table, self.batch_size, self.since))
             except (ArrowUnfit, psycopg2.DataError, psycopg2.IntegrityError) as exc:
                 target.rollback_to_savepoint()
                 self.arrow_refused = str(exc).splitlines()[0]

@@ -74,6 +74,19 @@ class TableInfo:
         ]
 
 
+@dataclass(frozen=True)
+class Since:
+    """Rows whose cursor column is at or past a watermark, or NULL (a NULL cannot be ordered,
+    so such a row is read every time rather than never)."""
+
+    column: str
+    watermark: object
+
+    def where(self) -> str:
+        q = quote_sqlite_identifier(self.column)
+        return f" WHERE {q} >= ? OR {q} IS NULL"
+
+
 def quote_sqlite_identifier(name: str) -> str:
     """SQLite's own identifier quoting (PostgreSQL SQL never goes through here)."""
     return '"' + name.replace('"', '""') + '"'
@@ -219,14 +232,25 @@ class SqliteSnapshot:
                 return _table_info(self.conn, name, wr)
         raise SourceUnavailableError(f"SQLite file {str(self.path)!r} has no table {name!r}")
 
-    def count(self, table: TableInfo) -> int:
-        (n,) = self.conn.execute(f"SELECT count(*) FROM {quote_sqlite_identifier(table.name)}").fetchone()
+    def count(self, table: TableInfo, since: Since | None = None) -> int:
+        where, params = _filter(since)
+        (n,) = self.conn.execute(
+            f"SELECT count(*) FROM {quote_sqlite_identifier(table.name)}{where}", params
+        ).fetchone()
         return int(n)
 
-    def batches(self, table: TableInfo, batch_size: int) -> Iterator[list[tuple[object, ...]]]:
+    def max_value(self, table: TableInfo, column: str) -> object:
+        """The highest value of a column (SQLite's ordering across storage classes); None if all NULL."""
+        q = quote_sqlite_identifier(column)
+        return self.conn.execute(f"SELECT max({q}) FROM {quote_sqlite_identifier(table.name)}").fetchone()[0]
+
+    def batches(
+        self, table: TableInfo, batch_size: int, since: Since | None = None
+    ) -> Iterator[list[tuple[object, ...]]]:
         """Rows in lists of at most ``batch_size``; memory stays one batch whatever the table size."""
         columns = ", ".join(quote_sqlite_identifier(c) for c in table.column_names)
-        cursor = self.conn.execute(f"SELECT {columns} FROM {quote_sqlite_identifier(table.name)}")
+        where, params = _filter(since)
+        cursor = self.conn.execute(f"SELECT {columns} FROM {quote_sqlite_identifier(table.name)}{where}", params)
         try:
             while batch := cursor.fetchmany(batch_size):
                 yield batch
@@ -258,6 +282,10 @@ class SqliteSnapshot:
             return None
         finally:
             self.conn.text_factory = str
+
+
+def _filter(since: Since | None) -> tuple[str, tuple[object, ...]]:
+    return ("", ()) if since is None else (since.where(), (since.watermark,))
 
 
 def _begin_read(conn: sqlite3.Connection) -> None:

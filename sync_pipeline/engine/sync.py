@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import psycopg2
 import psycopg2.extensions
@@ -21,13 +21,15 @@ from .errors import (
     SyncError,
     UnsupportedTableError,
 )
-from .pg_target import STAGE, PgTable, new_table_name
+from .pg_target import KEYS, STAGE, PgTable, new_table_name
 from .reader import ProgressCallback, TableReader
-from .sqlite_source import SqliteSnapshot, TableInfo
+from .sqlite_source import Since, SqliteSnapshot, TableInfo
 from .types import TEXT, Affinity, affinity
+from .watermarks import Watermarks
 
 MODE_INCREMENTAL = "incremental"
 MODE_FULL_REFRESH = "full_refresh"
+MODE_CURSOR = "cursor"
 DEFAULT_BATCH_SIZE = 10_000
 # For this transaction's merge statements only: their hash joins over the whole stage stay in
 # memory instead of spilling in batches to disk (the server default is 4MB).
@@ -42,6 +44,9 @@ class SyncOptions:
     delete_orphans: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
     lock_timeout_s: float = 300.0
+    # Table name -> a column the application bumps on every write (updated_at-like): such a
+    # table reads only rows at or past the watermark of its last sync. See README, cursor mode.
+    cursor_columns: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.batch_size, int) and 0 < self.batch_size <= MAX_BATCH_SIZE):
@@ -77,6 +82,9 @@ class TableSyncResult:
     table_created: bool
     columns_added: tuple[str, ...] = ()
     read_path: str = "exact"  # "arrow" (all in C) or "exact" (Python encoders); see reader.py
+    cursor_column: str | None = None
+    watermark_before: object = None  # None: every row was read
+    watermark_after: object = None
     arrow_refused: str = ""  # why the Arrow path handed the table to the exact path, if it did
 
     @property
@@ -158,10 +166,12 @@ def sync_table(
         raise SyncError(
             table.name, f"PostgreSQL 15 or newer is needed (for MERGE); this server is {conn.server_version // 10000}"
         )
+    cursor_column = options.cursor_columns.get(table.name)
+    if cursor_column is not None:
+        _check_cursor(table, cursor_column)
     started = time.perf_counter()
     with _named_errors(table.name, conn):
         total = snapshot.count(table)
-        reader = TableReader(snapshot, table, options.batch_size, total, on_progress)
         with conn, conn.cursor() as cur:
             target = PgTable(cur, schema, table)
             if not target.schema_exists():
@@ -175,25 +185,37 @@ def sync_table(
             existed = target.oid() is not None
             rows_before = target.row_count() if existed else 0
             bytes_before = target.total_bytes()
+            watermarks = Watermarks(cur, schema)
+            since = None
+            if cursor_column is not None and rows_before and not options.full_refresh:
+                stored = watermarks.get(table.name, cursor_column)
+                since = None if stored is None else Since(cursor_column, stored)
+            to_read = total if since is None else snapshot.count(table, since)
+            reader = TableReader(snapshot, table, options.batch_size, to_read, on_progress, since)
             added: list[str] = []
             if options.full_refresh or not existed:
                 counts = _load_fresh(target, reader, options, rows_before if existed else None)
             else:
                 added = _evolve_shape(target, options)
                 if table.primary_key:
-                    counts = _merge_by_key(target, reader, options, rows_before)
+                    counts = _merge_by_key(target, reader, options, rows_before, total)
                 else:
                     counts = _merge_keyless(target, reader, options, rows_before)
-            if reader.rows_read != total:
+            if reader.rows_read != to_read:
                 raise SyncError(
-                    table.name, f"read {reader.rows_read} rows but the snapshot has {total}; nothing written"
+                    table.name, f"read {reader.rows_read} rows but the snapshot has {to_read}; nothing written"
                 )
+            watermark = None
+            if cursor_column is not None:
+                watermark = snapshot.max_value(table, cursor_column)
+                if watermark is not None:
+                    watermarks.put(table.name, cursor_column, watermark)
             rows_after = target.row_count()
             bytes_after = target.total_bytes()
     return TableSyncResult(
         table=table.name,
         pg_table=target.qualified_name,
-        mode=options.mode,
+        mode=MODE_CURSOR if cursor_column is not None and not options.full_refresh else options.mode,
         sqlite_rows=total,
         pg_rows_before=rows_before,
         pg_rows_after=rows_after,
@@ -210,7 +232,17 @@ def sync_table(
         columns_added=tuple(added),
         read_path=reader.read_path,
         arrow_refused=reader.arrow_refused,
+        cursor_column=cursor_column,
+        watermark_before=None if since is None else since.watermark,
+        watermark_after=watermark,
     )
+
+
+def _check_cursor(table: TableInfo, column: str) -> None:
+    if column not in table.column_names:
+        raise SyncError(table.name, f"cursor column {column!r} is not a column of the table")
+    if not table.primary_key:
+        raise SyncError(table.name, "cursor mode needs a primary key to merge the rows it reads")
 
 
 def _expected_columns(target: PgTable) -> list[tuple[str, str]]:
@@ -306,7 +338,9 @@ def _load_fresh(target: PgTable, reader: TableReader, options: SyncOptions, rows
     return _Counts(inserted=reader.rows_read, deleted=rows_before)
 
 
-def _merge_by_key(target: PgTable, reader: TableReader, options: SyncOptions, rows_before: int) -> _Counts:
+def _merge_by_key(
+    target: PgTable, reader: TableReader, options: SyncOptions, rows_before: int, sqlite_rows: int
+) -> _Counts:
     counts = _Counts()
     if rows_before == 0:
         # An empty target has nothing to compare against: no staging round needed.
@@ -320,12 +354,24 @@ def _merge_by_key(target: PgTable, reader: TableReader, options: SyncOptions, ro
     counts.inserted = target.row_count() - rows_before
     counts.updated = merged - counts.inserted
     if options.delete_orphans:
-        _refuse_empty_source(target, reader, rows_before)
-        # Keys are unique on both sides, so the staged rows that matched a target row number
-        # rows_read - inserted; any target row beyond those is an orphan. None: skip the scan.
-        if rows_before > reader.rows_read - counts.inserted:
-            counts.deleted = target.delete_orphans()
+        _refuse_empty_source(target, sqlite_rows, rows_before)
+        # Every SQLite key is now in the target and keys are unique on both sides, so any
+        # target row beyond SQLite's count is an orphan. None: skip the scan.
+        if rows_before + counts.inserted > sqlite_rows:
+            if reader.since is None:
+                counts.deleted = target.delete_orphans(STAGE)  # the stage holds every key
+            else:
+                counts.deleted = _delete_orphans_by_key(target, reader)
     return counts
+
+
+def _delete_orphans_by_key(target: PgTable, reader: TableReader) -> int:
+    """Cursor mode staged only the changed rows: stage every SQLite key (keys only) to compare."""
+    keys = replace(reader.table, columns=tuple(c for c in reader.table.columns if c.pk_position))
+    key_reader = TableReader(reader.snapshot, keys, reader.batch_size, 0, None)
+    target.create_key_stage()
+    key_reader.copy_into(PgTable(target.cur, target.schema, keys), KEYS)
+    return target.delete_orphans(KEYS)
 
 
 def _stage_all(target: PgTable, reader: TableReader) -> None:
@@ -352,7 +398,7 @@ def _merge_keyless(target: PgTable, reader: TableReader, options: SyncOptions, r
     _stage_all(target, reader)
     missing, extra = target.multiset_differences()
     if options.delete_orphans and extra:
-        _refuse_empty_source(target, reader, rows_before)
+        _refuse_empty_source(target, reader.rows_read, rows_before)
         target.reload_from(STAGE)
         return _Counts(inserted=missing, deleted=extra)
     if missing:
@@ -383,8 +429,8 @@ def _refuse_duplicate_keys(target: PgTable) -> None:
         )
 
 
-def _refuse_empty_source(target: PgTable, reader: TableReader, rows_before: int) -> None:
-    if reader.rows_read == 0 and rows_before > 0:
+def _refuse_empty_source(target: PgTable, sqlite_rows: int, rows_before: int) -> None:
+    if sqlite_rows == 0 and rows_before > 0:
         raise OrphanDeletionRefused(
             target.table.name,
             f"SQLite returned no rows but {target.qualified_name} has {rows_before}; refusing to delete them all "
