@@ -72,6 +72,20 @@ def materialization_metadata(result: TableSyncResult, table: TableInfo) -> dict[
         "table_size": size_line(result),
         "duration_s": round(result.duration_s, 3),
         "read_path": result.read_path + (f" ({result.arrow_refused})" if result.arrow_refused else ""),
+        **_cursor_metadata(result),
+    }
+
+
+def _cursor_metadata(result: TableSyncResult) -> dict[str, Any]:
+    """Cursor mode in the catalog: the column, and the watermarks as SQLite values shown as text."""
+    if result.cursor_column is None:
+        return {}
+    return {
+        "cursor_column": result.cursor_column,
+        "watermark_before": "(none: every row read)"
+        if result.watermark_before is None
+        else repr(result.watermark_before),
+        "watermark_after": "(none)" if result.watermark_after is None else repr(result.watermark_after),
     }
 
 

@@ -1,8 +1,8 @@
 """Run configuration shown in the Launchpad: one block for the whole sync.
 
-The seed's environment variables ``FULL_REFRESH``, ``DELETE_ORPHANS`` and ``BATCH_SIZE`` set
-the defaults when present, so a team that scripted the old tool keeps its habits; the
-Launchpad can still override them per run.
+The seed's environment variables ``FULL_REFRESH``, ``DELETE_ORPHANS`` and ``BATCH_SIZE`` (and
+``SYNC_CURSOR_COLUMNS`` for cursor mode) set the defaults when present, so a team that
+scripted the old tool keeps its habits; the Launchpad can still override them per run.
 """
 
 import os
@@ -34,6 +34,17 @@ def env_batch_size() -> int:
     return int(raw)
 
 
+def env_cursor_columns() -> dict[str, str]:
+    """``SYNC_CURSOR_COLUMNS=narrative_results=updated_at,source_narratives=updated_at``."""
+    raw = os.environ.get("SYNC_CURSOR_COLUMNS", "").strip()
+    pairs = [item.split("=", 1) for item in raw.split(",") if item.strip()]
+    if any(len(pair) != 2 or not pair[0].strip() or not pair[1].strip() for pair in pairs):
+        raise ValueError(
+            f"environment variable SYNC_CURSOR_COLUMNS must look like 'table=column,table2=column2', got {raw!r}"
+        )
+    return {table.strip(): column.strip() for table, column in pairs}
+
+
 class SyncConfig(Config):
     full_refresh: bool = Field(
         default=env_flag("FULL_REFRESH"),
@@ -50,6 +61,13 @@ class SyncConfig(Config):
         "memory holds a few batches.",
     )
 
+    cursor_columns: dict[str, str] = Field(
+        default=env_cursor_columns(),
+        description="Cursor mode, per table: {table: column} where the application bumps the column on every "
+        "write (updated_at-like). Such a table reads only rows at or past the watermark of its last sync; "
+        "the watermark is stored in PostgreSQL (_sps_watermarks) in the same transaction as the rows.",
+    )
+
     @field_validator("batch_size")
     @classmethod
     def _batch_size_in_range(cls, value: int) -> int:
@@ -63,5 +81,8 @@ class SyncConfig(Config):
 
     def to_options(self) -> SyncOptions:
         return SyncOptions(
-            full_refresh=self.full_refresh, delete_orphans=self.delete_orphans, batch_size=self.batch_size
+            full_refresh=self.full_refresh,
+            delete_orphans=self.delete_orphans,
+            batch_size=self.batch_size,
+            cursor_columns=dict(self.cursor_columns),
         )

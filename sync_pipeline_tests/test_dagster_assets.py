@@ -25,6 +25,7 @@ from dagster import (
 
 from sync_pipeline import assets as assets_module
 from sync_pipeline.assets import build_sync_assets
+from sync_pipeline.demo import mutate
 from sync_pipeline.engine import list_tables, mask_dsn
 from sync_pipeline.resources import PostgresTarget, SQLiteSource
 from sync_pipeline.translator import AssetKeyCollisionError, SqliteTableTranslator
@@ -107,6 +108,24 @@ def test_materialization_records_every_contract_key_with_numbers_as_numbers(demo
         assert md["sqlite_rows"].value == len(sqlite_rows(demo_db, table)) == md["dagster/row_count"].value
         assert md["rows_changed"].value == md["rows_inserted"].value == md["sqlite_rows"].value
     assert pg_rows(pg_dsn, schema, "experiments") == sqlite_rows(demo_db, "experiments")
+
+
+def test_cursor_mode_shows_its_column_and_watermarks_in_the_catalog(demo_db, pg_dsn, schema):
+    cursor = {"narrative_results": "updated_at"}
+    run_sync(demo_db, pg_dsn, schema, cursor_columns=cursor)
+    high = sqlite3.connect(demo_db).execute("SELECT max(updated_at) FROM narrative_results").fetchone()[0]
+    mutate(demo_db, 1)
+    result = run_sync(demo_db, pg_dsn, schema, cursor_columns=cursor)
+    assert result.success
+    metadata = metadata_by_table(result)
+    md = metadata["narrative_results"]
+    assert md["mode"] == TextMetadataValue("cursor")
+    assert md["cursor_column"] == TextMetadataValue("updated_at")
+    assert md["watermark_before"] == TextMetadataValue(repr(high))
+    assert md["rows_processed"].value < md["sqlite_rows"].value == md["dagster/row_count"].value
+    assert md["read_path"] == TextMetadataValue("arrow")
+    assert metadata["experiments"]["mode"] == TextMetadataValue("incremental")
+    assert "cursor_column" not in metadata["experiments"]
 
 
 def test_row_count_check_passes_after_a_sync_and_flags_orphans_that_were_kept(demo_db, pg_dsn, schema):
@@ -273,12 +292,19 @@ print(json.dumps(out))
 
 def test_run_config_defaults_follow_the_seed_environment_variables():
     script = "from sync_pipeline.config import SyncConfig; print(SyncConfig().model_dump_json())"
-    env = {**os.environ, "FULL_REFRESH": "1", "DELETE_ORPHANS": "true", "BATCH_SIZE": "2500"}
+    env = {
+        **os.environ,
+        "FULL_REFRESH": "1",
+        "DELETE_ORPHANS": "true",
+        "BATCH_SIZE": "2500",
+        "SYNC_CURSOR_COLUMNS": "narrative_results=updated_at, t = v",
+    }
     out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == {
         "full_refresh": True,
         "delete_orphans": True,
         "batch_size": 2500,
+        "cursor_columns": {"narrative_results": "updated_at", "t": "v"},
     }
 
     bad = subprocess.run(

@@ -22,6 +22,8 @@ def signed_bytes(n: float) -> str:
 
 def mode_line(options: SyncOptions) -> str:
     settings = f"delete_orphans={'on' if options.delete_orphans else 'off'}, batch_size={options.batch_size:,}"
+    if options.cursor_columns:
+        settings += ", cursor: " + ", ".join(f"{t}.{c}" for t, c in sorted(options.cursor_columns.items()))
     if options.mode == MODE_FULL_REFRESH:
         return f"🔄 FULL REFRESH mode: rebuilding each table and swapping it in ({settings})"
     return f"⚡ INCREMENTAL mode: merging only changed rows into existing tables ({settings})"
@@ -29,6 +31,8 @@ def mode_line(options: SyncOptions) -> str:
 
 def table_line(r: TableSyncResult) -> str:
     added = f"; added column(s) {', '.join(r.columns_added)}" if r.columns_added else ""
+    if r.cursor_column is not None and r.watermark_before is not None:
+        added += f"; read {r.cursor_column} >= {r.watermark_before!r} only"
     return (
         f"✓ {r.table}: {r.rows_processed:,} rows synced ({r.rows_inserted:,} inserted, {r.rows_updated:,} updated, "
         f"{r.rows_deleted:,} deleted, {r.rows_unchanged:,} unchanged{added}) in {r.duration_s:.2f} s"
