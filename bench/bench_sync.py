@@ -103,26 +103,65 @@ def seed_upsert(path: Path, dsn: str, schema: str, batch: int) -> None:
             psycopg2.extras.execute_batch(cur, text, rows, page_size=1000)
 
 
-def ours(path: Path, dsn: str, schema: str, batch: int, full_refresh: bool = False) -> None:
+def ours(
+    path: Path, dsn: str, schema: str, batch: int, full_refresh: bool = False, arrow: bool = True, cursor: bool = False
+) -> float:
+    """Our engine on the table; returns the engine's own duration (snapshot open excluded)."""
     conn = psycopg2.connect(dsn)
-    with SqliteSnapshot(path) as snap:
-        options = SyncOptions(batch_size=batch, full_refresh=full_refresh, delete_orphans=True)
-        sync_table(snap, conn, snap.table(TABLE), schema, options)
+    with SqliteSnapshot(path, arrow=arrow) as snap:
+        options = SyncOptions(
+            batch_size=batch,
+            full_refresh=full_refresh,
+            delete_orphans=True,
+            cursor_columns={TABLE: "updated_at"} if cursor else {},
+        )
+        result = sync_table(snap, conn, snap.table(TABLE), schema, options)
+    return result.duration_s
 
 
-def ours_full_refresh(path: Path, dsn: str, schema: str, batch: int) -> None:
-    ours(path, dsn, schema, batch, full_refresh=True)
+def ours_full_refresh(path: Path, dsn: str, schema: str, batch: int) -> float:
+    return ours(path, dsn, schema, batch, full_refresh=True)
 
 
-SCENARIOS = {f.__name__: f for f in (floor_copy, seed_upsert, ours, ours_full_refresh)}
+def ours_exact(path: Path, dsn: str, schema: str, batch: int) -> float:
+    return ours(path, dsn, schema, batch, arrow=False)
+
+
+def ours_cursor(path: Path, dsn: str, schema: str, batch: int) -> float:
+    return ours(path, dsn, schema, batch, cursor=True)
+
+
+def dagster_run(path: Path, dsn: str, schema: str, batch: int) -> float:
+    """The same sync as a Dagster materialization in process: what the run adds around the engine."""
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from sync_pipeline.assets import OP_NAME, build_sync_assets
+    from sync_pipeline.engine import list_tables
+    from sync_pipeline.resources import PostgresTarget, SQLiteSource
+    from sync_pipeline.translator import SqliteTableTranslator
+
+    tables = [t for t in list_tables(path) if t.name == TABLE]
+    result = materialize(
+        [build_sync_assets(tables, SqliteTableTranslator(pg_schema=schema))],
+        instance=DagsterInstance.ephemeral(),
+        resources={"sqlite": SQLiteSource(path=str(path)), "postgres": PostgresTarget(conn_str=dsn, pg_schema=schema)},
+        run_config={"ops": {OP_NAME: {"config": {"batch_size": batch, "delete_orphans": True}}}},
+    )
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(TABLE)]
+    return float(event.materialization.metadata["duration_s"].value)  # type: ignore[union-attr]
+
+
+SCENARIOS = {
+    f.__name__: f for f in (floor_copy, seed_upsert, ours, ours_full_refresh, ours_exact, ours_cursor, dagster_run)
+}
 
 
 def child(name: str, path: str, dsn: str, schema: str, batch: int) -> None:
     started = time.perf_counter()
-    SCENARIOS[name](Path(path), dsn, schema, batch)
+    engine = SCENARIOS[name](Path(path), dsn, schema, batch)
     elapsed = time.perf_counter() - started
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": elapsed, "peak_rss_mb": rss / 1024}))
+    print(json.dumps({"seconds": elapsed, "engine_s": engine, "peak_rss_mb": rss / 1024}))
 
 
 # --- the parent: runs scenarios, measures the server side, prints the table ----------------
@@ -215,7 +254,8 @@ def main() -> None:
     dsn = _dsn_for(args.dsn, BENCH_DB)
     server = Server(dsn)
     with server.conn.cursor() as cur:
-        cur.execute("CREATE SCHEMA floor_psql; CREATE SCHEMA floor_copy; CREATE SCHEMA seed; CREATE SCHEMA ours")
+        for name in ("floor_psql", "floor_copy", "seed", "ours", "exact", "cursor", "dagster"):
+            cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
 
     rows: list[tuple[str, dict[str, float]]] = []
     psql_floor = floor_psql(base, dsn, "floor_psql")
@@ -233,15 +273,24 @@ def main() -> None:
     rows.append(("ours: no change (delete_orphans)", run(server, "ours", base, dsn, "ours", b)))
     rows.append(("ours: 1% upd + 1% new (delete_orphans)", run(server, "ours", changed, dsn, "ours", b)))
     rows.append(("ours: full_refresh", run(server, "ours_full_refresh", changed, dsn, "ours", b)))
+    rows.append(("ours, exact path only (no Arrow): first load", run(server, "ours_exact", base, dsn, "exact", b)))
+    rows.append(("ours, exact path only (no Arrow): no change", run(server, "ours_exact", base, dsn, "exact", b)))
+    rows.append(("ours, cursor on updated_at: first load", run(server, "ours_cursor", base, dsn, "cursor", b)))
+    rows.append(("ours, cursor on updated_at: no change", run(server, "ours_cursor", base, dsn, "cursor", b)))
+    rows.append(("ours, cursor on updated_at: 1% upd + 1% new", run(server, "ours_cursor", changed, dsn, "cursor", b)))
+    rows.append(("Dagster materialization in process: first load", run(server, "dagster_run", base, dsn, "dagster", b)))
+    rows.append(("Dagster materialization in process: no change", run(server, "dagster_run", base, dsn, "dagster", b)))
 
     floor = rows[0][1]["seconds"]
     print(f"\nnarrative_results, {args.rows:,} rows, batch_size {b:,}; floor = {rows[0][0]}\n")
-    print("| approach | time s | x floor | WAL MB | rows written | peak RSS MB |")
-    print("|---|---|---|---|---|---|")
+    print("| approach | time s | x floor | engine s | WAL MB | rows written | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
     for label, r in rows:
         written = r.get("rows_written", float("nan"))
+        engine = r.get("engine_s")
         print(
-            f"| {label} | {r['seconds']:.2f} | {r['seconds'] / floor:.2f} | {r.get('wal_mb', float('nan')):.1f} "
+            f"| {label} | {r['seconds']:.2f} | {r['seconds'] / floor:.2f} | "
+            f"{'' if engine is None else f'{engine:.2f}'} | {r.get('wal_mb', float('nan')):.1f} "
             f"| {written:,.0f} | {r['peak_rss_mb']:.0f} |"
         )
     server.conn.close()

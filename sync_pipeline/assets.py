@@ -39,6 +39,7 @@ from .resources import PostgresTarget, SQLiteSource, TargetUnavailableError
 from .translator import ROW_COUNT_CHECK, SqliteTableTranslator, column_schema, specs_by_table
 
 POOL = "sqlite_pg_sync"
+OP_NAME = "sqlite_tables"  # the multi-asset op: run config goes under ops.sqlite_tables.config
 PROGRESS_EVERY_S = 5.0
 RETRY_DELAYS_S = (1.0, 3.0, 10.0)
 
@@ -134,7 +135,7 @@ class _ProgressLog:
 
 
 def build_sync_assets(
-    tables: Sequence[TableInfo], translator: SqliteTableTranslator | None = None, name: str = "sqlite_tables"
+    tables: Sequence[TableInfo], translator: SqliteTableTranslator | None = None, name: str = OP_NAME
 ) -> AssetsDefinition:
     """The multi-asset syncing ``tables`` (as read from the file when definitions load)."""
     translator = translator or SqliteTableTranslator()

@@ -130,9 +130,7 @@ def test_the_arrow_reader_sees_the_snapshot_of_the_exact_reader_even_when_a_writ
     with SqliteSnapshot(db) as snapshot:
         writer.execute("INSERT INTO t VALUES (100)")  # after the snapshot: seen by neither
         exact = snapshot.conn.execute("SELECT count(*) FROM t").fetchone()[0]
-        cursor = snapshot.arrow_cursor()
-        assert cursor is not None
-        cursor.execute("SELECT count(*) FROM t")
-        assert cursor.fetchall()[0][0] == exact == 3
-        cursor.close()
+        assert snapshot.arrow is not None
+        with snapshot.arrow.query("SELECT count(*) FROM t") as reader:
+            assert reader.read_all().column(0)[0].as_py() == exact == 3
     writer.close()

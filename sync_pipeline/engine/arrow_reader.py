@@ -23,12 +23,12 @@ loads it or names the table, column and row key of the value that cannot be stor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 
-import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .adbc_sqlite import Error as ArrowError
 from .sqlite_source import Since, SqliteSnapshot, TableInfo, quote_sqlite_identifier
 
 _MAX_EXACT_DOUBLE_INT = 2**53
@@ -84,34 +84,32 @@ def _text(column: pa.Array) -> pa.Array:
 
 def text_chunks(
     snapshot: SqliteSnapshot, table: TableInfo, batch_size: int, since: Since | None = None
-) -> Iterator[tuple[bytes, int]]:
+) -> Generator[tuple[bytes, int], None, None]:
     """The table as COPY text chunks of up to ``batch_size`` rows, or :class:`ArrowUnfit`."""
-    cursor = snapshot.arrow_cursor()
-    if cursor is None:
+    arrow = snapshot.arrow
+    if arrow is None:
         raise ArrowUnfit("the snapshot has no Arrow reader")
     columns = ", ".join(quote_sqlite_identifier(c) for c in table.column_names)
     query = f"SELECT {columns}, ({_guard(table)}) FROM {quote_sqlite_identifier(table.name)}"
+    params: tuple[object, ...] = ()
     if since is not None:
         query += since.where()
+        params = (since.watermark,)
     width = len(table.columns)
     try:
-        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_size)})
-        cursor.execute(query, None if since is None else (since.watermark,))
-        batches = cursor.fetch_record_batch()
-        for column, field in zip(table.columns, batches.schema, strict=False):
-            if field.type not in _ACCEPTED[column.pg_type.name]:
-                raise ArrowUnfit(f"column {column.name!r} reads as Arrow {field.type}")
-        for batch in batches:
-            if pc.max(batch.column(width)).as_py():
-                raise ArrowUnfit("a value needs the exact encoder")
-            fields = [_text(batch.column(i)) for i in range(width)]
-            lines = pc.binary_join_element_wise(*fields, "\t", options=_NULL_AS_COPY_NULL)
-            lines = pc.binary_join_element_wise(lines, "", "\n")  # each line with its end
-            # The lines lie end to end in the result's data buffer: one copy out, no Python strings.
-            size = pc.sum(pc.binary_length(lines)).as_py() or 0
-            yield lines.buffers()[2][:size].to_pybytes(), batch.num_rows
-    except (adbc_driver_manager.Error, pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        with arrow.query(query, params, batch_rows=batch_size) as batches:
+            for column, field in zip(table.columns, batches.schema, strict=False):
+                if field.type not in _ACCEPTED[column.pg_type.name]:
+                    raise ArrowUnfit(f"column {column.name!r} reads as Arrow {field.type}")
+            for batch in batches:
+                if pc.max(batch.column(width)).as_py():
+                    raise ArrowUnfit("a value needs the exact encoder")
+                fields = [_text(batch.column(i)) for i in range(width)]
+                lines = pc.binary_join_element_wise(*fields, "\t", options=_NULL_AS_COPY_NULL)
+                lines = pc.binary_join_element_wise(lines, "", "\n")  # each line with its end
+                # The lines lie end to end in the result's data buffer: one copy out, no Python strings.
+                size = pc.sum(pc.binary_length(lines)).as_py() or 0
+                yield lines.buffers()[2][:size].to_pybytes(), batch.num_rows
+    except (ArrowError, pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         # A later value of another storage class than the first batch's (pyarrow raises OSError).
         raise ArrowUnfit(f"the Arrow reader stopped: {exc}") from None
-    finally:
-        cursor.close()

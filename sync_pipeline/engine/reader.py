@@ -18,7 +18,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import psycopg2
@@ -86,7 +86,7 @@ class TableReader:
 
     # --- producer side (its own thread) ------------------------------------------------
 
-    def _chunks(self) -> Iterator[tuple[str, int]]:
+    def _chunks(self) -> Generator[tuple[str, int], None, None]:
         try:
             for batch in self.snapshot.batches(self.table, self.batch_size, self.since):
                 yield self._encode(batch), len(batch)
@@ -129,7 +129,7 @@ class TableReader:
 
     def copy_into(self, target: PgTable, ident: sql.Identifier) -> None:
         """COPY every row of the table into ``ident`` (the target or the stage), in one statement."""
-        if self.snapshot.has_arrow:
+        if self.snapshot.arrow is not None:
             target.savepoint()
             try:
                 self._stream(target, ident, text_chunks(self.snapshot, self.table, self.batch_size, self.since))
@@ -144,7 +144,9 @@ class TableReader:
         self.read_path = READ_EXACT
         self._stream(target, ident, self._chunks())
 
-    def _stream(self, target: PgTable, ident: sql.Identifier, chunks: Iterator[tuple[str | bytes, int]]) -> None:
+    def _stream(
+        self, target: PgTable, ident: sql.Identifier, chunks: Generator[tuple[str | bytes, int], None, None]
+    ) -> None:
         stream = _QueueStream(self, chunks)
         producer = threading.Thread(target=stream.produce, name=f"sqlite-read-{self.table.name}", daemon=True)
         producer.start()
@@ -168,7 +170,7 @@ class TableReader:
 class _QueueStream:
     """The file object psycopg2's ``copy_expert`` reads, fed by the producer thread."""
 
-    def __init__(self, reader: TableReader, chunks: Iterator[tuple[str | bytes, int]]) -> None:
+    def __init__(self, reader: TableReader, chunks: Generator[tuple[str | bytes, int], None, None]) -> None:
         self.reader = reader
         self.chunks = chunks
         self.queue: queue.Queue[object] = queue.Queue(maxsize=QUEUED_BATCHES)
@@ -184,6 +186,9 @@ class _QueueStream:
             self._put(_END)
         except BaseException as exc:  # noqa: BLE001 - not swallowed: the consumer thread re-raises it
             self._put(_Failed(exc))
+        finally:
+            # A generator left suspended would keep its SQLite statement open past the snapshot.
+            self.chunks.close()
 
     def _put(self, item: object) -> bool:
         while not self.stopping.is_set():

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-import adbc_driver_manager
-import adbc_driver_sqlite.dbapi as adbc_sqlite
-
+from .adbc_sqlite import ArrowConnection
+from .adbc_sqlite import Error as ArrowError
 from .types import PgType, pg_type_for
 
 PG_MAX_IDENTIFIER_BYTES = 63
@@ -131,9 +130,9 @@ class SqliteSnapshot:
 
     def __init__(self, path: str | Path, arrow: bool = True) -> None:
         self.path = Path(path)
-        self.arrow = arrow
+        self.use_arrow = arrow
         self._conn: sqlite3.Connection | None = None
-        self._arrow: adbc_sqlite.Connection | None = None
+        self._arrow: ArrowConnection | None = None
         self._copy_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> SqliteSnapshot:
@@ -145,7 +144,7 @@ class SqliteSnapshot:
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 read_path = self._copy(conn)
                 conn = _open_read_only(read_path)
-            self._arrow = self._begin(conn, read_path) if self.arrow else None
+            self._arrow = self._begin(conn, read_path) if self.use_arrow else None
             if self._arrow is None:
                 _begin_read(conn)
         except sqlite3.DatabaseError as exc:
@@ -155,7 +154,7 @@ class SqliteSnapshot:
         self._conn = conn
         return self
 
-    def _begin(self, conn: sqlite3.Connection, read_path: Path) -> adbc_sqlite.Connection | None:
+    def _begin(self, conn: sqlite3.Connection, read_path: Path) -> ArrowConnection | None:
         """Start the read transaction of ``conn`` and of an Arrow reader on the same snapshot.
 
         Two connections cannot share a transaction, so the Arrow reader starts its own between
@@ -215,12 +214,9 @@ class SqliteSnapshot:
         return self._conn
 
     @property
-    def has_arrow(self) -> bool:
-        return self._arrow is not None
-
-    def arrow_cursor(self) -> adbc_sqlite.Cursor | None:
-        """A cursor of the Arrow reader, in the same snapshot as :attr:`conn`; None without one."""
-        return None if self._arrow is None else self._arrow.cursor()
+    def arrow(self) -> ArrowConnection | None:
+        """The Arrow reader, in the same snapshot as :attr:`conn`; None without one."""
+        return self._arrow
 
     def tables(self) -> list[TableInfo]:
         """User tables: views, virtual tables and SQLite's internal ``sqlite_*`` tables excluded."""
@@ -294,21 +290,12 @@ def _begin_read(conn: sqlite3.Connection) -> None:
     conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
 
 
-def _open_arrow(path: Path) -> adbc_sqlite.Connection | None:
-    """An ADBC connection in a read transaction; None if the driver cannot open the file (the
-    exact reader then reports what is wrong with it, in sqlite3's words)."""
-    arrow = None
+def _open_arrow(path: Path) -> ArrowConnection | None:
+    """None if the driver cannot open the file: the exact reader then says what is wrong with it."""
     try:
-        arrow = adbc_sqlite.connect(path.resolve().as_uri() + "?mode=ro", autocommit=True)
-        with arrow.cursor() as cur:
-            cur.execute("BEGIN")
-            cur.execute("SELECT count(*) FROM sqlite_schema")
-            cur.fetchall()
-    except adbc_driver_manager.Error:
-        if arrow is not None:
-            arrow.close()
+        return ArrowConnection.open(path)
+    except ArrowError:
         return None
-    return arrow
 
 
 def list_tables(path: str | Path) -> list[TableInfo]:
