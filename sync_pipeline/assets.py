@@ -6,6 +6,8 @@ table by table, and a table that fails does not hide the ones that succeeded. Al
 a run read one SQLite snapshot, so tables that refer to each other stay consistent.
 """
 
+import queue
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -157,7 +159,17 @@ def build_sync_assets(
         selected = [table_by_key[k] for k in sorted(context.selected_asset_keys) if k in table_by_key]
         checks = {c.asset_key for c in context.selected_asset_check_keys}
         checks_alone = [table_by_key[k] for k in sorted(checks - set(context.selected_asset_keys))]
-        yield from _run(context, config.to_options(), sqlite, postgres, translator, selected, checks, checks_alone)
+        yield from _run(
+            context,
+            config.to_options(),
+            sqlite,
+            postgres,
+            translator,
+            selected,
+            checks,
+            checks_alone,
+            config.parallel_tables,
+        )
 
     return _sync
 
@@ -198,6 +210,61 @@ class _Target:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+_Done = tuple[str, TableInfo | None, TableSyncResult | BaseException]
+
+
+class _Workers:
+    """One thread per (snapshot reader, connection) pair, taking tables from a shared list.
+
+    The per-table advisory lock in the engine still keeps two syncs of one table apart.
+    Every outcome, an unexpected exception included, comes back on :attr:`done`.
+    """
+
+    def __init__(
+        self,
+        context: AssetExecutionContext,
+        pairs: list[tuple[SqliteSnapshot, _Target]],
+        tables: list[str],
+        options: SyncOptions,
+    ) -> None:
+        self.context = context
+        self.options = options
+        self.todo: queue.SimpleQueue[str] = queue.SimpleQueue()
+        for name in tables:
+            self.todo.put(name)
+        self.done: queue.Queue[_Done] = queue.Queue()
+        self.threads = [
+            threading.Thread(target=self._work, args=pair, name=f"sync-worker-{number}", daemon=True)
+            for number, pair in enumerate(pairs)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _work(self, snapshot: SqliteSnapshot, target: _Target) -> None:
+        while True:
+            try:
+                name = self.todo.get_nowait()
+            except queue.Empty:
+                return
+            self.context.log.info(f"📥 Syncing {name}...")
+            table = None
+            try:
+                table = snapshot.table(name)
+                self.done.put((name, table, target.sync(snapshot, table, self.options)))
+            except BaseException as exc:  # noqa: BLE001 - not swallowed: _run re-raises or reports it
+                self.done.put((name, table, exc))
+
+    def stop(self) -> None:
+        """Let each worker finish the table it is on, start no other, and wait for them."""
+        while True:
+            try:
+                self.todo.get_nowait()
+            except queue.Empty:
+                break
+        for thread in self.threads:
+            thread.join()
+
+
 def _run(
     context: AssetExecutionContext,
     options: SyncOptions,
@@ -207,43 +274,56 @@ def _run(
     selected: list[str],
     checked: set[AssetKey],
     checks_alone: list[str],
+    parallel: int = 1,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
-    """Sync ``selected`` tables one by one, then run the checks selected without their asset."""
+    """Sync ``selected`` tables, up to ``parallel`` at a time, then run the checks selected alone.
+
+    Each worker thread has its own PostgreSQL connection and its own reader of the one SQLite
+    snapshot; results are yielded here, in the op's thread, as tables finish.
+    """
     context.log.info(f"SQLite source: {sqlite.path}; PostgreSQL target: {postgres.describe()}")
     if selected:
         context.log.info(mode_line(options))
     results: list[TableSyncResult] = []
     failed: dict[str, str] = {}
+    workers = max(1, min(parallel, len(selected)))
     try:
-        with sqlite.snapshot() as snapshot:
-            target = _Target(context, postgres)
+        with sqlite.snapshot(readers=workers) as snapshot:
+            targets = [_Target(context, postgres)]
+            workers: _Workers | None = None
             try:
-                for table_name in selected:
-                    context.log.info(f"📥 Syncing {table_name}...")
-                    try:
-                        table = snapshot.table(table_name)
-                        result = target.sync(snapshot, table, options)
-                    except (SyncError, SourceUnavailableError, TargetUnavailableError) as exc:
-                        failed[table_name] = redact(str(exc), postgres.conn_str)
+                targets += [_Target(context, postgres) for _ in snapshot.views]
+                readers = [snapshot, *snapshot.views]
+                workers = _Workers(context, list(zip(readers, targets, strict=True)), selected, options)
+                for _ in selected:
+                    table_name, table, outcome = workers.done.get()
+                    if isinstance(outcome, BaseException):
+                        if not isinstance(outcome, (SyncError, SourceUnavailableError, TargetUnavailableError)):
+                            raise outcome
+                        failed[table_name] = redact(str(outcome), postgres.conn_str)
                         context.log.error(f"✗ {failed[table_name]}")
                         continue
-                    results.append(result)
-                    context.log.info(table_line(result))
+                    results.append(outcome)
+                    context.log.info(table_line(outcome))
                     key = translator.get_asset_key(table)
                     yield MaterializeResult(
                         asset_key=key,
-                        metadata=materialization_metadata(result, table),
-                        check_results=[row_count_check(key, result.sqlite_rows, result.pg_rows_after)]
+                        metadata=materialization_metadata(outcome, table),
+                        check_results=[row_count_check(key, outcome.sqlite_rows, outcome.pg_rows_after)]
                         if key in checked
                         else [],
                     )
                 for table_name in checks_alone:
                     table = snapshot.table(table_name)
                     yield row_count_check(
-                        translator.get_asset_key(table), *row_counts(snapshot, target.conn, table, postgres.pg_schema)
+                        translator.get_asset_key(table),
+                        *row_counts(snapshot, targets[0].conn, table, postgres.pg_schema),
                     )
             finally:
-                target.close()
+                if workers is not None:
+                    workers.stop()  # before the connections close under a worker still syncing
+                for target in targets:
+                    target.close()
     except (SourceUnavailableError, TargetUnavailableError, SyncError) as exc:
         raise Failure(description=redact(str(exc), postgres.conn_str), allow_retries=False) from None
     if selected:

@@ -45,6 +45,22 @@ def env_cursor_columns() -> dict[str, str]:
     return {table.strip(): column.strip() for table, column in pairs}
 
 
+MAX_PARALLEL_TABLES = 16
+
+
+def env_parallel_tables() -> int:
+    """``SYNC_PARALLEL_TABLES``; by default one table per two cores, because each table's sync
+    already keeps two busy (the SQLite reader thread, and the PostgreSQL backend parsing COPY)."""
+    raw = os.environ.get("SYNC_PARALLEL_TABLES", "").strip()
+    if not raw:
+        return max(1, min(MAX_PARALLEL_TABLES, (os.cpu_count() or 2) // 2))
+    if not raw.isdigit() or not 0 < int(raw) <= MAX_PARALLEL_TABLES:
+        raise ValueError(
+            f"environment variable SYNC_PARALLEL_TABLES must be an integer from 1 to {MAX_PARALLEL_TABLES}, got {raw!r}"
+        )
+    return int(raw)
+
+
 class SyncConfig(Config):
     full_refresh: bool = Field(
         default=env_flag("FULL_REFRESH"),
@@ -66,6 +82,14 @@ class SyncConfig(Config):
         description="Cursor mode, per table: {table: column} where the application bumps the column on every "
         "write (updated_at-like). Such a table reads only rows at or past the watermark of its last sync; "
         "the watermark is stored in PostgreSQL (_sps_watermarks) in the same transaction as the rows.",
+    )
+
+    parallel_tables: int = Field(
+        default=env_parallel_tables(),
+        ge=1,
+        le=MAX_PARALLEL_TABLES,
+        description="Tables synced at the same time, each on its own PostgreSQL connection and all from one "
+        "SQLite snapshot. Default: one per two CPU cores.",
     )
 
     @field_validator("batch_size")

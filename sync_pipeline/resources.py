@@ -23,8 +23,8 @@ class SQLiteSource(ConfigurableResource):
 
     path: str = Field(description="Path of the SQLite file to mirror (SQLITE_PATH).")
 
-    def snapshot(self) -> SqliteSnapshot:
-        return SqliteSnapshot(self.path)
+    def snapshot(self, readers: int = 1) -> SqliteSnapshot:
+        return SqliteSnapshot(self.path, readers=readers)
 
 
 class PostgresTarget(ConfigurableResource):

@@ -7,6 +7,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import psycopg2.extensions
@@ -22,6 +24,7 @@ from dagster import (
     TextMetadataValue,
     materialize,
 )
+from psycopg2 import sql
 
 from sync_pipeline import assets as assets_module
 from sync_pipeline.assets import build_sync_assets
@@ -126,6 +129,46 @@ def test_cursor_mode_shows_its_column_and_watermarks_in_the_catalog(demo_db, pg_
     assert md["read_path"] == TextMetadataValue("arrow")
     assert metadata["experiments"]["mode"] == TextMetadataValue("incremental")
     assert "cursor_column" not in metadata["experiments"]
+
+
+def test_tables_sync_in_parallel_so_one_waiting_table_does_not_hold_up_the_others(demo_db, pg_dsn, schema):
+    """The test holds the lock the engine takes for 'experiments' (the first table in order):
+    with two workers the other tables are synced and committed while it waits."""
+    blocker = psycopg2.connect(pg_dsn)
+    blocker.autocommit = True
+    lock = ("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"sqlite_pg_sync:{schema}.experiments",))
+    blocker.cursor().execute(*lock)
+    outcome: list[ExecuteInProcessResult] = []
+    run = threading.Thread(target=lambda: outcome.append(run_sync(demo_db, pg_dsn, schema, parallel_tables=2)))
+    run.start()
+    try:
+        deadline = time.monotonic() + 60
+        others = ("narrative_results", "source_narratives")
+        while time.monotonic() < deadline and not all(_committed_rows(pg_dsn, schema, t) for t in others):
+            time.sleep(0.2)
+        for table in others:
+            assert _committed_rows(pg_dsn, schema, table) == len(sqlite_rows(demo_db, table))
+        assert _committed_rows(pg_dsn, schema, "experiments") is None  # still waiting for the lock
+    finally:
+        blocker.cursor().execute(lock[0].replace("pg_advisory_lock", "pg_advisory_unlock"), lock[1])
+        blocker.close()
+        run.join(timeout=120)
+    assert outcome and outcome[0].success
+    assert set(metadata_by_table(outcome[0])) == {"experiments", "narrative_results", "source_narratives"}
+    assert pg_rows(pg_dsn, schema, "experiments") == sqlite_rows(demo_db, "experiments")
+
+
+def _committed_rows(dsn: str, schema: str, table: str) -> int | None:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s)", (f'"{schema}"."{table}"',))
+            if cur.fetchone()[0] is None:
+                return None
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
 
 
 def test_row_count_check_passes_after_a_sync_and_flags_orphans_that_were_kept(demo_db, pg_dsn, schema):
@@ -298,6 +341,7 @@ def test_run_config_defaults_follow_the_seed_environment_variables():
         "DELETE_ORPHANS": "true",
         "BATCH_SIZE": "2500",
         "SYNC_CURSOR_COLUMNS": "narrative_results=updated_at, t = v",
+        "SYNC_PARALLEL_TABLES": "3",
     }
     out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == {
@@ -305,6 +349,7 @@ def test_run_config_defaults_follow_the_seed_environment_variables():
         "delete_orphans": True,
         "batch_size": 2500,
         "cursor_columns": {"narrative_results": "updated_at", "t": "v"},
+        "parallel_tables": 3,
     }
 
     bad = subprocess.run(

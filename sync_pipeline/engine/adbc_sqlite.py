@@ -6,6 +6,7 @@ way, 50 MB of resident memory a sync never uses; this uses the statement API dir
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,24 @@ import adbc_driver_sqlite
 import pyarrow as pa
 
 Error = adbc_driver_manager.Error
+
+
+def arrow_literal(value: object) -> pa.Array:
+    """A one-element Arrow array of an int, float, str or bytes, built from its bytes.
+
+    ``pa.array([value])`` would do, but converting any Python object makes pyarrow import
+    pandas (40 MB of resident memory) to ask whether the object is a pandas one.
+    """
+    if isinstance(value, int):
+        return pa.Array.from_buffers(pa.int64(), 1, [None, pa.py_buffer(struct.pack("<q", value))])
+    if isinstance(value, float):
+        return pa.Array.from_buffers(pa.float64(), 1, [None, pa.py_buffer(struct.pack("<d", value))])
+    data = value.encode() if isinstance(value, str) else value
+    if not isinstance(data, bytes):
+        raise TypeError(f"no Arrow literal for {type(value).__name__}")
+    kind = pa.string() if isinstance(value, str) else pa.binary()
+    offsets = pa.py_buffer(struct.pack("<ii", 0, len(data)))
+    return pa.Array.from_buffers(kind, 1, [None, offsets, pa.py_buffer(data)])
 
 
 class ArrowConnection:
@@ -57,7 +76,8 @@ class ArrowConnection:
             if batch_rows is not None:
                 stmt.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
             if params:
-                stmt.bind(pa.record_batch([pa.array([p]) for p in params], names=[str(i) for i in range(len(params))]))
+                columns = [arrow_literal(p) for p in params]
+                stmt.bind(pa.RecordBatch.from_arrays(columns, names=[str(i) for i in range(len(params))]))
             handle, _ = stmt.execute_query()
             reader = pa.RecordBatchReader._import_from_c(handle.address)
             try:

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .adbc_sqlite import Error as ArrowError
+from .adbc_sqlite import arrow_literal
 from .sqlite_source import Since, SqliteSnapshot, TableInfo, quote_sqlite_identifier
 
 _MAX_EXACT_DOUBLE_INT = 2**53
@@ -46,7 +47,7 @@ _ACCEPTED: dict[str, frozenset[pa.DataType]] = {
 }
 
 _NULL_AS_COPY_NULL = pc.JoinOptions(null_handling="replace", null_replacement="\\N")
-_NEEDS_ESCAPE = "[\\\\\t\n\r]"
+_TAB, _NEWLINE, _EMPTY = (arrow_literal(text)[0] for text in ("\t", "\n", ""))
 _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))  # backslash first
 
 
@@ -76,8 +77,9 @@ def _text(column: pa.Array) -> pa.Array:
     """One column as COPY text fields: escaped strings, or the decimal text of numbers."""
     if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
         return pc.cast(column, pa.string())  # int64 as digits; float64 as its shortest exact decimal
-    if pc.any(pc.match_substring_regex(column, _NEEDS_ESCAPE)).as_py():
-        for char, escaped in _ESCAPES:
+    for char, escaped in _ESCAPES:
+        # A literal search per character: a regex would compile (and cache) an RE2 automaton per call.
+        if pc.any(pc.match_substring(column, char)).as_py():
             column = pc.replace_substring(column, char, escaped)
     return column
 
@@ -105,8 +107,9 @@ def text_chunks(
                 if pc.max(batch.column(width)).as_py():
                     raise ArrowUnfit("a value needs the exact encoder")
                 fields = [_text(batch.column(i)) for i in range(width)]
-                lines = pc.binary_join_element_wise(*fields, "\t", options=_NULL_AS_COPY_NULL)
-                lines = pc.binary_join_element_wise(lines, "", "\n")  # each line with its end
+                # The last field gets the line end first: one join of the whole batch, not two.
+                fields[-1] = pc.binary_join_element_wise(fields[-1], _EMPTY, _NEWLINE, options=_NULL_AS_COPY_NULL)
+                lines = pc.binary_join_element_wise(*fields, _TAB, options=_NULL_AS_COPY_NULL)
                 # The lines lie end to end in the result's data buffer: one copy out, no Python strings.
                 size = pc.sum(pc.binary_length(lines)).as_py() or 0
                 yield lines.buffers()[2][:size].to_pybytes(), batch.num_rows

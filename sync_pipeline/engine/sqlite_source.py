@@ -128,9 +128,12 @@ class SqliteSnapshot:
     the same instant of the source.
     """
 
-    def __init__(self, path: str | Path, arrow: bool = True) -> None:
+    def __init__(self, path: str | Path, arrow: bool = True, readers: int = 1) -> None:
         self.path = Path(path)
         self.use_arrow = arrow
+        self.readers = readers
+        # Other readers of this very snapshot, one per extra parallel table sync (see _begin).
+        self.views: list[SqliteSnapshot] = []
         self._conn: sqlite3.Connection | None = None
         self._arrow: ArrowConnection | None = None
         self._copy_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -138,43 +141,57 @@ class SqliteSnapshot:
     def __enter__(self) -> SqliteSnapshot:
         if not self.path.is_file():
             raise SourceUnavailableError(f"SQLite file {str(self.path)!r} does not exist or is not a file")
+        conns: list[sqlite3.Connection] = []
         try:
             read_path = self.path
             conn = _open_read_only(read_path)
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 read_path = self._copy(conn)
                 conn = _open_read_only(read_path)
-            self._arrow = self._begin(conn, read_path) if self.use_arrow else None
-            if self._arrow is None:
-                _begin_read(conn)
+            conns = [conn] + [_open_read_only(read_path) for _ in range(self.readers - 1)]
+            arrows = self._begin(conns, read_path)
         except sqlite3.DatabaseError as exc:
-            self._close_arrow()
+            for opened in conns:
+                opened.close()
             self._cleanup()
             raise SourceUnavailableError(f"cannot read SQLite file {str(self.path)!r}: {exc}") from exc
-        self._conn = conn
+        self._conn, self._arrow = conn, arrows[0]
+        for extra, arrow in zip(conns[1:], arrows[1:], strict=True):
+            view = SqliteSnapshot(self.path, self.use_arrow)
+            view._conn, view._arrow = extra, arrow
+            self.views.append(view)
         return self
 
-    def _begin(self, conn: sqlite3.Connection, read_path: Path) -> ArrowConnection | None:
-        """Start the read transaction of ``conn`` and of an Arrow reader on the same snapshot.
+    def _begin(self, conns: list[sqlite3.Connection], read_path: Path) -> list[ArrowConnection | None]:
+        """Start the read transactions of ``conns`` (and of their Arrow readers) on one snapshot.
 
-        Two connections cannot share a transaction, so the Arrow reader starts its own between
-        two readings of ``PRAGMA data_version`` by ``conn``, the second inside ``conn``'s
-        transaction; equal readings mean no writer committed in between, so both transactions
-        see the same state. A writer committing at that very moment every time only costs the
-        Arrow reader: ``None`` is returned and ``conn`` alone is in its transaction.
+        Connections cannot share a transaction, so the others start theirs between two readings
+        of ``PRAGMA data_version`` by the first, the second inside the first's own transaction;
+        equal readings mean no writer committed in between, so every transaction sees the same
+        state. If a writer commits at that very moment on every try, the run makes do with the
+        first connection alone: no Arrow reader, no parallel readers (the extra ones are closed).
         """
+        first, others = conns[0], conns[1:]
+        if not others and not self.use_arrow:
+            _begin_read(first)
+            return [None]
         for _ in range(SNAPSHOT_ATTEMPTS):
-            before = conn.execute("PRAGMA data_version").fetchone()[0]
-            arrow = _open_arrow(read_path)
-            if arrow is None:
-                break
-            _begin_read(conn)
-            if conn.execute("PRAGMA data_version").fetchone()[0] == before:
-                return arrow
-            arrow.close()
-            conn.rollback()
-        _begin_read(conn)
-        return None
+            before = _data_version(first)
+            arrows = [_open_arrow(read_path) for _ in conns] if self.use_arrow else [None] * len(conns)
+            for conn in others:
+                _begin_read(conn)
+            _begin_read(first)
+            if _data_version(first) == before:
+                return arrows
+            for conn, arrow in zip(conns, arrows, strict=True):
+                conn.rollback()
+                if arrow is not None:
+                    arrow.close()
+        for conn in others:
+            conn.close()
+        del conns[1:]
+        _begin_read(first)
+        return [None]
 
     def _copy(self, source: sqlite3.Connection) -> Path:
         self._copy_dir = tempfile.TemporaryDirectory(prefix="sqlite-pg-sync-")
@@ -187,11 +204,6 @@ class SqliteSnapshot:
             source.close()
         return copy_path
 
-    def _close_arrow(self) -> None:
-        if self._arrow is not None:
-            self._arrow.close()
-            self._arrow = None
-
     def _cleanup(self) -> None:
         if self._copy_dir is not None:
             self._copy_dir.cleanup()
@@ -200,11 +212,16 @@ class SqliteSnapshot:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        for view in self.views:
+            view.__exit__(None, None, None)
+        self.views = []
         if self._conn is not None:
             self._conn.rollback()
             self._conn.close()
             self._conn = None
-        self._close_arrow()
+        if self._arrow is not None:
+            self._arrow.close()
+            self._arrow = None
         self._cleanup()
 
     @property
@@ -282,6 +299,12 @@ class SqliteSnapshot:
 
 def _filter(since: Since | None) -> tuple[str, tuple[object, ...]]:
     return ("", ()) if since is None else (since.where(), (since.watermark,))
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    """The connection's view of how often others committed; a read first brings it up to date."""
+    conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _begin_read(conn: sqlite3.Connection) -> None:
