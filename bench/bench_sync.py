@@ -189,6 +189,10 @@ class Server:
 
 def run(server: Server, name: str, path: Path, dsn: str, schema: str, batch: int) -> dict[str, float]:
     """One scenario in a child process, with the server-side costs it caused."""
+    # Untimed: no checkpoint or autovacuum left over from the previous scenario runs during this one.
+    with server.conn.cursor() as cur:
+        cur.execute("VACUUM")
+        cur.execute("CHECKPOINT")
     writes_before = server.writes(schema)
     lsn_before = server.value("SELECT pg_current_wal_lsn()")
     out = subprocess.run(
