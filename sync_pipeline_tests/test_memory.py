@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sync_pipeline.demo import generate
 
 # Runs in a child process so that its peak RSS belongs to one sync (first load + no-change merge).
@@ -15,43 +17,51 @@ _CHILD = """
 import json, os, resource, sys
 import psycopg2
 from sync_pipeline.engine import SqliteSnapshot, SyncOptions, sync_table
-path, schema, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+path, schema, batch, arrow = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "arrow"
 dsn = os.environ["SYNC_TEST_DSN"]
 conn = psycopg2.connect(dsn)
 rows = 0
 for _ in range(2):
-    with SqliteSnapshot(path) as snap:
+    with SqliteSnapshot(path, arrow=arrow) as snap:
         result = sync_table(snap, conn, snap.table("narrative_results"), schema, SyncOptions(batch_size=batch))
         rows = result.rows_processed
-print(json.dumps({"rows": rows, "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"rows": rows, "path": result.read_path, "peak_rss_kb": peak}))
 """
 
 
-def _peak_rss_kb(path: Path, dsn: str, schema: str, batch_size: int) -> tuple[int, int]:
+def _peak_rss_kb(path: Path, dsn: str, schema: str, batch_size: int, read_path: str) -> tuple[int, int]:
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path), schema, str(batch_size)],
+        [sys.executable, "-c", _CHILD, str(path), schema, str(batch_size), read_path],
         env={**os.environ, "SYNC_TEST_DSN": dsn},
         check=True,
         capture_output=True,
         text=True,
     ).stdout
     report = json.loads(out.strip().splitlines()[-1])
+    assert report["path"] == read_path
     return report["rows"], report["peak_rss_kb"]
 
 
-def test_peak_memory_of_a_200k_row_sync_is_within_a_few_mb_of_a_10k_row_one(tmp_path, pg_dsn, pg):
-    small = generate(tmp_path / "small.sqlite", rows=10_000)
-    large = generate(tmp_path / "large.sqlite", rows=200_000)
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("memory")
+    return generate(folder / "small.sqlite", rows=10_000), generate(folder / "large.sqlite", rows=200_000)
+
+
+@pytest.mark.parametrize("read_path", ["arrow", "exact"])
+def test_peak_memory_of_a_200k_row_sync_is_within_a_few_mb_of_a_10k_row_one(files, pg_dsn, pg, read_path):
+    small, large = files
     with pg, pg.cursor() as cur:
         cur.execute("CREATE SCHEMA mem_small; CREATE SCHEMA mem_large")
     try:
-        small_rows, small_kb = _peak_rss_kb(small, pg_dsn, "mem_small", 1000)
-        large_rows, large_kb = _peak_rss_kb(large, pg_dsn, "mem_large", 1000)
+        small_rows, small_kb = _peak_rss_kb(small, pg_dsn, "mem_small", 1000, read_path)
+        large_rows, large_kb = _peak_rss_kb(large, pg_dsn, "mem_large", 1000, read_path)
     finally:
         with pg, pg.cursor() as cur:
             cur.execute("DROP SCHEMA mem_small CASCADE; DROP SCHEMA mem_large CASCADE")
     print(
-        f"\npeak RSS at batch_size 1000: {small_rows:,} rows {small_kb / 1024:.1f} MB, "
+        f"\n{read_path} path, peak RSS at batch_size 1000: {small_rows:,} rows {small_kb / 1024:.1f} MB, "
         f"{large_rows:,} rows {large_kb / 1024:.1f} MB (difference {(large_kb - small_kb) / 1024:+.1f} MB)"
     )
     assert (small_rows, large_rows) == (10_000, 200_000)

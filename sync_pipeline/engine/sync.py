@@ -101,6 +101,7 @@ class _Counts:
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
+    merged_rows: int | None = None  # the target's row count right after the merge, when it was taken
 
 
 @contextmanager
@@ -210,7 +211,8 @@ def sync_table(
                 watermark = snapshot.max_value(table, cursor_column)
                 if watermark is not None:
                     watermarks.put(table.name, cursor_column, watermark)
-            rows_after = target.row_count()
+            # The count after the merge less the rows deleted since, or a count of its own.
+            rows_after = target.row_count() if counts.merged_rows is None else counts.merged_rows - counts.deleted
             bytes_after = target.total_bytes()
     return TableSyncResult(
         table=table.name,
@@ -348,11 +350,13 @@ def _merge_by_key(
         counts.inserted = reader.rows_read
         return counts
     _stage_all(target, reader)
-    _refuse_duplicate_keys(target)
-    merged = target.merge_from_stage()
-    # Keys are unique in the target, so the rows it gained are the rows inserted.
-    counts.inserted = target.row_count() - rows_before
-    counts.updated = merged - counts.inserted
+    if reader.rows_read:  # a cursor sync with nothing past the watermark has nothing to merge
+        _refuse_duplicate_keys(target)
+        merged = target.merge_from_stage()
+        # Keys are unique in the target, so the rows it gained are the rows inserted.
+        counts.merged_rows = target.row_count()
+        counts.inserted = counts.merged_rows - rows_before
+        counts.updated = merged - counts.inserted
     if options.delete_orphans:
         _refuse_empty_source(target, sqlite_rows, rows_before)
         # Every SQLite key is now in the target and keys are unique on both sides, so any
