@@ -128,12 +128,13 @@ def test_a_failed_cursor_sync_keeps_rows_and_watermark_as_they_were(tmp_path, pg
     [
         ("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", "missing", "'missing' is not a column"),
         ("CREATE TABLE t (v TEXT, version INTEGER)", "version", "needs a primary key"),
+        ("CREATE TABLE t (id INTEGER PRIMARY KEY, version BLOB); INSERT INTO t VALUES (1, x'01')", "version", "blobs"),
     ],
 )
 def test_a_cursor_the_table_cannot_have_fails_naming_it(tmp_path, pg_dsn, schema, ddl, cursor, message):
     db = tmp_path / "c.sqlite"
     conn = sqlite3.connect(db)
-    conn.execute(ddl)
+    conn.executescript(ddl)
     conn.commit()
     conn.close()
     with pytest.raises(SyncError) as failure:

@@ -35,6 +35,8 @@ QUEUED_BATCHES = 2
 READ_ARROW = "arrow"
 READ_EXACT = "exact"
 
+Chunks = Generator[tuple[str | bytes, int], None, None]  # (COPY text, rows in it)
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -86,7 +88,7 @@ class TableReader:
 
     # --- producer side (its own thread) ------------------------------------------------
 
-    def _chunks(self) -> Generator[tuple[str, int], None, None]:
+    def _chunks(self) -> Chunks:
         try:
             for batch in self.snapshot.batches(self.table, self.batch_size, self.since):
                 yield self._encode(batch), len(batch)
@@ -144,9 +146,7 @@ class TableReader:
         self.read_path = READ_EXACT
         self._stream(target, ident, self._chunks())
 
-    def _stream(
-        self, target: PgTable, ident: sql.Identifier, chunks: Generator[tuple[str | bytes, int], None, None]
-    ) -> None:
+    def _stream(self, target: PgTable, ident: sql.Identifier, chunks: Chunks) -> None:
         stream = _QueueStream(self, chunks)
         producer = threading.Thread(target=stream.produce, name=f"sqlite-read-{self.table.name}", daemon=True)
         producer.start()
@@ -170,7 +170,7 @@ class TableReader:
 class _QueueStream:
     """The file object psycopg2's ``copy_expert`` reads, fed by the producer thread."""
 
-    def __init__(self, reader: TableReader, chunks: Generator[tuple[str | bytes, int], None, None]) -> None:
+    def __init__(self, reader: TableReader, chunks: Chunks) -> None:
         self.reader = reader
         self.chunks = chunks
         self.queue: queue.Queue[object] = queue.Queue(maxsize=QUEUED_BATCHES)

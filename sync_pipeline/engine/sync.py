@@ -209,6 +209,10 @@ def sync_table(
             watermark = None
             if cursor_column is not None:
                 watermark = snapshot.max_value(table, cursor_column)
+                if isinstance(watermark, bytes):
+                    raise SyncError(
+                        table.name, f"cursor column {cursor_column!r} holds blobs; a cursor must be numbers or text"
+                    )
                 if watermark is not None:
                     watermarks.put(table.name, cursor_column, watermark)
             # The count after the merge less the rows deleted since, or a count of its own.
