@@ -235,6 +235,9 @@ def main() -> None:
         "--dsn", default=os.environ.get("PG_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
     parser.add_argument("--skip-seed", action="store_true", help="skip the slow seed upsert")
+    parser.add_argument(
+        "--ours-only", action="store_true", help="only the psql floor and our engine (e.g. for memory at 10M rows)"
+    )
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -265,8 +268,10 @@ def main() -> None:
     psql_floor = floor_psql(base, dsn, "floor_psql")
     if psql_floor:
         rows.append(("floor: sqlite3 CSV piped into psql \\copy", psql_floor))
-    rows.append(("floor: Python copy_expert from sqlite3", run(server, "floor_copy", base, dsn, "floor_copy", 10_000)))
-    if not args.skip_seed:
+    if not args.ours_only:
+        floor_copy_row = run(server, "floor_copy", base, dsn, "floor_copy", 10_000)
+        rows.append(("floor: Python copy_expert from sqlite3", floor_copy_row))
+    if not (args.skip_seed or args.ours_only):
         rows.append(("seed upsert (execute_batch): first load", run(server, "seed_upsert", base, dsn, "seed", 1000)))
         rows.append(("seed upsert (execute_batch): no change", run(server, "seed_upsert", base, dsn, "seed", 1000)))
         rows.append(
@@ -277,13 +282,16 @@ def main() -> None:
     rows.append(("ours: no change (delete_orphans)", run(server, "ours", base, dsn, "ours", b)))
     rows.append(("ours: 1% upd + 1% new (delete_orphans)", run(server, "ours", changed, dsn, "ours", b)))
     rows.append(("ours: full_refresh", run(server, "ours_full_refresh", changed, dsn, "ours", b)))
-    rows.append(("ours, exact path only (no Arrow): first load", run(server, "ours_exact", base, dsn, "exact", b)))
-    rows.append(("ours, exact path only (no Arrow): no change", run(server, "ours_exact", base, dsn, "exact", b)))
+    if not args.ours_only:
+        rows.append(("ours, exact path only (no Arrow): first load", run(server, "ours_exact", base, dsn, "exact", b)))
+        rows.append(("ours, exact path only (no Arrow): no change", run(server, "ours_exact", base, dsn, "exact", b)))
     rows.append(("ours, cursor on updated_at: first load", run(server, "ours_cursor", base, dsn, "cursor", b)))
     rows.append(("ours, cursor on updated_at: no change", run(server, "ours_cursor", base, dsn, "cursor", b)))
     rows.append(("ours, cursor on updated_at: 1% upd + 1% new", run(server, "ours_cursor", changed, dsn, "cursor", b)))
-    rows.append(("Dagster materialization in process: first load", run(server, "dagster_run", base, dsn, "dagster", b)))
-    rows.append(("Dagster materialization in process: no change", run(server, "dagster_run", base, dsn, "dagster", b)))
+    if not args.ours_only:
+        for scenario in ("first load", "no change"):
+            label = f"Dagster materialization in process: {scenario}"
+            rows.append((label, run(server, "dagster_run", base, dsn, "dagster", b)))
 
     floor = rows[0][1]["seconds"]
     print(f"\nnarrative_results, {args.rows:,} rows, batch_size {b:,}; floor = {rows[0][0]}\n")
