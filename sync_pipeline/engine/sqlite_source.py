@@ -1,7 +1,8 @@
 """Reading a SQLite file: which tables it has, and their rows from one consistent snapshot.
 
 The file is opened read-only through a ``mode=ro`` URI, so a sync can never write to the
-application's database, and everything is read inside one read transaction.
+application's database, and everything is read inside one read transaction, or inside several
+started on the same state (an Arrow reader, and readers for tables synced in parallel).
 
 In WAL mode that read transaction is a true snapshot that never blocks the writer. In
 rollback-journal mode it would hold a shared lock for the whole sync, and a writer that needs
@@ -24,7 +25,7 @@ from .adbc_sqlite import Error as ArrowError
 from .types import PgType, pg_type_for
 
 PG_MAX_IDENTIFIER_BYTES = 63
-# Tries at opening the Arrow reader on the same snapshot before giving up on it for this run.
+# Tries at opening every reader on one snapshot before the run makes do with a single one.
 SNAPSHOT_ATTEMPTS = 5
 
 
@@ -149,20 +150,22 @@ class SqliteSnapshot:
                 read_path = self._copy(conn)
                 conn = _open_read_only(read_path)
             conns = [conn] + [_open_read_only(read_path) for _ in range(self.readers - 1)]
-            arrows = self._begin(conns, read_path)
+            readers = self._begin(conns, read_path)
         except sqlite3.DatabaseError as exc:
             for opened in conns:
                 opened.close()
             self._cleanup()
             raise SourceUnavailableError(f"cannot read SQLite file {str(self.path)!r}: {exc}") from exc
-        self._conn, self._arrow = conn, arrows[0]
-        for extra, arrow in zip(conns[1:], arrows[1:], strict=True):
+        (self._conn, self._arrow), *others = readers
+        for extra, arrow in others:
             view = SqliteSnapshot(self.path, self.use_arrow)
             view._conn, view._arrow = extra, arrow
             self.views.append(view)
         return self
 
-    def _begin(self, conns: list[sqlite3.Connection], read_path: Path) -> list[ArrowConnection | None]:
+    def _begin(
+        self, conns: list[sqlite3.Connection], read_path: Path
+    ) -> list[tuple[sqlite3.Connection, ArrowConnection | None]]:
         """Start the read transactions of ``conns`` (and of their Arrow readers) on one snapshot.
 
         Connections cannot share a transaction, so the others start theirs between two readings
@@ -170,28 +173,26 @@ class SqliteSnapshot:
         equal readings mean no writer committed in between, so every transaction sees the same
         state. If a writer commits at that very moment on every try, the run makes do with the
         first connection alone: no Arrow reader, no parallel readers (the extra ones are closed).
+        Returns the (sqlite3 connection, Arrow reader or None) pairs now in the snapshot.
         """
         first, others = conns[0], conns[1:]
-        if not others and not self.use_arrow:
-            _begin_read(first)
-            return [None]
-        for _ in range(SNAPSHOT_ATTEMPTS):
-            before = _data_version(first)
-            arrows = [_open_arrow(read_path) for _ in conns] if self.use_arrow else [None] * len(conns)
+        if others or self.use_arrow:
+            for _ in range(SNAPSHOT_ATTEMPTS):
+                before = _data_version(first)
+                arrows = [_open_arrow(read_path) if self.use_arrow else None for _ in conns]
+                for conn in others:
+                    _begin_read(conn)
+                _begin_read(first)
+                if _data_version(first) == before:
+                    return list(zip(conns, arrows, strict=True))
+                for conn, arrow in zip(conns, arrows, strict=True):
+                    conn.rollback()
+                    if arrow is not None:
+                        arrow.close()
             for conn in others:
-                _begin_read(conn)
-            _begin_read(first)
-            if _data_version(first) == before:
-                return arrows
-            for conn, arrow in zip(conns, arrows, strict=True):
-                conn.rollback()
-                if arrow is not None:
-                    arrow.close()
-        for conn in others:
-            conn.close()
-        del conns[1:]
+                conn.close()
         _begin_read(first)
-        return [None]
+        return [(first, None)]
 
     def _copy(self, source: sqlite3.Connection) -> Path:
         self._copy_dir = tempfile.TemporaryDirectory(prefix="sqlite-pg-sync-")
