@@ -75,6 +75,8 @@ def materialization_metadata(result: TableSyncResult, table: TableInfo) -> dict[
         "table_size": size_line(result),
         "duration_s": round(result.duration_s, 3),
         "read_path": result.read_path + (f" ({result.arrow_refused})" if result.arrow_refused else ""),
+        # Rows in batches byte-identical to the last sync's, which were compared but not sent.
+        "rows_skipped": result.rows_skipped,
         **_cursor_metadata(result),
     }
 

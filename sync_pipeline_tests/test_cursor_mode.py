@@ -19,7 +19,7 @@ CURSOR = {"narrative_results": "updated_at"}
 def _stored_watermark(dsn: str, schema: str, table: str) -> object:
     rows = query(
         dsn,
-        sql.SQL("SELECT watermark FROM {} WHERE table_name = %s").format(sql.Identifier(schema, "_sps_watermarks")),
+        sql.SQL("SELECT watermark FROM {} WHERE table_name = %s").format(sql.Identifier(schema, "_sps_sync_state")),
         (table,),
     )
     return rows[0][0] if rows else None

@@ -14,6 +14,7 @@ to the exact path, which loads it or names the value that cannot be stored.
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import sqlite3
 import threading
@@ -29,6 +30,7 @@ from .arrow_reader import ArrowUnfit, text_chunks
 from .errors import ValueMismatchError
 from .pg_target import PgTable
 from .sqlite_source import Since, SqliteSnapshot, TableInfo
+from .sync_state import BatchDigests
 from .types import ValueRejected, batch_encoder
 
 QUEUED_BATCHES = 2
@@ -79,7 +81,9 @@ class TableReader:
         self.total = total
         self.on_progress = on_progress
         self.since = since  # read only the rows at or past a watermark; None: every row
-        self.rows_read = 0  # rows handed to PostgreSQL
+        self.rows_sent = 0  # rows handed to PostgreSQL (the consumer thread counts them)
+        self.rows_skipped = 0  # rows of batches unchanged since the last sync (the producer counts them)
+        self.digests: list[str] = []  # of every batch read, sent or skipped, in order
         self.read_path = READ_EXACT  # which path the last copy_into took
         self.arrow_refused = ""  # why the Arrow path handed the table over, when it did
         self._rows_encoded = 0
@@ -129,25 +133,38 @@ class TableReader:
 
     # --- consumer side (the caller's thread, inside COPY) -----------------------------------
 
-    def copy_into(self, target: PgTable, ident: sql.Identifier) -> None:
-        """COPY every row of the table into ``ident`` (the target or the stage), in one statement."""
+    @property
+    def rows_read(self) -> int:
+        return self.rows_sent + self.rows_skipped
+
+    def copy_into(self, target: PgTable, ident: sql.Identifier, skip: BatchDigests | None = None) -> None:
+        """COPY the table's rows into ``ident`` (the target or the stage), in one statement.
+
+        With ``skip`` (the digests of the last sync's batches), a batch whose COPY text is
+        byte for byte the one sent last time in that position is not sent again: PostgreSQL
+        has had exactly those rows since that sync committed.
+        """
         if self.snapshot.arrow is not None:
             target.savepoint()
             try:
-                self._stream(target, ident, text_chunks(self.snapshot, self.table, self.batch_size, self.since))
+                chunks = text_chunks(self.snapshot, self.table, self.batch_size, self.since)
+                self._stream(target, ident, chunks, READ_ARROW, skip)
             except (ArrowUnfit, psycopg2.DataError, psycopg2.IntegrityError) as exc:
                 target.rollback_to_savepoint()
                 self.arrow_refused = str(exc).splitlines()[0]
-                self.rows_read = 0
             else:
                 target.release_savepoint()
-                self.read_path = READ_ARROW
                 return
-        self.read_path = READ_EXACT
-        self._stream(target, ident, self._chunks())
+        self._stream(target, ident, self._chunks(), READ_EXACT, skip)
 
-    def _stream(self, target: PgTable, ident: sql.Identifier, chunks: Chunks) -> None:
-        stream = _QueueStream(self, chunks)
+    def _stream(
+        self, target: PgTable, ident: sql.Identifier, chunks: Chunks, path: str, skip: BatchDigests | None
+    ) -> None:
+        self.read_path = path
+        self.rows_sent = self.rows_skipped = 0
+        self.digests = []
+        unchanged = skip.digests if skip is not None and skip.matches(path, self.batch_size) else ()
+        stream = _QueueStream(self, chunks, unchanged)
         producer = threading.Thread(target=stream.produce, name=f"sqlite-read-{self.table.name}", daemon=True)
         producer.start()
         try:
@@ -162,7 +179,7 @@ class TableReader:
             raise stream.error
 
     def _took(self, rows: int) -> None:
-        self.rows_read += rows
+        self.rows_sent += rows
         if self.on_progress is not None:
             self.on_progress(Progress(self.table.name, self.rows_read, self.total, time.perf_counter() - self._started))
 
@@ -170,9 +187,10 @@ class TableReader:
 class _QueueStream:
     """The file object psycopg2's ``copy_expert`` reads, fed by the producer thread."""
 
-    def __init__(self, reader: TableReader, chunks: Chunks) -> None:
+    def __init__(self, reader: TableReader, chunks: Chunks, unchanged: tuple[str, ...]) -> None:
         self.reader = reader
         self.chunks = chunks
+        self.unchanged = unchanged
         self.queue: queue.Queue[object] = queue.Queue(maxsize=QUEUED_BATCHES)
         self.stopping = threading.Event()
         self.error: BaseException | None = None
@@ -180,8 +198,14 @@ class _QueueStream:
 
     def produce(self) -> None:
         try:
-            for chunk in self.chunks:
-                if not self._put(chunk):
+            for index, (text, rows) in enumerate(self.chunks):
+                data = text.encode() if isinstance(text, str) else text
+                digest = hashlib.blake2b(data, digest_size=16).hexdigest()  # releases the GIL
+                self.reader.digests.append(digest)
+                if index < len(self.unchanged) and self.unchanged[index] == digest:
+                    self.reader.rows_skipped += rows
+                    continue
+                if not self._put((data, rows)):
                     return
             self._put(_END)
         except BaseException as exc:  # noqa: BLE001 - not swallowed: the consumer thread re-raises it
@@ -199,20 +223,20 @@ class _QueueStream:
                 continue
         return False
 
-    def read(self, size: int = -1) -> str | bytes:
+    def read(self, size: int = -1) -> bytes:
         if self._done:
-            return ""
+            return b""
         item = self.queue.get()
         if item is _END:
             self._done = True
-            return ""
+            return b""
         if isinstance(item, _Failed):
             self._done = True
             self.error = item.error
             raise item.error
-        text, rows = item  # type: ignore[misc]
+        data, rows = item  # type: ignore[misc]
         self.reader._took(rows)
-        return text
+        return data
 
     def stop(self, producer: threading.Thread) -> None:
         self.stopping.set()

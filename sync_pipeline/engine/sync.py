@@ -24,8 +24,8 @@ from .errors import (
 from .pg_target import KEYS, STAGE, PgTable, new_table_name
 from .reader import ProgressCallback, TableReader
 from .sqlite_source import Since, SqliteSnapshot, TableInfo
+from .sync_state import BatchDigests, SyncState
 from .types import TEXT, Affinity, affinity
-from .watermarks import Watermarks
 
 MODE_INCREMENTAL = "incremental"
 MODE_FULL_REFRESH = "full_refresh"
@@ -82,6 +82,7 @@ class TableSyncResult:
     table_created: bool
     columns_added: tuple[str, ...] = ()
     read_path: str = "exact"  # "arrow" (all in C) or "exact" (Python encoders); see reader.py
+    rows_skipped: int = 0  # rows read in batches unchanged since the last sync, so not sent
     cursor_column: str | None = None
     watermark_before: object = None  # None: every row was read
     watermark_after: object = None
@@ -186,10 +187,10 @@ def sync_table(
             existed = target.oid() is not None
             rows_before = target.row_count() if existed else 0
             bytes_before = target.total_bytes()
-            watermarks = Watermarks(cur, schema)
+            state = SyncState(cur, schema)
             since = None
             if cursor_column is not None and rows_before and not options.full_refresh:
-                stored = watermarks.get(table.name, cursor_column)
+                stored = state.watermark(table.name, cursor_column)
                 since = None if stored is None else Since(cursor_column, stored)
             to_read = total if since is None else snapshot.count(table, since)
             reader = TableReader(snapshot, table, options.batch_size, to_read, on_progress, since)
@@ -199,7 +200,8 @@ def sync_table(
             else:
                 added = _evolve_shape(target, options)
                 if table.primary_key:
-                    counts = _merge_by_key(target, reader, options, rows_before, total)
+                    previous = state.batch_digests(table.name) if since is None else None
+                    counts = _merge_by_key(target, reader, options, rows_before, total, previous)
                 else:
                     counts = _merge_keyless(target, reader, options, rows_before)
             if reader.rows_read != to_read:
@@ -213,8 +215,10 @@ def sync_table(
                     raise SyncError(
                         table.name, f"cursor column {cursor_column!r} holds blobs; a cursor must be numbers or text"
                     )
-                if watermark is not None:
-                    watermarks.put(table.name, cursor_column, watermark)
+                state.save(table.name, cursor=None if watermark is None else (cursor_column, watermark))
+            elif table.primary_key:
+                # A full read: the next incremental sync can leave out the batches still the same.
+                state.save(table.name, digests=BatchDigests(reader.read_path, reader.batch_size, tuple(reader.digests)))
             # The count after the merge less the rows deleted since, or a count of its own.
             rows_after = target.row_count() if counts.merged_rows is None else counts.merged_rows - counts.deleted
             bytes_after = target.total_bytes()
@@ -237,6 +241,7 @@ def sync_table(
         table_created=not existed,
         columns_added=tuple(added),
         read_path=reader.read_path,
+        rows_skipped=reader.rows_skipped,
         arrow_refused=reader.arrow_refused,
         cursor_column=cursor_column,
         watermark_before=None if since is None else since.watermark,
@@ -345,7 +350,12 @@ def _load_fresh(target: PgTable, reader: TableReader, options: SyncOptions, rows
 
 
 def _merge_by_key(
-    target: PgTable, reader: TableReader, options: SyncOptions, rows_before: int, sqlite_rows: int
+    target: PgTable,
+    reader: TableReader,
+    options: SyncOptions,
+    rows_before: int,
+    sqlite_rows: int,
+    previous: BatchDigests | None,
 ) -> _Counts:
     counts = _Counts()
     if rows_before == 0:
@@ -353,8 +363,8 @@ def _merge_by_key(
         reader.copy_into(target, target.ident)
         counts.inserted = reader.rows_read
         return counts
-    _stage_all(target, reader)
-    if reader.rows_read:  # a cursor sync with nothing past the watermark has nothing to merge
+    _stage_all(target, reader, previous)
+    if reader.rows_sent:  # nothing sent: nothing past the watermark, or no batch changed
         _refuse_duplicate_keys(target)
         merged = target.merge_from_stage()
         # Keys are unique in the target, so the rows it gained are the rows inserted.
@@ -366,7 +376,7 @@ def _merge_by_key(
         # Every SQLite key is now in the target and keys are unique on both sides, so any
         # target row beyond SQLite's count is an orphan. None: skip the scan.
         if rows_before + counts.inserted > sqlite_rows:
-            if reader.since is None:
+            if reader.since is None and not reader.rows_skipped:
                 counts.deleted = target.delete_orphans(STAGE)  # the stage holds every key
             else:
                 counts.deleted = _delete_orphans_by_key(target, reader)
@@ -374,7 +384,7 @@ def _merge_by_key(
 
 
 def _delete_orphans_by_key(target: PgTable, reader: TableReader) -> int:
-    """Cursor mode staged only the changed rows: stage every SQLite key (keys only) to compare."""
+    """Only changed rows were staged: stage every SQLite key (keys only) to compare against."""
     keys = replace(reader.table, columns=tuple(c for c in reader.table.columns if c.pk_position))
     key_reader = TableReader(reader.snapshot, keys, reader.batch_size, 0, None)
     target.create_key_stage()
@@ -382,7 +392,7 @@ def _delete_orphans_by_key(target: PgTable, reader: TableReader) -> int:
     return target.delete_orphans(KEYS)
 
 
-def _stage_all(target: PgTable, reader: TableReader) -> None:
+def _stage_all(target: PgTable, reader: TableReader, skip: BatchDigests | None = None) -> None:
     """COPY every batch into one temporary staging table, so each merge statement runs once.
 
     Merging batch by batch would hash (or scan) the whole target once per batch, which is
@@ -392,7 +402,7 @@ def _stage_all(target: PgTable, reader: TableReader) -> None:
     a 5 s no-change sync of a million rows.
     """
     target.create_stage()
-    reader.copy_into(target, STAGE)
+    reader.copy_into(target, STAGE, skip)
     target.set_local("work_mem", MERGE_WORK_MEM)
 
 

@@ -1,0 +1,75 @@
+"""A full-scan sync sends only the batches whose COPY text differs from what the last sync sent.
+
+Every test checks PostgreSQL against SQLite afterwards: skipping a batch is only right if
+PostgreSQL still holds exactly those rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from sync_pipeline.engine import SyncError
+
+from .conftest import pg_rows, sqlite_rows, sync_all
+
+BATCH = 500
+
+
+def _execute(path, statement: str, params: tuple[object, ...] = ()) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            return conn.execute(statement, params).rowcount
+    finally:
+        conn.close()
+
+
+def _synced(demo_db, pg_dsn, schema, **options):
+    results = sync_all(demo_db, pg_dsn, schema, batch_size=BATCH, **options)
+    for table in results:
+        assert pg_rows(pg_dsn, schema, table) == sqlite_rows(demo_db, table)
+    return results
+
+
+def test_a_sync_without_changes_sends_no_batch(demo_db, pg_dsn, schema):
+    _synced(demo_db, pg_dsn, schema)
+    again = _synced(demo_db, pg_dsn, schema, delete_orphans=True)
+    for result in again.values():
+        assert result.rows_skipped == result.rows_processed == result.sqlite_rows > 0
+        assert result.rows_changed == 0
+
+
+def test_one_changed_row_sends_only_its_batch(demo_db, pg_dsn, schema):
+    _synced(demo_db, pg_dsn, schema)
+    _execute(demo_db, "UPDATE narrative_results SET label = 'changed' WHERE result_id = 1700")
+    result = _synced(demo_db, pg_dsn, schema)["narrative_results"]
+    assert (result.rows_updated, result.rows_inserted) == (1, 0)
+    assert result.rows_skipped == result.sqlite_rows - BATCH
+
+
+def test_a_row_deleted_mid_table_shifts_the_later_batches_which_are_all_sent(demo_db, pg_dsn, schema):
+    _synced(demo_db, pg_dsn, schema)
+    assert _execute(demo_db, "DELETE FROM narrative_results WHERE result_id = 1700") == 1
+    result = _synced(demo_db, pg_dsn, schema, delete_orphans=True)["narrative_results"]
+    assert result.rows_deleted == 1 and result.rows_changed == 1
+    assert result.rows_skipped == 3 * BATCH  # the batches before row 1700
+
+
+def test_the_digests_of_one_read_path_or_batch_size_never_excuse_another(demo_db, pg_dsn, schema):
+    _synced(demo_db, pg_dsn, schema)
+    exact = _synced(demo_db, pg_dsn, schema, arrow=False)["narrative_results"]
+    assert exact.read_path == "exact" and exact.rows_skipped == 0 and exact.rows_changed == 0
+    resized = sync_all(demo_db, pg_dsn, schema, arrow=False, batch_size=BATCH + 1)["narrative_results"]
+    assert resized.rows_skipped == 0 and resized.rows_changed == 0
+
+
+def test_a_failed_sync_leaves_the_digests_of_the_last_good_one(demo_db, pg_dsn, schema):
+    _synced(demo_db, pg_dsn, schema)
+    _execute(demo_db, "UPDATE narrative_results SET tokens_in = 'many' WHERE result_id = 10")
+    with pytest.raises(SyncError, match="tokens_in"):
+        sync_all(demo_db, pg_dsn, schema, batch_size=BATCH)
+    _execute(demo_db, "UPDATE narrative_results SET tokens_in = 5 WHERE result_id = 10")
+    result = _synced(demo_db, pg_dsn, schema)["narrative_results"]
+    assert result.rows_updated == 1 and result.rows_skipped == result.sqlite_rows - BATCH
