@@ -3,7 +3,8 @@
 Like dagster-sling and dagster-dlt, a single op syncs the selected tables and yields each
 table's ``MaterializeResult`` the moment that table commits, so the catalog shows progress
 table by table, and a table that fails does not hide the ones that succeeded. All tables of
-a run read one SQLite snapshot, so tables that refer to each other stay consistent.
+a run read one SQLite snapshot, so tables that refer to each other stay consistent, even when
+``parallel_tables`` workers sync several at once.
 """
 
 import queue
