@@ -14,7 +14,7 @@ from sync_pipeline.demo import generate
 
 # Runs in a child process so that its peak RSS belongs to one sync (first load + no-change merge).
 _CHILD = """
-import json, os, resource, sys
+import json, os, sys
 import psycopg2
 from sync_pipeline.engine import SqliteSnapshot, SyncOptions, sync_table
 path, schema, batch, arrow = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "arrow"
@@ -25,7 +25,9 @@ for _ in range(2):
     with SqliteSnapshot(path, arrow=arrow) as snap:
         result = sync_table(snap, conn, snap.table("narrative_results"), schema, SyncOptions(batch_size=batch))
         rows = result.rows_processed
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so it could be pytest's peak.
+status = open("/proc/self/status").read().splitlines()
+peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 print(json.dumps({"rows": rows, "path": result.read_path, "peak_rss_kb": peak}))
 """
 
