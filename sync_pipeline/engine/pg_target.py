@@ -233,7 +233,7 @@ class PgTable:
 
     # --- data --------------------------------------------------------------------------
 
-    def copy_into(self, ident: sql.Identifier, data: IO[str] | IO[bytes]) -> None:
+    def copy_into(self, ident: sql.Identifier, data: IO[bytes]) -> None:
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(ident, self.columns)
         self.cur.copy_expert(statement.as_string(self.cur), data)
 
