@@ -89,7 +89,7 @@ def _text(column: pa.Array) -> pa.Array:
 
 def text_chunks(
     snapshot: SqliteSnapshot, table: TableInfo, batch_size: int, since: Since | None = None
-) -> Generator[tuple[bytes, int], None, None]:
+) -> Generator[tuple[pa.Buffer, int], None, None]:
     """The table as COPY text chunks of up to ``batch_size`` rows, or :class:`ArrowUnfit`."""
     arrow = snapshot.arrow
     if arrow is None:
@@ -113,9 +113,9 @@ def text_chunks(
                 # The last field gets the line end first: one join of the whole batch, not two.
                 fields[-1] = pc.binary_join_element_wise(fields[-1], _EMPTY, _NEWLINE, options=_NULL_AS_COPY_NULL)
                 lines = pc.binary_join_element_wise(*fields, _TAB, options=_NULL_AS_COPY_NULL)
-                # The lines lie end to end in the result's data buffer: one copy out, no Python strings.
+                # The lines lie end to end in the result's data buffer: no copy, no Python strings.
                 size = pc.sum(pc.binary_length(lines)).as_py() or 0
-                yield lines.buffers()[2][:size].to_pybytes(), batch.num_rows
+                yield lines.buffers()[2][:size], batch.num_rows
     except (ArrowError, pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         # A later value of another storage class than the first batch's (pyarrow raises OSError).
         raise ArrowUnfit(f"the Arrow reader stopped: {exc}") from None
