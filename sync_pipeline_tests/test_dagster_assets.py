@@ -33,7 +33,7 @@ from sync_pipeline.engine import list_tables, mask_dsn
 from sync_pipeline.resources import PostgresTarget, SQLiteSource
 from sync_pipeline.translator import AssetKeyCollisionError, SqliteTableTranslator
 
-from .conftest import pg_rows, sqlite_rows
+from .conftest import pg_rows, query, sqlite_rows
 
 INT_KEYS = [
     "dagster/row_count",
@@ -159,16 +159,9 @@ def test_tables_sync_in_parallel_so_one_waiting_table_does_not_hold_up_the_other
 
 
 def _committed_rows(dsn: str, schema: str, table: str) -> int | None:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass(%s)", (f'"{schema}"."{table}"',))
-            if cur.fetchone()[0] is None:
-                return None
-            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
-            return int(cur.fetchone()[0])
-    finally:
-        conn.close()
+    if query(dsn, "SELECT to_regclass(%s)", (f'"{schema}"."{table}"',))[0][0] is None:
+        return None
+    return int(query(dsn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))[0][0])
 
 
 def test_row_count_check_passes_after_a_sync_and_flags_orphans_that_were_kept(demo_db, pg_dsn, schema):

@@ -31,8 +31,8 @@ MODE_INCREMENTAL = "incremental"
 MODE_FULL_REFRESH = "full_refresh"
 MODE_CURSOR = "cursor"
 DEFAULT_BATCH_SIZE = 10_000
-# For this transaction's merge statements only: their hash joins over the whole stage stay in
-# memory instead of spilling in batches to disk (the server default is 4MB).
+# For this transaction's statements over the stage only (the server default is 4MB): the
+# keyless multiset comparison hashes whole rows. The MERGE hashes only the target's keys.
 MERGE_WORK_MEM = "256MB"
 MAX_BATCH_SIZE = 1_000_000
 MIN_SERVER_VERSION = 150000
