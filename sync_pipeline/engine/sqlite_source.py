@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -129,10 +130,20 @@ class SqliteSnapshot:
     the same instant of the source.
     """
 
-    def __init__(self, path: str | Path, arrow: bool = True, readers: int = 1) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        arrow: bool = True,
+        readers: int = 1,
+        clock: Callable[[], AbstractContextManager[int]] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.use_arrow = arrow
         self.readers = readers
+        # Numbers the snapshot while its read transactions begin (see versions.py), so that a
+        # sync can refuse to write a state older than one already written. None: unnumbered.
+        self.clock = clock
+        self.version: int | None = None
         # Other readers of this very snapshot, one per extra parallel table sync (see _begin).
         self.views: list[SqliteSnapshot] = []
         self._conn: sqlite3.Connection | None = None
@@ -144,13 +155,16 @@ class SqliteSnapshot:
             raise SourceUnavailableError(f"SQLite file {str(self.path)!r} does not exist or is not a file")
         conns: list[sqlite3.Connection] = []
         try:
-            read_path = self.path
-            conn = _open_read_only(read_path)
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                read_path = self._copy(conn)
+            # The number covers the copy too: the state read is fixed when the copy is taken.
+            with self.clock() if self.clock is not None else nullcontext(None) as version:
+                read_path = self.path
                 conn = _open_read_only(read_path)
-            conns = [conn] + [_open_read_only(read_path) for _ in range(self.readers - 1)]
-            readers = self._begin(conns, read_path)
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    read_path = self._copy(conn)
+                    conn = _open_read_only(read_path)
+                conns = [conn] + [_open_read_only(read_path) for _ in range(self.readers - 1)]
+                readers = self._begin(conns, read_path)
+            self.version = version
         except sqlite3.DatabaseError as exc:
             for opened in conns:
                 opened.close()
@@ -159,7 +173,7 @@ class SqliteSnapshot:
         (self._conn, self._arrow), *others = readers
         for extra, arrow in others:
             view = SqliteSnapshot(self.path, self.use_arrow)
-            view._conn, view._arrow = extra, arrow
+            view._conn, view._arrow, view.version = extra, arrow, self.version
             self.views.append(view)
         return self
 
