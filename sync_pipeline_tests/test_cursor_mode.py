@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 
+import psycopg2
 import pytest
 from psycopg2 import sql
 
 from sync_pipeline.demo import mutate
 from sync_pipeline.engine import SyncError
+from sync_pipeline.engine.sync_state import SyncState
 
 from .conftest import pg_rows, query, sqlite_rows, sync_all
 
@@ -17,12 +19,13 @@ CURSOR = {"narrative_results": "updated_at"}
 
 
 def _stored_watermark(dsn: str, schema: str, table: str) -> object:
-    rows = query(
-        dsn,
-        sql.SQL("SELECT watermark FROM {} WHERE table_name = %s").format(sql.Identifier(schema, "_sps_sync_state")),
-        (table,),
-    )
-    return rows[0][0] if rows else None
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            last = SyncState(cur, schema).load(table)
+            return None if last is None else last.watermark
+    finally:
+        conn.close()
 
 
 def _sqlite_value(path, statement: str, params: tuple[object, ...] = ()) -> object:

@@ -40,3 +40,15 @@ class OrphanDeletionRefused(SyncError):
 
 class UnsupportedTableError(SyncError):
     """The SQLite table cannot be mirrored (for instance an identifier PostgreSQL would cut)."""
+
+
+class StaleSnapshotError(SyncError):
+    """Another run already synced this table from a newer SQLite snapshot than this one.
+
+    Nothing was written. Reading the table again from a fresh snapshot syncs it (the Dagster
+    layer does so at once); a caller that holds only this snapshot should fail.
+    """
+
+
+class TargetError(Exception):
+    """PostgreSQL cannot take any sync as configured (for instance the schema does not exist)."""

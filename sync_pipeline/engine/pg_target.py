@@ -302,11 +302,11 @@ class PgTable:
         )
         return self.cur.rowcount
 
-    def duplicate_key_in_stage(self) -> tuple[object, ...] | None:
+    def duplicate_key_in(self, stage: sql.Identifier) -> tuple[object, ...] | None:
         """A key that two staged rows share, if any (distinct SQLite keys that became equal)."""
         keys = sql.SQL(", ").join(sql.Identifier(k) for k in self.table.primary_key)
         self.cur.execute(
-            sql.SQL("SELECT {k} FROM {s} GROUP BY {k} HAVING count(*) > 1 LIMIT 1").format(k=keys, s=STAGE)
+            sql.SQL("SELECT {k} FROM {s} GROUP BY {k} HAVING count(*) > 1 LIMIT 1").format(k=keys, s=stage)
         )
         row = self.cur.fetchone()
         return tuple(row) if row else None

@@ -15,17 +15,19 @@ from dataclasses import dataclass, field, replace
 import psycopg2
 import psycopg2.extensions
 
+from . import cursor
 from .errors import (
     OrphanDeletionRefused,
     SchemaMismatchError,
+    StaleSnapshotError,
     SyncError,
     UnsupportedTableError,
 )
+from .keys import mixed_key_columns
 from .pg_target import KEYS, STAGE, PgTable, new_table_name
 from .reader import ProgressCallback, TableReader
-from .sqlite_source import Since, SqliteSnapshot, TableInfo
-from .sync_state import BatchDigests, SyncState
-from .types import TEXT, Affinity, affinity
+from .sqlite_source import SqliteSnapshot, TableInfo
+from .sync_state import BatchDigests, LastSync, SyncState, shape_of
 
 MODE_INCREMENTAL = "incremental"
 MODE_FULL_REFRESH = "full_refresh"
@@ -87,6 +89,7 @@ class TableSyncResult:
     watermark_before: object = None  # None: every row was read
     watermark_after: object = None
     arrow_refused: str = ""  # why the Arrow path handed the table to the exact path, if it did
+    warnings: tuple[str, ...] = ()  # what the user should know although the sync succeeded
 
     @property
     def rows_changed(self) -> int:
@@ -173,6 +176,7 @@ def sync_table(
         _check_cursor(table, cursor_column)
     started = time.perf_counter()
     with _named_errors(table.name, conn):
+        _use_utf8(conn)
         total = snapshot.count(table)
         with conn, conn.cursor() as cur:
             target = PgTable(cur, schema, table)
@@ -188,10 +192,11 @@ def sync_table(
             rows_before = target.row_count() if existed else 0
             bytes_before = target.total_bytes()
             state = SyncState(cur, schema)
-            since = None
-            if cursor_column is not None and rows_before and not options.full_refresh:
-                stored = state.watermark(table.name, cursor_column)
-                since = None if stored is None else Since(cursor_column, stored)
+            last = _last_sync(state, snapshot, target)
+            plan = cursor.CursorPlan(None, None)
+            if cursor_column is not None:
+                plan = cursor.plan(snapshot, table, cursor_column, last, not rows_before or options.full_refresh)
+            since = plan.since
             to_read = total if since is None else snapshot.count(table, since)
             reader = TableReader(snapshot, table, options.batch_size, to_read, on_progress, since)
             added: list[str] = []
@@ -200,7 +205,7 @@ def sync_table(
             else:
                 added = _evolve_shape(target, options)
                 if table.primary_key:
-                    previous = state.batch_digests(table.name) if since is None else None
+                    previous = last.digests if last is not None and since is None else None
                     counts = _merge_by_key(target, reader, options, rows_before, total, previous)
                 else:
                     counts = _merge_keyless(target, reader, options, rows_before)
@@ -208,17 +213,15 @@ def sync_table(
                 raise SyncError(
                     table.name, f"read {reader.rows_read} rows but the snapshot has {to_read}; nothing written"
                 )
-            watermark = None
+            watermark = plan.watermark
             if cursor_column is not None:
-                watermark = snapshot.max_value(table, cursor_column)
-                if isinstance(watermark, bytes):
-                    raise SyncError(
-                        table.name, f"cursor column {cursor_column!r} holds blobs; a cursor must be numbers or text"
-                    )
-                state.save(table.name, cursor=None if watermark is None else (cursor_column, watermark))
+                state.save(table, snapshot.version, cursor=None if watermark is None else (cursor_column, watermark))
             elif table.primary_key:
                 # A full read: the next incremental sync can leave out the batches still the same.
-                state.save(table.name, digests=BatchDigests(reader.read_path, reader.batch_size, tuple(reader.digests)))
+                digests = BatchDigests(reader.read_path, reader.batch_size, tuple(reader.digests))
+                state.save(table, snapshot.version, digests=digests)
+            else:
+                state.save(table, snapshot.version)
             # The count after the merge less the rows deleted since, or a count of its own.
             rows_after = target.row_count() if counts.merged_rows is None else counts.merged_rows - counts.deleted
             bytes_after = target.total_bytes()
@@ -246,7 +249,31 @@ def sync_table(
         cursor_column=cursor_column,
         watermark_before=None if since is None else since.watermark,
         watermark_after=watermark,
+        warnings=(plan.warning,) if plan.warning else (),
     )
+
+
+def _use_utf8(conn: psycopg2.extensions.connection) -> None:
+    """Both read paths send UTF-8 through COPY; a session in another client encoding (a role's or
+    database's ``client_encoding`` setting, ``PGCLIENTENCODING``) would store it mis-decoded."""
+    if conn.encoding != "UTF8":
+        conn.set_client_encoding("UTF8")
+
+
+def _last_sync(state: SyncState, snapshot: SqliteSnapshot, target: PgTable) -> LastSync | None:
+    """The table's stored state, if it still describes the table; refuses an older snapshot."""
+    last = state.load(target.table.name)
+    if last is None:
+        return None
+    if None not in (snapshot.version, last.snapshot_version) and last.snapshot_version > snapshot.version:
+        raise StaleSnapshotError(
+            target.table.name,
+            f"another run already synced {target.qualified_name} from a newer SQLite snapshot "
+            f"(#{last.snapshot_version}) than this run's (#{snapshot.version}); nothing written, "
+            "PostgreSQL keeps the newer state",
+        )
+    # Watermark and digests taken under another shape say nothing about this one.
+    return last if last.shape == shape_of(target.table) else None
 
 
 def _check_cursor(table: TableInfo, column: str) -> None:
@@ -363,9 +390,9 @@ def _merge_by_key(
         reader.copy_into(target, target.ident)
         counts.inserted = reader.rows_read
         return counts
+    all_keys_staged = _refuse_merged_keys(target, reader)
     _stage_all(target, reader, previous)
     if reader.rows_sent:  # nothing sent: nothing past the watermark, or no batch changed
-        _refuse_duplicate_keys(target)
         merged = target.merge_from_stage()
         # Keys are unique in the target, so the rows it gained are the rows inserted.
         counts.merged_rows = target.row_count()
@@ -379,17 +406,19 @@ def _merge_by_key(
             if reader.since is None and not reader.rows_skipped:
                 counts.deleted = target.delete_orphans(STAGE)  # the stage holds every key
             else:
-                counts.deleted = _delete_orphans_by_key(target, reader)
+                # Only changed rows were staged: compare against every SQLite key.
+                if not all_keys_staged:
+                    _stage_keys(target, reader)
+                counts.deleted = target.delete_orphans(KEYS)
     return counts
 
 
-def _delete_orphans_by_key(target: PgTable, reader: TableReader) -> int:
-    """Only changed rows were staged: stage every SQLite key (keys only) to compare against."""
+def _stage_keys(target: PgTable, reader: TableReader) -> None:
+    """Every SQLite key of the table (keys only) into the temporary table ``KEYS``."""
     keys = replace(reader.table, columns=tuple(c for c in reader.table.columns if c.pk_position))
     key_reader = TableReader(reader.snapshot, keys, reader.batch_size, 0, None)
     target.create_key_stage()
     key_reader.copy_into(PgTable(target.cur, target.schema, keys), KEYS)
-    return target.delete_orphans(KEYS)
 
 
 def _stage_all(target: PgTable, reader: TableReader, skip: BatchDigests | None = None) -> None:
@@ -424,27 +453,26 @@ def _merge_keyless(target: PgTable, reader: TableReader, options: SyncOptions, r
     return _Counts(inserted=missing)
 
 
-def _refuse_duplicate_keys(target: PgTable) -> None:
-    """Fail, naming the key, when two SQLite rows land on one PostgreSQL key.
+def _refuse_merged_keys(target: PgTable, reader: TableReader) -> bool:
+    """Fail, naming the key, when two SQLite keys become one PostgreSQL key (``7`` and ``'7'``).
 
-    SQLite keeps keys unique, but a key column that maps to text while holding numbers
-    (a typeless column with both 1 and '1') can merge two of them. Only such columns can, so
-    only they pay for the check. The other load paths hit the primary key itself, which
-    fails with the same information.
+    Checked over every key of the table (see keys.py), only for tables whose key columns hold
+    text beside numbers. The load paths that write into an empty table hit the primary key
+    itself, which fails with the same information. True when every key is now in ``KEYS``.
     """
     table = target.table
-    if not any(
-        c.pk_position and c.pg_type is TEXT and affinity(c.declared_type) is not Affinity.TEXT for c in table.columns
-    ):
-        return
-    duplicate = target.duplicate_key_in_stage()
+    if not mixed_key_columns(reader.snapshot, table):
+        return False
+    _stage_keys(target, reader)
+    duplicate = target.duplicate_key_in(KEYS)
     if duplicate is not None:
         key = ", ".join(f"{k}={v!r}" for k, v in zip(table.primary_key, duplicate, strict=True))
         raise SyncError(
             table.name,
-            f"two SQLite rows have the key ({key}) once converted to PostgreSQL text (e.g. 1 and '1'); "
+            f"two SQLite rows have the key ({key}) once converted to PostgreSQL text (e.g. 7 and '7'); "
             "make the key values distinct in SQLite",
         )
+    return True
 
 
 def _refuse_empty_source(target: PgTable, sqlite_rows: int, rows_before: int) -> None:
