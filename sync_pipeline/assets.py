@@ -4,7 +4,9 @@ Like dagster-sling and dagster-dlt, a single op syncs the selected tables and yi
 table's ``MaterializeResult`` the moment that table commits, so the catalog shows progress
 table by table, and a table that fails does not hide the ones that succeeded. All tables of
 a run read one SQLite snapshot, so tables that refer to each other stay consistent, even when
-``parallel_tables`` workers sync several at once.
+``parallel_tables`` workers sync several at once. The one exception: a table retried (after a
+lost connection, or because another run already synced it from a newer snapshot) is read again
+from a fresh snapshot, so that no retry writes an older state over a newer one.
 """
 
 import queue
@@ -29,15 +31,18 @@ from .engine import (
     Progress,
     SourceUnavailableError,
     SqliteSnapshot,
+    StaleSnapshotError,
     SyncError,
     SyncOptions,
     TableInfo,
     TableSyncResult,
+    TargetError,
     redact,
     row_counts,
     sync_table,
 )
 from .engine.summary import mode_line, run_summary, size_line, table_line
+from .engine.versions import SnapshotClock
 from .resources import PostgresTarget, SQLiteSource, TargetUnavailableError
 from .translator import ROW_COUNT_CHECK, SqliteTableTranslator, column_schema, specs_by_table
 
@@ -79,6 +84,7 @@ def materialization_metadata(result: TableSyncResult, table: TableInfo) -> dict[
         # Rows in batches byte-identical to the last sync's, which were compared but not sent.
         "rows_skipped": result.rows_skipped,
         **_cursor_metadata(result),
+        **({"warnings": "\n".join(result.warnings)} if result.warnings else {}),
     }
 
 
@@ -182,12 +188,19 @@ class _Target:
 
     A lost connection (server restart, network, terminated backend) rolled the table's
     transaction back, so the same table is synced again on a new connection, after a pause,
-    up to ``len(RETRY_DELAYS_S)`` times. Other errors are not retried: they would fail again.
+    up to ``len(RETRY_DELAYS_S)`` times. A table that another run already synced from a newer
+    snapshot is retried at once. Either retry reads the table from a fresh snapshot: the run's
+    own may be older than what PostgreSQL has by then. Other errors are not retried: they would
+    fail again.
     """
 
-    def __init__(self, context: AssetExecutionContext, postgres: PostgresTarget) -> None:
+    def __init__(
+        self, context: AssetExecutionContext, sqlite: SQLiteSource, postgres: PostgresTarget, clock: SnapshotClock
+    ) -> None:
         self.context = context
+        self.sqlite = sqlite
         self.postgres = postgres
+        self.clock = clock
         self.conn = postgres.connect()
 
     def close(self) -> None:
@@ -198,19 +211,27 @@ class _Target:
             try:
                 if self.conn.closed:
                     self.conn = self.postgres.connect()
-                return sync_table(
-                    snapshot, self.conn, table, self.postgres.pg_schema, options, on_progress=_ProgressLog(self.context)
-                )
+                if attempt == 1:
+                    return self._sync(snapshot, table, options)
+                with self.sqlite.snapshot(clock=self.clock) as fresh:
+                    return self._sync(fresh, fresh.table(table.name), options)
             except (SyncError, TargetUnavailableError) as exc:
-                transient = isinstance(exc, TargetUnavailableError) or exc.transient
+                stale = isinstance(exc, StaleSnapshotError)
+                transient = stale or isinstance(exc, TargetUnavailableError) or exc.transient
                 if not transient or delay is None:
                     raise
+                pause = 0.0 if stale else delay
                 self.context.log.warning(
-                    f"⟳ {redact(str(exc), self.postgres.conn_str)}; retrying {table.name} in {delay:g} s "
-                    f"(attempt {attempt + 1} of {len(RETRY_DELAYS_S) + 1})"
+                    f"⟳ {redact(str(exc), self.postgres.conn_str)}; reading {table.name} again from a fresh "
+                    f"SQLite snapshot in {pause:g} s (attempt {attempt + 1} of {len(RETRY_DELAYS_S) + 1})"
                 )
-                time.sleep(delay)
+                time.sleep(pause)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _sync(self, snapshot: SqliteSnapshot, table: TableInfo, options: SyncOptions) -> TableSyncResult:
+        return sync_table(
+            snapshot, self.conn, table, self.postgres.pg_schema, options, on_progress=_ProgressLog(self.context)
+        )
 
 
 _Done = tuple[str, TableInfo | None, TableSyncResult | BaseException]
@@ -290,12 +311,13 @@ def _run(
     results: list[TableSyncResult] = []
     failed: dict[str, str] = {}
     workers = max(1, min(parallel, len(selected)))
+    clock = SnapshotClock(postgres.connect, postgres.pg_schema)
     try:
-        with sqlite.snapshot(readers=workers) as snapshot:
-            targets = [_Target(context, postgres)]
+        with sqlite.snapshot(readers=workers, clock=clock) as snapshot:
+            targets = [_Target(context, sqlite, postgres, clock)]
             workers: _Workers | None = None
             try:
-                targets += [_Target(context, postgres) for _ in snapshot.views]
+                targets += [_Target(context, sqlite, postgres, clock) for _ in snapshot.views]
                 readers = [snapshot, *snapshot.views]
                 workers = _Workers(context, list(zip(readers, targets, strict=True)), selected, options)
                 for _ in selected:
@@ -308,6 +330,8 @@ def _run(
                         continue
                     results.append(outcome)
                     context.log.info(table_line(outcome))
+                    for warning in outcome.warnings:
+                        context.log.warning(f"⚠ {outcome.table}: {warning}")
                     key = translator.get_asset_key(table)
                     yield MaterializeResult(
                         asset_key=key,
@@ -327,7 +351,7 @@ def _run(
                     workers.stop()  # before the connections close under a worker still syncing
                 for target in targets:
                     target.close()
-    except (SourceUnavailableError, TargetUnavailableError, SyncError) as exc:
+    except (SourceUnavailableError, TargetUnavailableError, TargetError, SyncError) as exc:
         raise Failure(description=redact(str(exc), postgres.conn_str), allow_retries=False) from None
     if selected:
         context.log.info("\n" + run_summary(results, options, failed=list(failed)))

@@ -12,6 +12,7 @@ from pydantic import Field
 from .embedded_pg import DEFAULT_PGDATA, embedded_dsn
 from .engine import SqliteSnapshot, redact
 from .engine.secrets import mask_dsn
+from .engine.versions import SnapshotClock
 
 
 class TargetUnavailableError(Exception):
@@ -23,8 +24,8 @@ class SQLiteSource(ConfigurableResource):
 
     path: str = Field(description="Path of the SQLite file to mirror (SQLITE_PATH).")
 
-    def snapshot(self, readers: int = 1) -> SqliteSnapshot:
-        return SqliteSnapshot(self.path, readers=readers)
+    def snapshot(self, readers: int = 1, clock: SnapshotClock | None = None) -> SqliteSnapshot:
+        return SqliteSnapshot(self.path, readers=readers, clock=clock)
 
 
 class PostgresTarget(ConfigurableResource):
@@ -48,6 +49,7 @@ class PostgresTarget(ConfigurableResource):
             return psycopg2.connect(
                 dsn,
                 application_name="sqlite-pg-sync",
+                client_encoding="UTF8",  # COPY sends UTF-8, whatever the role's or database's setting
                 connect_timeout=10,
                 keepalives=1,
                 keepalives_idle=30,

@@ -3,7 +3,9 @@
 from .errors import (
     OrphanDeletionRefused,
     SchemaMismatchError,
+    StaleSnapshotError,
     SyncError,
+    TargetError,
     UnsupportedTableError,
     ValueMismatchError,
 )
@@ -32,10 +34,12 @@ __all__ = [
     "SchemaMismatchError",
     "SourceUnavailableError",
     "SqliteSnapshot",
+    "StaleSnapshotError",
     "SyncError",
     "SyncOptions",
     "TableInfo",
     "TableSyncResult",
+    "TargetError",
     "UnsupportedTableError",
     "ValueMismatchError",
     "list_tables",

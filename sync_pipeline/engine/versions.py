@@ -25,6 +25,8 @@ from contextlib import contextmanager
 import psycopg2.extensions
 from psycopg2 import sql
 
+from .errors import TargetError
+
 SEQUENCE = "_sps_snapshots"
 
 
@@ -41,6 +43,9 @@ class SnapshotClock:
         conn = self.connect()
         try:
             with conn, conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,))
+                if cur.fetchone() is None:
+                    raise TargetError(f"PostgreSQL schema {self.schema!r} does not exist; create it or set PG_SCHEMA")
                 lock = f"sqlite_pg_sync:snapshots:{self.schema}"
                 cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
                 sequence = sql.Identifier(self.schema, SEQUENCE)
