@@ -1,8 +1,9 @@
 """A sensor that asks for a sync when the SQLite file's committed content changes.
 
-Decisions, tick by tick (the cursor keeps the last fingerprint seen, the one last requested
-and how that request went; run keys are built from the fingerprint, never the clock, so no
-change is skipped or synced twice):
+Decisions, tick by tick (the cursor keeps the last fingerprint seen, the one last requested,
+how many runs were requested for it and how many syncs failed in a row; run keys are built
+from the fingerprint and the attempt number, never the clock, so no change is skipped or synced
+twice, and each retry gets a key of its own because Dagster dedupes a run key forever):
 
 - file missing: skip, saying so;
 - a live rollback journal (a write in progress): skip, look again next tick;
@@ -10,8 +11,16 @@ change is skipped or synced twice):
   it and wait for a quiet tick; but after ``MAX_WAIT_TICKS`` ticks of constant change, sync
   anyway (a writer that never pauses must not starve PostgreSQL);
 - fingerprint stable and not requested yet: one run for it;
-- fingerprint already requested: nothing, unless that run failed or was canceled, in which
-  case it is requested again (up to ``MAX_ATTEMPTS`` times; then the next change retries).
+- fingerprint already requested: nothing while its run is queued or running, nothing once it
+  succeeded; if it failed or was canceled, it is requested again. Up to ``MAX_ATTEMPTS`` runs
+  in a row come on consecutive ticks (a blip); after ``MAX_ATTEMPTS`` failures in a row the
+  retries back off (``BACKOFF_S``, the last step repeating until a sync succeeds), so a
+  PostgreSQL outage of any length ends in a sync without a new SQLite write, and without a run
+  every tick meanwhile. The skip reason says how many times it failed and when the next try is.
+
+The failure count runs across content: a new change is requested at once (one run per settled
+change), but if PostgreSQL is still down its failure continues the backoff instead of starting
+three quick retries again. Only a successful sync resets it.
 
 The first tick only records the fingerprint and the second one syncs, so a freshly started
 sensor brings PostgreSQL up to date once, whatever happened while it was off.
@@ -19,10 +28,13 @@ sensor brings PostgreSQL up to date once, whatever happened while it was off.
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetSelection,
+    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -42,8 +54,13 @@ DEFAULT_INTERVAL_S = 15
 
 
 MAX_WAIT_TICKS = 4
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 3  # runs on consecutive ticks (a try and its quick retries) before the retries back off
+BACKOFF_S = (60, 120, 300, 900)  # waits after the MAX_ATTEMPTS-th failure in a row, the next, ...; the last repeats
 _FAILED = {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -51,11 +68,13 @@ class _Cursor:
     seen: str | None = None  # fingerprint at the last tick
     waited: int = 0  # ticks the current change has been waiting to settle
     requested: str | None = None  # fingerprint of the last run requested
-    attempt: int = 0  # how many runs were requested for it
+    attempt: int = 0  # how many runs were requested for it (each one after the previous one failed)
+    failures: int = 0  # syncs that failed in a row before the run `run_key` (whatever their content)
+    retry_at: str | None = None  # ISO time of the next try once `run_key` failed past the quick retries
 
     @classmethod
     def parse(cls, raw: str | None) -> "_Cursor":
-        return cls(**json.loads(raw)) if raw else cls()
+        return cls(**json.loads(raw)) if raw else cls()  # cursors written before a field existed get its default
 
     def dump(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -65,18 +84,85 @@ class _Cursor:
         return f"{self.requested}#{self.attempt}"
 
 
-def _last_run_failed(context: SensorEvaluationContext, run_key: str) -> bool:
-    runs = context.instance.get_runs(RunsFilter(tags={"dagster/run_key": run_key}), limit=1)
-    return bool(runs) and runs[0].status in _FAILED
+def _last_run(context: SensorEvaluationContext, cursor: _Cursor) -> DagsterRun | None:
+    """The run the last request became; None before any request or if the instance has no such run."""
+    if cursor.requested is None:
+        return None
+    runs = context.instance.get_runs(RunsFilter(tags={"dagster/run_key": cursor.run_key}), limit=1)
+    return runs[0] if runs else None
 
 
-def _request(fingerprint: str, attempt: int, reason: str) -> SensorResult:
-    cursor = _Cursor(seen=fingerprint, requested=fingerprint, attempt=attempt)
+def _failures_in_a_row(cursor: _Cursor, last: DagsterRun | None) -> int:
+    """Failed syncs in a row up to now: the cursor's count plus the last run's outcome, once it has one."""
+    if last is None or not last.is_finished:
+        return cursor.failures
+    return cursor.failures + 1 if last.status in _FAILED else 0
+
+
+def _backoff(failures: int) -> timedelta:
+    return timedelta(seconds=BACKOFF_S[min(failures - MAX_ATTEMPTS, len(BACKOFF_S) - 1)])
+
+
+def _times(n: int) -> str:
+    return "1 time" if n == 1 else f"{n} times"
+
+
+def _request(fingerprint: str, attempt: int, failures: int, reason: str) -> SensorResult:
+    cursor = _Cursor(seen=fingerprint, requested=fingerprint, attempt=attempt, failures=failures)
     tags = {"sqlite_fingerprint": fingerprint, "sync_reason": reason}
     return SensorResult(run_requests=[RunRequest(run_key=cursor.run_key, tags=tags)], cursor=cursor.dump())
 
 
-def evaluate(context: SensorEvaluationContext, sqlite: SQLiteSource) -> SensorResult | SkipReason:
+def _unchanged(
+    fingerprint: str, cursor: _Cursor, run: DagsterRun | None, failures: int, now: datetime
+) -> SensorResult | SkipReason:
+    """The file still holds the content last requested: wait for that run, or retry it."""
+    if run is None:
+        return SkipReason(
+            f"the SQLite file has not changed since its sync was requested (no run with key {cursor.run_key} "
+            "is recorded)"
+        )
+    if run.status == DagsterRunStatus.SUCCESS:
+        return SkipReason("the SQLite file has not changed since the last successful sync")
+    if not run.is_finished:
+        return SkipReason(
+            f"the sync of this content is {run.status.value.lower()} (run {run.run_id[:8]}); "
+            "no new request until it ends"
+        )
+    if failures < MAX_ATTEMPTS:
+        return _request(fingerprint, cursor.attempt + 1, failures, "retry")
+
+    # The wait counts from the first tick that sees this failure (one interval after it while the sensor runs); the
+    # cursor keeps its end so that every later tick, and the skip reason, agree on it.
+    wait = _backoff(failures)
+    retry_at = datetime.fromisoformat(cursor.retry_at) if cursor.retry_at else None
+    if retry_at is not None and retry_at - now > wait:
+        retry_at = None  # the clock went back: never wait longer than one backoff step from now
+    new_retry_at = retry_at is None
+    if retry_at is None:
+        retry_at = now + wait
+    elif now >= retry_at:
+        return _request(fingerprint, cursor.attempt + 1, failures, "retry after backoff")
+
+    how = "was canceled" if run.status == DagsterRunStatus.CANCELED else "failed"
+    reason = (
+        f"last sync of this content failed {_times(cursor.attempt)}; "
+        f"next try at {retry_at.astimezone(UTC):%H:%M:%S} (UTC); its last run {run.run_id[:8]} {how}"
+    )
+    if failures > cursor.attempt:
+        reason += f"; {failures} syncs in a row have failed, counting those of earlier content"
+    if new_retry_at:
+        return SensorResult(
+            skip_reason=SkipReason(reason), cursor=replace(cursor, retry_at=retry_at.isoformat()).dump()
+        )
+    return SkipReason(reason)
+
+
+def evaluate(
+    context: SensorEvaluationContext, sqlite: SQLiteSource, now: datetime | None = None
+) -> SensorResult | SkipReason:
+    """One tick's decision; ``now`` (UTC) is injectable so tests can step through the backoff."""
+    now = now or _utc_now()
     state = file_state(sqlite.path)
     if state.missing:
         return SkipReason(f"SQLite file {sqlite.path} does not exist; waiting for it")
@@ -84,19 +170,22 @@ def evaluate(context: SensorEvaluationContext, sqlite: SQLiteSource) -> SensorRe
         return SkipReason(f"{sqlite.path}-journal holds a transaction: a write is in progress; looking again next tick")
     cursor = _Cursor.parse(context.cursor)
     fingerprint = state.fingerprint
+    assert fingerprint is not None
+    last = _last_run(context, cursor)
+    failures = _failures_in_a_row(cursor, last)
     if fingerprint == cursor.requested:
-        if cursor.attempt < MAX_ATTEMPTS and _last_run_failed(context, cursor.run_key):
-            return _request(fingerprint, cursor.attempt + 1, "retry")
-        return SkipReason("the SQLite file has not changed since the last sync")
+        return _unchanged(fingerprint, cursor, last, failures, now)
     if fingerprint != cursor.seen and cursor.waited + 1 < MAX_WAIT_TICKS:
         return SensorResult(
             skip_reason=SkipReason("the SQLite file changed; waiting one tick for the writer to settle"),
             cursor=replace(cursor, seen=fingerprint, waited=cursor.waited + 1).dump(),
         )
-    return _request(fingerprint, 1, "changed" if fingerprint == cursor.seen else "still changing")
+    return _request(fingerprint, 1, failures, "changed" if fingerprint == cursor.seen else "still changing")
 
 
-def build_sensor(selection: AssetSelection):
+def build_sensor(selection: AssetSelection, clock: Callable[[], datetime] = _utc_now):
+    """The sensor; ``clock`` (returning an aware UTC time) is there for tests of the backoff."""
+
     @sensor(
         name=SENSOR_NAME,
         target=selection,
@@ -105,11 +194,11 @@ def build_sensor(selection: AssetSelection):
         if os.environ.get("SYNC_SENSOR", "").lower() in ("off", "0", "false")
         else DefaultSensorStatus.RUNNING,
         description="Sync every table when a commit changes the SQLite file (main file or -wal). "
-        "Runs once on start-up so PostgreSQL catches up; turn it off in the UI (Automation) or set "
-        "SYNC_SENSOR=off.",
+        "Runs once on start-up so PostgreSQL catches up; retries a failed sync, backing off up to every "
+        "15 minutes, until one succeeds. Turn it off in the UI (Automation) or set SYNC_SENSOR=off.",
     )
     def _sensor(context: SensorEvaluationContext, sqlite: SQLiteSource) -> SensorResult | SkipReason:
         ensure_pool_limit(context.instance)
-        return evaluate(context, sqlite)
+        return evaluate(context, sqlite, now=clock())
 
     return _sensor

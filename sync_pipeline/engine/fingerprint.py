@@ -4,6 +4,14 @@ In WAL mode a commit appends to ``<db>-wal`` and leaves the main file alone unti
 checkpoint, so both files are fingerprinted. ``<db>-shm`` is ignored: every reader touches
 it. An empty ``-wal`` counts as none (opening a WAL database creates one). Only ``stat`` and
 an 8-byte header read are used, never the data: a sensor tick must stay cheap.
+
+Size and ``st_mtime_ns`` alone miss a file replaced by one with the same size and mtime
+(``cp -p``, restore tools, ``os.utime`` then ``os.replace``), so the inode is part of both
+files' fingerprints and the main file's ``st_ctime_ns`` too: the kernel sets ctime on every
+write, rename or metadata change and nothing can set it back. The ``-wal`` file's ctime is
+left out on purpose: SQLite running as root ``fchown``s the ``-wal`` every time a connection
+opens it, even a read-only reader (the sync itself), which changes its ctime without a commit
+and would make every sync trigger the next one.
 """
 
 from __future__ import annotations
@@ -28,12 +36,17 @@ class FileState:
     writing: bool = False  # a live rollback journal: a write transaction is in progress
 
 
-def _stat_part(path: Path) -> str:
+def _main_part(st: os.stat_result) -> str:
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
+
+
+def _wal_part(wal: Path) -> str:
     try:
-        st = os.stat(path)
+        st = os.stat(wal)
     except FileNotFoundError:
         return "-"
-    return "-" if st.st_size == 0 and path.name.endswith("-wal") else f"{st.st_size}:{st.st_mtime_ns}"
+    # No ctime here: see the module docstring (readers running as root change it).
+    return "-" if st.st_size == 0 else f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
 def _write_in_progress(journal: Path) -> bool:
@@ -50,4 +63,8 @@ def file_state(path: str | Path) -> FileState:
         return FileState(fingerprint=None, missing=True)
     if _write_in_progress(Path(f"{path}-journal")):
         return FileState(fingerprint=None, writing=True)
-    return FileState(fingerprint=f"db={_stat_part(path)};wal={_stat_part(Path(f'{path}-wal'))}")
+    try:
+        main = os.stat(path)
+    except FileNotFoundError:  # removed or renamed away since is_file()
+        return FileState(fingerprint=None, missing=True)
+    return FileState(fingerprint=f"db={_main_part(main)};wal={_wal_part(Path(f'{path}-wal'))}")
