@@ -20,6 +20,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
+    AssetOut,
     AssetsDefinition,
     Failure,
     MaterializeResult,
@@ -44,7 +45,7 @@ from .engine import (
 from .engine.summary import mode_line, run_summary, size_line, table_line
 from .engine.versions import SnapshotClock
 from .resources import PostgresTarget, SQLiteSource, TargetUnavailableError
-from .translator import ROW_COUNT_CHECK, SqliteTableTranslator, column_schema, specs_by_table
+from .translator import ROW_COUNT_CHECK, SqliteTableTranslator, column_schema, output_name, specs_by_table
 
 POOL = "sqlite_pg_sync"
 OP_NAME = "sqlite_tables"  # the multi-asset op: run config goes under ops.sqlite_tables.config
@@ -156,7 +157,9 @@ def build_sync_assets(
 
     @multi_asset(
         name=name,
-        specs=list(specs.values()),
+        # Outputs named by output_name(), not by Dagster from the key: a table called `config`
+        # or `class` keeps its key, where an output of that name would stop the code location.
+        outs={output_name(spec.key): AssetOut.from_spec(spec, is_required=False) for spec in specs.values()},
         check_specs=check_specs,
         can_subset=True,
         pool=POOL,

@@ -5,6 +5,12 @@ Key rule: the asset key is the SQLite table name with every character outside
 ``narrative_results`` stays ``narrative_results`` and ``"daily stats"`` becomes
 ``daily_stats``. Two tables that land on one key (``daily stats`` and ``daily_stats``) are
 refused at load time rather than one silently replacing the other.
+
+Op output rule: the op's output for a table is ``t_`` plus its key (``t_config``). Dagster
+refuses some names as outputs (``config``, ``context``, ``type``, ``input``, ``output``,
+``int``, Python keywords such as ``class``), and an output named after the key would stop the
+whole code location from loading; the prefix makes every key a valid output name, and output
+names appear nowhere a user looks.
 """
 
 import re
@@ -35,6 +41,10 @@ class AssetKeyCollisionError(ValueError):
 
 def asset_key_for(table_name: str) -> AssetKey:
     return AssetKey([_INVALID_KEY_CHARS.sub("_", table_name) or "_"])
+
+
+def output_name(key: AssetKey) -> str:
+    return "t_" + key.to_python_identifier()
 
 
 def column_schema(table: TableInfo) -> TableSchema:

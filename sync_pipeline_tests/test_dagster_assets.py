@@ -281,6 +281,27 @@ def test_tables_whose_asset_keys_collide_are_refused_at_load_time(tmp_path):
         build_sync_assets(list_tables(path))
 
 
+RESERVED = ["config", "context", "type", "input", "output", "int", "class", "def", "from"]
+
+
+def test_tables_named_like_dagster_or_python_reserved_words_are_assets_that_sync(tmp_path, pg_dsn, schema):
+    path = tmp_path / "reserved.sqlite"
+    conn = sqlite3.connect(path)
+    for number, name in enumerate(RESERVED):
+        conn.execute(f'CREATE TABLE "{name}" (id INTEGER PRIMARY KEY, v TEXT)')
+        conn.execute(f'INSERT INTO "{name}" VALUES (?, ?)', (number, name))
+    conn.commit()
+    conn.close()
+
+    result = run_sync(path, pg_dsn, schema)
+    assert result.success
+    assert sorted(metadata_by_table(result)) == sorted(RESERVED)
+    for name in RESERVED:
+        assert pg_rows(pg_dsn, schema, name) == sqlite_rows(path, name)
+    # One of them alone, as a click on its asset would select it.
+    assert run_sync(path, pg_dsn, schema, selection=["class"]).success
+
+
 def test_definitions_make_one_asset_per_user_table_from_the_environment(tmp_path, pg_dsn):
     path = tmp_path / "env.sqlite"
     conn = sqlite3.connect(path)
