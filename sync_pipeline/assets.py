@@ -42,6 +42,7 @@ from .engine import (
     row_counts,
     sync_table,
 )
+from .engine.selection import Selection
 from .engine.summary import mode_line, run_summary, size_line, table_line
 from .engine.versions import SnapshotClock
 from .resources import PostgresTarget, SQLiteSource, TargetUnavailableError
@@ -147,10 +148,15 @@ class _ProgressLog:
 
 
 def build_sync_assets(
-    tables: Sequence[TableInfo], translator: SqliteTableTranslator | None = None, name: str = OP_NAME
+    tables: Sequence[TableInfo],
+    translator: SqliteTableTranslator | None = None,
+    name: str = OP_NAME,
+    selection: Selection | None = None,
 ) -> AssetsDefinition:
-    """The multi-asset syncing ``tables`` (as read from the file when definitions load)."""
+    """The multi-asset syncing ``tables`` (as read from the file when definitions load, ``selection``
+    applied); each run reads the tables again from its snapshot, through the same ``selection``."""
     translator = translator or SqliteTableTranslator()
+    selection = selection or Selection()
     specs = specs_by_table(tables, translator)
     table_by_key = {spec.key: table_name for table_name, spec in specs.items()}
     check_specs = [translator.get_check_spec(t) for t in tables]
@@ -180,6 +186,7 @@ def build_sync_assets(
             selected,
             checks,
             checks_alone,
+            selection,
             config.parallel_tables,
         )
 
@@ -198,10 +205,16 @@ class _Target:
     """
 
     def __init__(
-        self, context: AssetExecutionContext, sqlite: SQLiteSource, postgres: PostgresTarget, clock: SnapshotClock
+        self,
+        context: AssetExecutionContext,
+        sqlite: SQLiteSource,
+        postgres: PostgresTarget,
+        clock: SnapshotClock,
+        selection: Selection,
     ) -> None:
         self.context = context
         self.sqlite = sqlite
+        self.selection = selection
         self.postgres = postgres
         self.clock = clock
         self.conn = postgres.connect()
@@ -217,7 +230,7 @@ class _Target:
                 if attempt == 1:
                     return self._sync(snapshot, table, options)
                 with self.sqlite.snapshot(clock=self.clock) as fresh:
-                    return self._sync(fresh, fresh.table(table.name), options)
+                    return self._sync(fresh, self.selection.columns_of(fresh.table(table.name)), options)
             except (SyncError, TargetUnavailableError) as exc:
                 stale = isinstance(exc, StaleSnapshotError)
                 transient = stale or isinstance(exc, TargetUnavailableError) or exc.transient
@@ -276,7 +289,7 @@ class _Workers:
             self.context.log.info(f"📥 Syncing {name}...")
             table = None
             try:
-                table = snapshot.table(name)
+                table = target.selection.columns_of(snapshot.table(name))
                 self.done.put((name, table, target.sync(snapshot, table, self.options)))
             except BaseException as exc:  # noqa: BLE001 - not swallowed: _run re-raises or reports it
                 self.done.put((name, table, exc))
@@ -301,6 +314,7 @@ def _run(
     selected: list[str],
     checked: set[AssetKey],
     checks_alone: list[str],
+    selection: Selection,
     parallel: int = 1,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     """Sync ``selected`` tables, up to ``parallel`` at a time, then run the checks selected alone.
@@ -317,10 +331,10 @@ def _run(
     clock = SnapshotClock(postgres.connect, postgres.pg_schema)
     try:
         with sqlite.snapshot(readers=workers, clock=clock) as snapshot:
-            targets = [_Target(context, sqlite, postgres, clock)]
+            targets = [_Target(context, sqlite, postgres, clock, selection)]
             workers: _Workers | None = None
             try:
-                targets += [_Target(context, sqlite, postgres, clock) for _ in snapshot.views]
+                targets += [_Target(context, sqlite, postgres, clock, selection) for _ in snapshot.views]
                 readers = [snapshot, *snapshot.views]
                 workers = _Workers(context, list(zip(readers, targets, strict=True)), selected, options)
                 for _ in selected:
@@ -344,7 +358,7 @@ def _run(
                         else [],
                     )
                 for table_name in checks_alone:
-                    table = snapshot.table(table_name)
+                    table = selection.columns_of(snapshot.table(table_name))
                     yield row_count_check(
                         translator.get_asset_key(table),
                         *row_counts(snapshot, targets[0].conn, table, postgres.pg_schema),

@@ -7,6 +7,8 @@ in the file becomes a new asset at the next reload. Environment:
   generated on first use.
 - ``PG_CONN_STR``: the target; unset means the embedded PostgreSQL in ``state/pgdata``.
 - ``PG_SCHEMA``: target schema, default ``public``.
+- ``SYNC_TABLES``, ``SYNC_EXCLUDE_TABLES``: comma-separated globs on SQLite table names; a table
+  left out is not an asset. ``SYNC_EXCLUDE_COLUMNS``: ``table.column`` globs of columns never read.
 """
 
 import os
@@ -16,6 +18,7 @@ from dagster import AssetSelection, Definitions, EnvVar
 from .assets import build_sync_assets
 from .demo import DEFAULT_DEMO_PATH, generate
 from .engine import list_tables
+from .engine.selection import Selection, parse_globs
 from .resources import PostgresTarget, SQLiteSource
 from .sensor import build_sensor
 from .translator import SqliteTableTranslator
@@ -44,11 +47,20 @@ def _target() -> tuple[str, str, PostgresTarget]:
     return schema, label, resource
 
 
+def _selection() -> Selection:
+    return Selection(
+        tables=parse_globs(os.environ.get("SYNC_TABLES", "")),
+        exclude_tables=parse_globs(os.environ.get("SYNC_EXCLUDE_TABLES", "")),
+        exclude_columns=parse_globs(os.environ.get("SYNC_EXCLUDE_COLUMNS", "")),
+    )
+
+
 def build_definitions() -> Definitions:
     path, sqlite = _source()
     schema, target_label, postgres = _target()
     translator = SqliteTableTranslator(pg_schema=schema, target_label=target_label)
-    tables = build_sync_assets(list_tables(path), translator)
+    selection = _selection()
+    tables = build_sync_assets(selection.apply(list_tables(path)), translator, selection=selection)
     return Definitions(
         assets=[tables],
         sensors=[build_sensor(AssetSelection.assets(tables))],
