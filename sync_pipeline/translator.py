@@ -28,6 +28,7 @@ from dagster import (
 )
 
 from .engine import TableInfo
+from .engine.naming import pg_name
 
 KINDS = {"sqlite", "postgres"}
 GROUP_NAME = "sqlite_pg_sync"
@@ -86,7 +87,7 @@ class SqliteTableTranslator:
             else "no primary key: rows are compared as whole values (see README)"
         )
         return (
-            f"PostgreSQL table `{self.pg_schema}.{table.name}`, a mirror of the SQLite table `{table.name}` "
+            f"PostgreSQL table `{self.pg_schema}.{pg_name(table.name)}`, a mirror of the SQLite table `{table.name}` "
             f"({len(table.columns)} columns; {key})."
         )
 
@@ -97,7 +98,7 @@ class SqliteTableTranslator:
             kinds=set(KINDS),
             group_name=GROUP_NAME,
             metadata={
-                "dagster/table_name": f"{self.pg_schema}.{table.name}",
+                "dagster/table_name": f"{self.pg_schema}.{pg_name(table.name)}",
                 "dagster/column_schema": column_schema(table),
                 "sqlite_table": table.name,
                 **({"sync_target": self.target_label} if self.target_label else {}),
@@ -114,10 +115,19 @@ class SqliteTableTranslator:
 
 
 def specs_by_table(tables: Sequence[TableInfo], translator: SqliteTableTranslator) -> dict[str, AssetSpec]:
-    """One spec per table, keyed by table name; refuses two tables that share an asset key."""
+    """One spec per table, keyed by table name; refuses two tables that share an asset key or a
+    PostgreSQL name (names over 63 bytes are shortened, see engine/naming.py)."""
     owners: dict[AssetKey, str] = {}
+    pg_owners: dict[str, str] = {}
     specs: dict[str, AssetSpec] = {}
     for table in tables:
+        mirror = pg_name(table.name)
+        if mirror in pg_owners:
+            raise AssetKeyCollisionError(
+                f"SQLite tables {pg_owners[mirror]!r} and {table.name!r} would both be the PostgreSQL table "
+                f"{mirror!r} (names over 63 bytes are shortened); rename one of them in SQLite"
+            )
+        pg_owners[mirror] = table.name
         spec = translator.get_asset_spec(table)
         if spec.key in owners:
             raise AssetKeyCollisionError(

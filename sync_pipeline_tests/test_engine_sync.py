@@ -22,6 +22,7 @@ from sync_pipeline.engine import (
     ValueMismatchError,
     sync_table,
 )
+from sync_pipeline.engine.naming import pg_name
 from sync_pipeline.engine.pg_target import PgTable
 from sync_pipeline.engine.sqlite_source import quote_sqlite_identifier
 
@@ -382,10 +383,36 @@ def test_a_column_added_to_a_table_without_a_key_asks_for_full_refresh(tmp_path,
     assert pg_rows(pg_dsn, schema, "log") == [("a",), ("b",)]
 
 
-def test_names_longer_than_postgres_allows_fail_clearly(tmp_path, pg_dsn, schema):
-    long_name = "x" * 64
-    path = make_db(tmp_path / "long.sqlite", f"CREATE TABLE {long_name} (id INTEGER PRIMARY KEY);")
-    with pytest.raises(UnsupportedTableError, match="64 bytes; PostgreSQL allows 63"):
+def test_names_longer_than_postgres_allows_are_shortened_deterministically_and_commented(tmp_path, pg_dsn, schema):
+    table, column = "t" * 40 + "_é" * 15, "c" * 70  # 85 and 70 bytes; the cut must not split an é
+    path = make_db(
+        tmp_path / "long.sqlite",
+        f'CREATE TABLE "{table}" (id INTEGER PRIMARY KEY, "{column}" TEXT); INSERT INTO "{table}" VALUES (1, \'v\');',
+    )
+    result = sync_all(path, pg_dsn, schema)[table]
+    mirror = result.pg_table.split(".", 1)[1]
+    assert len(mirror.encode()) <= 63 and mirror.startswith("t" * 40) and mirror == pg_name(table) != table
+    assert pg_rows(pg_dsn, schema, mirror) == [(1, "v")]
+    comments = query(
+        pg_dsn,
+        "SELECT a.attname, col_description(c.oid, a.attnum), obj_description(c.oid, 'pg_class') FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid "
+        "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 ORDER BY a.attnum",
+        (schema, mirror),
+    )
+    assert [name for name, _, _ in comments] == ["id", pg_name(column)]
+    assert repr(column) in comments[1][1] and repr(table) in comments[0][2]
+    # The same names again: the same mirror, found and merged into.
+    assert sync_all(path, pg_dsn, schema)[table].rows_unchanged == 1
+
+
+def test_two_columns_that_would_share_a_postgresql_name_fail_naming_both(tmp_path, pg_dsn, schema):
+    long_column = "c" * 70
+    path = make_db(
+        tmp_path / "clash.sqlite",
+        f'CREATE TABLE t (id INTEGER PRIMARY KEY, "{long_column}" TEXT, "{pg_name(long_column)}" TEXT);',
+    )
+    with pytest.raises(UnsupportedTableError, match="would both be"):
         sync_all(path, pg_dsn, schema)
 
 

@@ -22,6 +22,7 @@ from typing import IO
 import psycopg2.extensions
 from psycopg2 import sql
 
+from .naming import pg_table
 from .sqlite_source import TableInfo
 
 STAGE = sql.Identifier("_sps_stage")
@@ -40,18 +41,23 @@ def new_table_name(table: str) -> str:
 
 
 class PgTable:
-    """One SQLite table's mirror in PostgreSQL, driven through one cursor."""
+    """One SQLite table's mirror in PostgreSQL, driven through one cursor.
+
+    ``table`` describes it with SQLite's names (for messages and the reader), ``pg`` with the
+    names it has in PostgreSQL (naming.py); every statement here uses ``pg``.
+    """
 
     def __init__(self, cur: psycopg2.extensions.cursor, schema: str, table: TableInfo) -> None:
         self.cur = cur
         self.schema = schema
         self.table = table
-        self.ident = sql.Identifier(schema, table.name)
-        self.columns = sql.SQL(", ").join(sql.Identifier(c) for c in table.column_names)
+        self.pg = pg_table(table)
+        self.ident = sql.Identifier(schema, self.pg.name)
+        self.columns = sql.SQL(", ").join(sql.Identifier(c) for c in self.pg.column_names)
 
     @property
     def qualified_name(self) -> str:
-        return f"{self.schema}.{self.table.name}"
+        return f"{self.schema}.{self.pg.name}"
 
     # --- state -------------------------------------------------------------------------
 
@@ -63,7 +69,7 @@ class PgTable:
         self.cur.execute(
             "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
-            (self.schema, self.table.name),
+            (self.schema, self.pg.name),
         )
         row = self.cur.fetchone()
         return int(row[0]) if row else None
@@ -153,18 +159,32 @@ class PgTable:
     # --- DDL ---------------------------------------------------------------------------
 
     def create(self, name: str | None = None) -> sql.Identifier:
-        """Create the table (no key yet: the key is built after the bulk load, which is faster)."""
-        ident = sql.Identifier(self.schema, name or self.table.name)
+        """Create the table (no key yet: the key is built after the bulk load, which is faster),
+        with a COMMENT naming the SQLite origin of the table and of each column."""
+        ident = sql.Identifier(self.schema, name or self.pg.name)
         columns = sql.SQL(", ").join(
             sql.SQL("{} {}{}").format(
                 sql.Identifier(c.name),
                 sql.SQL(c.pg_type.name),
                 sql.SQL(" NOT NULL" if c.not_null or c.pk_position else ""),
             )
-            for c in self.table.columns
+            for c in self.pg.columns
         )
         self.cur.execute(sql.SQL("CREATE TABLE {} ({})").format(ident, columns))
+        comments = [
+            sql.SQL("COMMENT ON TABLE {} IS {}").format(ident, sql.Literal(f"SQLite table {self.table.name!r}"))
+        ]
+        comments += [self._column_comment(ident, c.name) for c in self.table.columns]
+        self.cur.execute(sql.SQL("; ").join(comments))
         return ident
+
+    def _column_comment(self, ident: sql.Identifier, column: str) -> sql.Composable:
+        index = self.table.column_names.index(column)
+        declared = self.table.columns[index].declared_type or "no type"
+        text = f"SQLite column {self.table.name!r}.{column!r}, declared {declared!r}"
+        return sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
+            ident, sql.Identifier(self.pg.columns[index].name), sql.Literal(text)
+        )
 
     def free_key_name(self) -> str:
         """A name for the primary key that no relation of the schema has.
@@ -184,19 +204,23 @@ class PgTable:
         raise RuntimeError(f"no free primary key name for {self.qualified_name}")
 
     def add_column(self, name: str, timeout_s: float) -> bool:
-        """Add a nullable column; False if readers kept the table busy for ``timeout_s``."""
-        column = next(c for c in self.table.columns if c.name == name)
+        """Add a nullable column (``name`` as in SQLite) with its COMMENT; False if readers kept the
+        table busy for ``timeout_s``."""
+        column = self.pg.columns[self.table.column_names.index(name)]
         statement = sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
             self.ident, sql.Identifier(column.name), sql.SQL(column.pg_type.name)
         )
-        return self._wait_for(statement, (), timeout_s)
+        if not self._wait_for(statement, (), timeout_s):
+            return False
+        self.cur.execute(self._column_comment(self.ident, name))
+        return True
 
     def add_primary_key(self, ident: sql.Identifier, constraint: str) -> None:
-        if not self.table.primary_key:
+        if not self.pg.primary_key:
             return
         self.cur.execute(
             sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
-                ident, sql.Identifier(constraint), sql.SQL(", ").join(sql.Identifier(k) for k in self.table.primary_key)
+                ident, sql.Identifier(constraint), sql.SQL(", ").join(sql.Identifier(k) for k in self.pg.primary_key)
             )
         )
 
@@ -216,7 +240,7 @@ class PgTable:
         self.cur.execute(sql.SQL("DROP TABLE {}").format(self.ident))
         self.cur.execute(
             sql.SQL("ALTER TABLE {} RENAME TO {}").format(
-                sql.Identifier(self.schema, new_name), sql.Identifier(self.table.name)
+                sql.Identifier(self.schema, new_name), sql.Identifier(self.pg.name)
             )
         )
 
@@ -251,7 +275,7 @@ class PgTable:
         self.cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(STAGE, self.ident))
 
     def create_key_stage(self) -> None:
-        keys = sql.SQL(", ").join(map(sql.Identifier, self.table.primary_key))
+        keys = sql.SQL(", ").join(map(sql.Identifier, self.pg.primary_key))
         self.cur.execute(
             sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
                 KEYS, keys, self.ident
@@ -263,7 +287,7 @@ class PgTable:
             sql.SQL("{}.{} = {}.{}").format(
                 sql.Identifier(left), sql.Identifier(k), sql.Identifier(right), sql.Identifier(k)
             )
-            for k in self.table.primary_key
+            for k in self.pg.primary_key
         )
 
     def merge_from_stage(self) -> int:
@@ -273,7 +297,7 @@ class PgTable:
         were two, and took 2.7 s against 1.5 s for a million unchanged rows. Returns the rows
         inserted plus the rows updated (PostgreSQL 15 reports no split; the caller derives it).
         """
-        others = [c for c in self.table.column_names if c not in self.table.primary_key]
+        others = [c for c in self.pg.column_names if c not in self.pg.primary_key]
 
         def row(alias: str) -> sql.Composable:
             return sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in others)
@@ -297,14 +321,14 @@ class PgTable:
                 match=self._key_match("t", "s"),
                 update=update,
                 columns=self.columns,
-                values=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in self.table.column_names),
+                values=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in self.pg.column_names),
             )
         )
         return self.cur.rowcount
 
     def duplicate_key_in(self, stage: sql.Identifier) -> tuple[object, ...] | None:
         """A key that two staged rows share, if any (distinct SQLite keys that became equal)."""
-        keys = sql.SQL(", ").join(sql.Identifier(k) for k in self.table.primary_key)
+        keys = sql.SQL(", ").join(sql.Identifier(k) for k in self.pg.primary_key)
         self.cur.execute(
             sql.SQL("SELECT {k} FROM {s} GROUP BY {k} HAVING count(*) > 1 LIMIT 1").format(k=keys, s=stage)
         )

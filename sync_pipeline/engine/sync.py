@@ -21,7 +21,6 @@ from .errors import (
     SchemaMismatchError,
     StaleSnapshotError,
     SyncError,
-    UnsupportedTableError,
 )
 from .keys import mixed_key_columns
 from .pg_target import KEYS, STAGE, PgTable, new_table_name
@@ -164,9 +163,6 @@ def sync_table(
     Everything happens in one PostgreSQL transaction: on any error it is rolled back and
     PostgreSQL is exactly as it was, and the error (a :class:`SyncError`) names the table.
     """
-    problems = table.identifier_problems()
-    if problems:
-        raise UnsupportedTableError(table.name, "; ".join(problems))
     if conn.server_version < MIN_SERVER_VERSION:
         raise SyncError(
             table.name, f"PostgreSQL 15 or newer is needed (for MERGE); this server is {conn.server_version // 10000}"
@@ -284,7 +280,7 @@ def _check_cursor(table: TableInfo, column: str) -> None:
 
 
 def _expected_columns(target: PgTable) -> list[tuple[str, str]]:
-    return [(c.name, c.pg_type.name) for c in target.table.columns]
+    return [(c.name, c.pg_type.name) for c in target.pg.columns]
 
 
 def _shape_problem(target: PgTable, actual: list[tuple[str, str]], key: tuple[str, ...]) -> str | None:
@@ -300,8 +296,8 @@ def _shape_problem(target: PgTable, actual: list[tuple[str, str]], key: tuple[st
             if name in pg_types and pg_types[name] != typ
         ]
         return f"columns of {target.qualified_name} differ: " + "; ".join(differences or ["their order changed"])
-    if key != target.table.primary_key:
-        return f"PostgreSQL primary key {list(key)} differs from SQLite's {list(target.table.primary_key)}"
+    if key != target.pg.primary_key:
+        return f"PostgreSQL primary key {list(key)} differs from SQLite's {list(target.pg.primary_key)}"
     return None
 
 
@@ -316,8 +312,8 @@ def _evolve_shape(target: PgTable, options: SyncOptions) -> list[str]:
     """
     expected = _expected_columns(target)
     actual, key = target.columns_in_pg(), target.primary_key_in_pg()
-    added = [name for name, _ in expected[len(actual) :]]
-    if added and target.table.primary_key and actual == expected[: len(actual)] and key == target.table.primary_key:
+    added = list(target.table.column_names[len(actual) :])  # SQLite's names
+    if added and target.pg.primary_key and actual == expected[: len(actual)] and key == target.pg.primary_key:
         for name in added:
             if not target.add_column(name, options.lock_timeout_s):
                 raise SyncError(
