@@ -6,13 +6,19 @@ path loads from the same file), so a value changed on the way fails it.
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import time
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from sync_pipeline.demo import generate
-from sync_pipeline.engine import SqliteSnapshot, SyncError, sqlite_source
+from sync_pipeline.engine import SqliteSnapshot, SyncError, SyncOptions, sqlite_source, sync_table
+from sync_pipeline.engine.arrow_child import ArrowChild
+from sync_pipeline.engine.arrow_reader import text_chunks
 
 from .conftest import pg_rows, sqlite_rows, sync_all
 
@@ -109,6 +115,11 @@ def test_a_value_postgres_refuses_rolls_the_arrow_copy_back_and_is_named_by_the_
     assert pg_rows(pg_dsn, schema, "t") == before == [(1, True), (2, False)]
 
 
+def _arrow_text(arrow: ArrowChild, query: str, params: tuple[object, ...] = ()) -> bytes:
+    """``query`` (one bigint column, then the guard) read through an Arrow child as COPY text."""
+    return b"".join(chunk for chunk, _ in arrow.query(query, params, ["bigint"], 100))
+
+
 def test_every_reader_of_a_snapshot_sees_the_same_state_even_when_a_writer_commits_while_they_open(
     tmp_path, monkeypatch
 ):
@@ -116,26 +127,116 @@ def test_every_reader_of_a_snapshot_sees_the_same_state_even_when_a_writer_commi
     db = _db(tmp_path / "w.sqlite", "CREATE TABLE t (id INTEGER PRIMARY KEY)", [(1,)], 1)
     sqlite3.connect(db).execute("PRAGMA journal_mode=wal").close()
     writer = sqlite3.connect(db, isolation_level=None)
-    opened = sqlite_source._open_arrow
+    begun = ArrowChild.begun
     calls = iter(range(100))
 
-    def open_then_commit(path: Path):
-        arrow = opened(path)
+    def begun_then_commit(self: ArrowChild, *args: object) -> bool:
+        ok = begun(self, *args)
         call = next(calls)
         if call in (1, 4):  # during the first two attempts (three readers each), a writer commits
             writer.execute("INSERT INTO t VALUES (?)", (call + 10,))
-        return arrow
+        return ok
 
-    monkeypatch.setattr(sqlite_source, "_open_arrow", open_then_commit)
+    monkeypatch.setattr(ArrowChild, "begun", begun_then_commit)
     with SqliteSnapshot(db, readers=3) as snapshot:
         writer.execute("INSERT INTO t VALUES (100)")  # after the snapshot: seen by none of them
         assert len(snapshot.views) == 2
         for reader in (snapshot, *snapshot.views):
             assert reader.conn.execute("SELECT count(*) FROM t").fetchone()[0] == 3
             assert reader.arrow is not None
-            with reader.arrow.query("SELECT count(*) FROM t") as batches:
-                assert batches.read_all().column(0)[0].as_py() == 3
-    # The two racing attempts were discarded (a further one may be: a reader of a newer SQLite
-    # version can touch the WAL index, which reads as a change; retrying then is only cautious).
-    assert next(calls) >= 9
+            assert _arrow_text(reader.arrow, "SELECT count(*), 0 FROM t") == b"3\n"
+    # The two racing attempts were discarded, and the third found no commit in its bracket.
+    assert next(calls) == 9
     writer.close()
+
+
+def _children() -> set[int]:
+    """Our child processes still alive or unreaped (zombies included)."""
+    me = str(os.getpid())
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[1] == me:
+                found.add(int(entry.name))
+    return found
+
+
+def test_each_arrow_reader_is_a_process_of_its_own_and_leaves_no_process_or_descriptor_behind(demo_db):
+    """The syncing process never loads the driver's SQLite: only its children open the file with it."""
+    fds_before, children_before = len(os.listdir("/proc/self/fd")), _children()
+    with SqliteSnapshot(demo_db, readers=2) as snapshot:
+        readers = [snapshot.arrow, snapshot.views[0].arrow]
+        assert all(isinstance(r, ArrowChild) for r in readers)
+        pids = {r.pid for r in readers}  # type: ignore[union-attr]
+        assert len(pids) == 2 and pids <= _children() - children_before
+        for pid in pids:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            assert "adbc_driver_sqlite" in maps and "libsqlite3" not in maps
+        assert "adbc_driver_sqlite" not in Path("/proc/self/maps").read_text()
+    assert _children() == children_before
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+def test_an_abandoned_stream_kills_its_child_and_the_rest_of_the_run_reads_the_exact_path(demo_db, pg_dsn, schema):
+    conn = psycopg2.connect(pg_dsn)
+    try:
+        with SqliteSnapshot(demo_db) as snapshot:
+            table = snapshot.table("narrative_results")
+            child = snapshot.arrow
+            assert child is not None
+            chunks = text_chunks(snapshot, table, 100)
+            assert next(chunks)[1] == 100
+            chunks.close()  # what the reader does when the COPY failed midway
+            assert snapshot.arrow is None and not child.usable
+            assert child.pid not in _children()  # killed and reaped
+            result = sync_table(snapshot, conn, table, schema, SyncOptions(batch_size=500))
+    finally:
+        conn.close()
+    assert result.read_path == "exact" and result.arrow_refused == ""  # no Arrow reader to try
+    assert pg_rows(pg_dsn, schema, "narrative_results") == sqlite_rows(demo_db, "narrative_results")
+
+
+def test_a_child_that_dies_hands_its_table_to_the_exact_path_saying_so(demo_db, pg_dsn, schema):
+    conn = psycopg2.connect(pg_dsn)
+    try:
+        with SqliteSnapshot(demo_db) as snapshot:
+            assert snapshot.arrow is not None
+            pid = snapshot.arrow.pid
+            os.kill(pid, signal.SIGKILL)
+            while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                time.sleep(0.01)  # dead, not yet reaped
+            table = snapshot.table("narrative_results")
+            result = sync_table(snapshot, conn, table, schema, SyncOptions(batch_size=500))
+            assert snapshot.arrow is None
+    finally:
+        conn.close()
+    assert result.read_path == "exact"
+    assert result.arrow_refused == "the Arrow reader is gone (its process was killed by SIGKILL)"
+    assert pg_rows(pg_dsn, schema, "narrative_results") == sqlite_rows(demo_db, "narrative_results")
+
+
+def test_watermarks_of_every_storage_class_reach_the_child_unchanged(tmp_path):
+    values = [(1, 5), (2, 2.5), (3, "m"), (4, "z"), (5, b"\x01"), (6, None), (7, -(2**63)), (8, float("inf"))]
+    db = _db(tmp_path / "p.sqlite", "CREATE TABLE t (id INTEGER PRIMARY KEY, v)", values, 2)
+    source = sqlite3.connect(db)
+    with SqliteSnapshot(db) as snapshot:
+        assert snapshot.arrow is not None
+        for watermark in (5, 2.5, 0.1 + 0.2, "m", b"\x00", -(2**63), float("-inf")):
+            (expected,) = source.execute("SELECT count(*) FROM t WHERE v >= ?", (watermark,)).fetchone()
+            got = _arrow_text(snapshot.arrow, "SELECT count(*), 0 FROM t WHERE v >= ?", (watermark,))
+            assert got == f"{expected}\n".encode(), watermark
+    source.close()
+
+
+def test_auto_starts_arrow_readers_only_for_files_worth_a_process(demo_db, monkeypatch):
+    with SqliteSnapshot(demo_db, arrow="auto") as snapshot:
+        assert snapshot.arrow is None  # 3000 rows: far below ARROW_AUTO_MIN_BYTES
+    monkeypatch.setattr(sqlite_source, "ARROW_AUTO_MIN_BYTES", demo_db.stat().st_size)
+    with SqliteSnapshot(demo_db, arrow="auto") as snapshot:
+        assert snapshot.arrow is not None
+    with SqliteSnapshot(demo_db, arrow=False) as snapshot:
+        assert snapshot.arrow is None

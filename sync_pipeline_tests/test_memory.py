@@ -1,4 +1,8 @@
-"""Memory stays one batch, whatever the table size (measured in a fresh process each time)."""
+"""Memory stays one batch, whatever the table size (measured in a fresh process each time).
+
+On the Arrow path the Arrow work happens in a child process (see arrow_child.py): its peak is
+measured too, and the syncing process must not have imported pyarrow at all.
+"""
 
 from __future__ import annotations
 
@@ -20,19 +24,22 @@ from sync_pipeline.engine import SqliteSnapshot, SyncOptions, sync_table
 path, schema, batch, arrow = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "arrow"
 dsn = os.environ["SYNC_TEST_DSN"]
 conn = psycopg2.connect(dsn)
-rows = 0
+rows = child_peak = 0
 for _ in range(2):
     with SqliteSnapshot(path, arrow=arrow) as snap:
         result = sync_table(snap, conn, snap.table("narrative_results"), schema, SyncOptions(batch_size=batch))
         rows = result.rows_processed
+        child_peak = max(child_peak, snap.arrow.peak_rss_kb() if snap.arrow is not None else 0)
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so it could be pytest's peak.
 status = open("/proc/self/status").read().splitlines()
 peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-print(json.dumps({"rows": rows, "path": result.read_path, "peak_rss_kb": peak}))
+report = {"rows": rows, "path": result.read_path, "peak_rss_kb": peak, "child_peak_rss_kb": child_peak}
+print(json.dumps({**report, "pyarrow_imported": "pyarrow" in sys.modules}))
 """
 
 
-def _peak_rss_kb(path: Path, dsn: str, schema: str, batch_size: int, read_path: str) -> tuple[int, int]:
+def _peak_rss_kb(path: Path, dsn: str, schema: str, batch_size: int, read_path: str) -> tuple[int, int, int]:
+    """(rows, peak RSS of the syncing process, peak RSS of its Arrow child or 0) in kB."""
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, str(path), schema, str(batch_size), read_path],
         env={**os.environ, "SYNC_TEST_DSN": dsn},
@@ -42,7 +49,9 @@ def _peak_rss_kb(path: Path, dsn: str, schema: str, batch_size: int, read_path: 
     ).stdout
     report = json.loads(out.strip().splitlines()[-1])
     assert report["path"] == read_path
-    return report["rows"], report["peak_rss_kb"]
+    assert not report["pyarrow_imported"]
+    assert (report["child_peak_rss_kb"] > 0) == (read_path == "arrow")
+    return report["rows"], report["peak_rss_kb"], report["child_peak_rss_kb"]
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +66,16 @@ def test_peak_memory_of_a_200k_row_sync_is_within_a_few_mb_of_a_10k_row_one(file
     with pg, pg.cursor() as cur:
         cur.execute("CREATE SCHEMA mem_small; CREATE SCHEMA mem_large")
     try:
-        small_rows, small_kb = _peak_rss_kb(small, pg_dsn, "mem_small", 1000, read_path)
-        large_rows, large_kb = _peak_rss_kb(large, pg_dsn, "mem_large", 1000, read_path)
+        small_rows, small_kb, small_child_kb = _peak_rss_kb(small, pg_dsn, "mem_small", 1000, read_path)
+        large_rows, large_kb, large_child_kb = _peak_rss_kb(large, pg_dsn, "mem_large", 1000, read_path)
     finally:
         with pg, pg.cursor() as cur:
             cur.execute("DROP SCHEMA mem_small CASCADE; DROP SCHEMA mem_large CASCADE")
     print(
         f"\n{read_path} path, peak RSS at batch_size 1000: {small_rows:,} rows {small_kb / 1024:.1f} MB, "
-        f"{large_rows:,} rows {large_kb / 1024:.1f} MB (difference {(large_kb - small_kb) / 1024:+.1f} MB)"
+        f"{large_rows:,} rows {large_kb / 1024:.1f} MB (difference {(large_kb - small_kb) / 1024:+.1f} MB); "
+        f"Arrow child {small_child_kb / 1024:.1f} MB and {large_child_kb / 1024:.1f} MB"
     )
     assert (small_rows, large_rows) == (10_000, 200_000)
     assert large_kb - small_kb < 5 * 1024
+    assert large_child_kb - small_child_kb < 5 * 1024

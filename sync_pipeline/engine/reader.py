@@ -6,7 +6,8 @@ Arrow and libpq release the GIL while they work). A bounded queue keeps memory a
 batches whatever the table size. The whole table goes through a single COPY statement; an
 error on either side stops both and surfaces as itself.
 
-Rows are read by the Arrow path (:mod:`.arrow_reader`, all in C) where it is exact, and by
+Rows are read by the Arrow path (:mod:`.arrow_reader`, all in C, in a child process whose
+COPY text arrives here as bytes) where it is exact, and by
 the exact path (sqlite3 and the encoders of :mod:`.types`) otherwise: the Arrow COPY runs
 inside a savepoint, and anything it cannot send exactly rolls it back and hands the table
 to the exact path, which loads it or names the value that cannot be stored.
@@ -24,7 +25,6 @@ from dataclasses import dataclass
 
 import psycopg2
 import psycopg2.errors
-import pyarrow as pa
 from psycopg2 import sql
 
 from .arrow_reader import ArrowUnfit, text_chunks
@@ -38,7 +38,7 @@ QUEUED_BATCHES = 2
 READ_ARROW = "arrow"
 READ_EXACT = "exact"
 
-Chunks = Generator[tuple[str | bytes | pa.Buffer, int], None, None]  # (COPY text, rows in it)
+Chunks = Generator[tuple[str | bytes, int], None, None]  # (COPY text, rows in it)
 
 
 @dataclass(frozen=True)
@@ -237,9 +237,7 @@ class _QueueStream:
             raise item.error
         data, rows = item  # type: ignore[misc]
         self.reader._took(rows)
-        # Copied to bytes here, in the thread that also frees it: allocated in one thread and
-        # freed in another, 4 MB blocks made the process creep by ~10 MB per tenfold rows.
-        return data if isinstance(data, bytes) else data.to_pybytes()
+        return data
 
     def stop(self, producer: threading.Thread) -> None:
         self.stopping.set()

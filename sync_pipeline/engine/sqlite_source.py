@@ -9,6 +9,14 @@ rollback-journal mode it would hold a shared lock for the whole sync, and a writ
 to commit would get "database is locked" once its busy timeout ran out. So such a file is
 first copied with SQLite's backup API (the lock is held only for the copy: 0.7 s for a 420 MB
 file on this machine kind, against about 15 s for its sync) and the copy is read instead.
+
+The Arrow readers are child processes (:mod:`.arrow_child`): ADBC's driver brings its own SQLite
+library, and two SQLite libraries must not have one file open in the same process. A child
+costs a process start, measured at 0.15-0.2 s and 66 MB RSS (python, pyarrow and the driver;
+most of it shared library pages), against the 2-3 s per million rows (about 0.6 s per 100 MB
+of file) the Arrow path saves over the exact one. So ``arrow="auto"`` starts children only for
+a file (with its WAL) of at least ``ARROW_AUTO_MIN_BYTES``; ``arrow=True`` always starts them
+(tests use it to send small files through the Arrow path), ``arrow=False`` never.
 """
 
 from __future__ import annotations
@@ -20,14 +28,16 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
-from .adbc_sqlite import ArrowConnection
-from .adbc_sqlite import Error as ArrowError
+from .arrow_child import ArrowChild, ArrowUnfit
 from .types import PgType, pg_type_for
 
 PG_MAX_IDENTIFIER_BYTES = 63
 # Tries at opening every reader on one snapshot before the run makes do with a single one.
 SNAPSHOT_ATTEMPTS = 5
+# arrow="auto": files (with their WAL) at least this big get Arrow readers (see the docstring).
+ARROW_AUTO_MIN_BYTES = 32 * 1024 * 1024
 
 
 class SourceUnavailableError(Exception):
@@ -133,7 +143,7 @@ class SqliteSnapshot:
     def __init__(
         self,
         path: str | Path,
-        arrow: bool = True,
+        arrow: bool | Literal["auto"] = True,
         readers: int = 1,
         clock: Callable[[], AbstractContextManager[int]] | None = None,
     ) -> None:
@@ -147,13 +157,14 @@ class SqliteSnapshot:
         # Other readers of this very snapshot, one per extra parallel table sync (see _begin).
         self.views: list[SqliteSnapshot] = []
         self._conn: sqlite3.Connection | None = None
-        self._arrow: ArrowConnection | None = None
+        self._arrow: ArrowChild | None = None
         self._copy_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> SqliteSnapshot:
         if not self.path.is_file():
             raise SourceUnavailableError(f"SQLite file {str(self.path)!r} does not exist or is not a file")
         conns: list[sqlite3.Connection] = []
+        arrows: list[ArrowChild | None] = []
         try:
             # The number covers the copy too: the state read is fixed when the copy is taken.
             with self.clock() if self.clock is not None else nullcontext(None) as version:
@@ -163,13 +174,20 @@ class SqliteSnapshot:
                     read_path = self._copy(conn)
                     conn = _open_read_only(read_path)
                 conns = [conn] + [_open_read_only(read_path) for _ in range(self.readers - 1)]
-                readers = self._begin(conns, read_path)
+                # Started, and their imports and opens done, before the snapshot is bracketed.
+                arrows = _open_arrows(read_path, len(conns)) if self._wants_arrow() else []
+                readers = self._begin(conns, arrows)
             self.version = version
-        except sqlite3.DatabaseError as exc:
+        except BaseException as exc:
             for opened in conns:
                 opened.close()
+            for arrow in arrows:
+                if arrow is not None:
+                    arrow.close()
             self._cleanup()
-            raise SourceUnavailableError(f"cannot read SQLite file {str(self.path)!r}: {exc}") from exc
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise SourceUnavailableError(f"cannot read SQLite file {str(self.path)!r}: {exc}") from exc
+            raise
         (self._conn, self._arrow), *others = readers
         for extra, arrow in others:
             view = SqliteSnapshot(self.path, self.use_arrow)
@@ -177,34 +195,46 @@ class SqliteSnapshot:
             self.views.append(view)
         return self
 
+    def _wants_arrow(self) -> bool:
+        if self.use_arrow != "auto":
+            return bool(self.use_arrow)
+        wal = self.path.with_name(self.path.name + "-wal")
+        size = self.path.stat().st_size + (wal.stat().st_size if wal.is_file() else 0)
+        return size >= ARROW_AUTO_MIN_BYTES
+
     def _begin(
-        self, conns: list[sqlite3.Connection], read_path: Path
-    ) -> list[tuple[sqlite3.Connection, ArrowConnection | None]]:
+        self, conns: list[sqlite3.Connection], arrows: list[ArrowChild | None]
+    ) -> list[tuple[sqlite3.Connection, ArrowChild | None]]:
         """Start the read transactions of ``conns`` (and of their Arrow readers) on one snapshot.
 
-        Connections cannot share a transaction, so the others start theirs between two readings
-        of ``PRAGMA data_version`` by the first, the second inside the first's own transaction;
-        equal readings mean no writer committed in between, so every transaction sees the same
-        state. If a writer commits at that very moment on every try, the run makes do with the
-        first connection alone: no Arrow reader, no parallel readers (the extra ones are closed).
-        Returns the (sqlite3 connection, Arrow reader or None) pairs now in the snapshot.
+        Connections cannot share a transaction, so the others (the Arrow children first, all at
+        once) start theirs between two readings of ``PRAGMA data_version`` by the first, the
+        second inside the first's own transaction; equal readings mean no writer committed in
+        between, so every transaction sees the same state. If a writer commits at that very
+        moment on every try, the run makes do with the first connection alone: no Arrow reader,
+        no parallel readers (the extra ones are closed). ``arrows`` holds one opened child (or
+        None) per connection, or nothing. Returns the (sqlite3 connection, Arrow reader or None)
+        pairs now in the snapshot.
         """
         first, others = conns[0], conns[1:]
-        if others or self.use_arrow:
+        if others or any(arrows):
+            arrows = arrows or [None] * len(conns)
             for _ in range(SNAPSHOT_ATTEMPTS):
                 before = _data_version(first)
-                arrows = [_open_arrow(read_path) if self.use_arrow else None for _ in conns]
+                arrows = _begin_arrows(arrows)
                 for conn in others:
                     _begin_read(conn)
                 _begin_read(first)
                 if _data_version(first) == before:
                     return list(zip(conns, arrows, strict=True))
-                for conn, arrow in zip(conns, arrows, strict=True):
+                # The children roll back when they next begin; the sqlite3 readers do it now.
+                for conn in conns:
                     conn.rollback()
-                    if arrow is not None:
-                        arrow.close()
             for conn in others:
                 conn.close()
+            for arrow in arrows:
+                if arrow is not None:
+                    arrow.close()
         _begin_read(first)
         return [(first, None)]
 
@@ -246,9 +276,10 @@ class SqliteSnapshot:
         return self._conn
 
     @property
-    def arrow(self) -> ArrowConnection | None:
-        """The Arrow reader, in the same snapshot as :attr:`conn`; None without one."""
-        return self._arrow
+    def arrow(self) -> ArrowChild | None:
+        """The Arrow reader (a child process), in the same snapshot as :attr:`conn`; None without
+        one, or once it was killed (a stream abandoned midway) or died."""
+        return self._arrow if self._arrow is not None and self._arrow.usable else None
 
     def tables(self) -> list[TableInfo]:
         """User tables: views, virtual tables and SQLite's internal ``sqlite_*`` tables excluded."""
@@ -328,12 +359,34 @@ def _begin_read(conn: sqlite3.Connection) -> None:
     conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
 
 
-def _open_arrow(path: Path) -> ArrowConnection | None:
-    """None if the driver cannot open the file: the exact reader then says what is wrong with it."""
+def _open_arrows(path: Path, count: int) -> list[ArrowChild | None]:
+    """``count`` Arrow readers of ``path``, started at once; None for one that cannot open the
+    file (the exact reader then says what is wrong with it) or cannot start."""
+    started: list[ArrowChild | None] = []
     try:
-        return ArrowConnection.open(path)
-    except ArrowError:
-        return None
+        for _ in range(count):
+            try:
+                started.append(ArrowChild.spawn(path))
+            except OSError:
+                started.append(None)
+        return [child if child is not None and child.wait_opened() else None for child in started]
+    except BaseException:
+        for child in started:
+            if child is not None:
+                child.close()
+        raise
+
+
+def _begin_arrows(arrows: list[ArrowChild | None]) -> list[ArrowChild | None]:
+    """Start the read transactions of the Arrow readers (all at once) and wait until each has
+    its snapshot; a reader that fails to is closed and becomes None."""
+    for arrow in arrows:
+        if arrow is not None and arrow.usable:
+            try:
+                arrow.begin()
+            except ArrowUnfit:
+                pass  # gone: begun() says so
+    return [arrow if arrow is not None and arrow.begun() else None for arrow in arrows]
 
 
 def list_tables(path: str | Path) -> list[TableInfo]:
