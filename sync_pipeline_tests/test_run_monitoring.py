@@ -1,0 +1,265 @@
+"""A sync run whose processes die (kill -9, the OOM killer) must not hold the pool forever.
+
+Against the real ``dagster dev``: a first sync run is held mid-sync by a lock the test keeps on
+the target table, a second sync waits QUEUED behind it in the pool ``sqlite_pg_sync``, then the
+first run's processes are killed with SIGKILL. The first run must end FAILURE, and the queued
+sync must start and complete once the table is free.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import psycopg2
+import psycopg2.extensions
+import pytest
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClient
+from psycopg2 import sql
+
+from sync_pipeline.demo import PROJECT_ROOT, generate
+from sync_pipeline.run_reaper import fail_runs_whose_processes_died, launched_on_this_host
+
+from .conftest import pg_rows, sqlite_rows, sync_all
+from .test_e2e import graphql, wait_for
+
+TABLE = "experiments"
+DEQUEUE_INTERVAL_S = 5  # QueuedRunCoordinator's default dequeue_interval_seconds
+ENDED = ("SUCCESS", "FAILURE", "CANCELED")
+
+
+@dataclass
+class Project:
+    home: Path
+    sqlite_path: Path
+    pg_dsn: str
+    env: dict[str, str]
+    log: Path
+
+    def instance(self) -> DagsterInstance:
+        return DagsterInstance.from_config(str(self.home))
+
+
+@pytest.fixture
+def project(tmp_path: Path, pg_dsn: str, schema: str) -> Project:
+    """A DAGSTER_HOME with the repo's dagster.yaml, and a target already synced once."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        (PROJECT_ROOT / "dagster.yaml").read_text().replace("base_dir: state/dagster", f"base_dir: {home / 'storage'}")
+    )
+    sqlite_path = generate(tmp_path / "experiments.sqlite", rows=300, seed=5)
+    sync_all(sqlite_path, pg_dsn, schema)
+    with closing(sqlite3.connect(sqlite_path)) as source, source:  # something left for the queued sync to do
+        source.execute("UPDATE experiments SET notes = 'synced after the crash' WHERE experiment_id = 1")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "SQLITE_PATH": str(sqlite_path),
+        "PG_CONN_STR": pg_dsn,
+        "PG_SCHEMA": schema,
+        "SYNC_SENSOR": "off",
+    }
+    subprocess.run([sys.executable, "-m", "sync_pipeline.instance"], env=env, cwd=PROJECT_ROOT, check=True)
+    return Project(home, sqlite_path, pg_dsn, env, tmp_path / "dagster-dev.log")
+
+
+@pytest.fixture
+def held_table(pg_dsn: str, schema: str) -> Iterator[psycopg2.extensions.connection]:
+    """A session holding the target table: a sync of it waits at its first statement on it.
+
+    ``rollback()`` lets the table go.
+    """
+    conn = psycopg2.connect(pg_dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(schema, TABLE)))
+        yield conn
+    finally:
+        conn.close()
+
+
+def _reset_signals_new_session() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.setsid()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def dagster_dev(project: Project) -> Iterator[tuple[subprocess.Popen, DagsterGraphQLClient]]:
+    """``dagster dev`` in a process group of its own, until the block ends (or the test kills it)."""
+    port = _free_port()
+    command = [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml")]
+    with project.log.open("a") as log:
+        process = subprocess.Popen(
+            [*command, "-h", "127.0.0.1", "-p", str(port)],
+            cwd=PROJECT_ROOT,
+            env=project.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_reset_signals_new_session,
+        )
+    load_status = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
+
+    def loaded() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"dagster dev exited: {project.log.read_text()[-3000:]}")
+        try:
+            entries = graphql(port, load_status)["data"]["workspaceOrError"]["locationEntries"]
+        except OSError:
+            return False
+        return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
+
+    try:
+        wait_for(loaded, 120, "the code location to load", every_s=1)
+        yield process, DagsterGraphQLClient("127.0.0.1", port_number=port)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGKILL also ends processes orphaned in the group
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def status(client: DagsterGraphQLClient, run_id: str) -> str:
+    return client.get_run_status(run_id).value
+
+
+def pid_of(project: Project, run_id: str, event_type: DagsterEventType) -> int | None:
+    """The pid of the process that wrote the run's first event of this type."""
+    with project.instance() as instance:
+        records = instance.get_records_for_run(run_id, of_type=event_type, limit=1).records
+    event = records[0].event_log_entry.dagster_event if records else None
+    return event.pid if event else None
+
+
+def sessions_waiting_for_a_lock(dsn: str) -> int:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def a_blocked_sync_and_a_queued_one(project: Project, client: DagsterGraphQLClient) -> tuple[str, str]:
+    selection = [AssetKey(TABLE)]
+    first = client.submit_job_execution("__ASSET_JOB", asset_selection=selection, run_config={})
+    wait_for(lambda: status(client, first) == "STARTED", 60, "the first run to start")
+    wait_for(lambda: sessions_waiting_for_a_lock(project.pg_dsn) == 1, 60, "the first run to wait for the table")
+    second = client.submit_job_execution("__ASSET_JOB", asset_selection=selection, run_config={})
+    time.sleep(DEQUEUE_INTERVAL_S + 2)  # at least one pass of the daemon's run queue
+    assert status(client, second) == "QUEUED", "the pool let a second sync start"
+    return first, second
+
+
+def kill_9(project: Project, pid: int) -> None:
+    process = psutil.Process(pid)
+    assert process.environ().get("DAGSTER_HOME") == str(project.home), f"pid {pid} is not this test's"
+    process.kill()
+    process.wait(10)
+
+
+def the_queued_sync_completes(project: Project, client: DagsterGraphQLClient, run_id: str, held_table) -> None:
+    wait_for(lambda: status(client, run_id) in ("STARTING", "STARTED"), 30, "the queued sync to start")
+    held_table.rollback()  # let the table go
+    wait_for(lambda: status(client, run_id) in ENDED, 60, "the queued sync to end")
+    assert status(client, run_id) == "SUCCESS"
+
+
+def failure_messages(project: Project, run_id: str) -> list[str]:
+    with project.instance() as instance:
+        run = instance.get_run_by_id(run_id)
+        assert run is not None and run.status == DagsterRunStatus.FAILURE
+        return [r.event_log_entry.message or "" for r in instance.get_records_for_run(run_id).records]
+
+
+@pytest.mark.parametrize(
+    ("killed", "event_type"),
+    [
+        # The run worker, which the code server that started it watches. With the default
+        # multiprocess executor the step process it started lives on and finishes its table
+        # (serialised with the next sync by the table's advisory lock).
+        ("run worker", DagsterEventType.RUN_START),
+        # The process running the step (the multiprocess executor's child, which the run worker
+        # watches): where the OOM killer strikes, since it holds the rows. With the in-process
+        # executor both are the same process.
+        ("step process", DagsterEventType.STEP_START),
+    ],
+    ids=["run worker", "step process"],
+)
+def test_a_run_killed_with_kill_9_frees_the_pool_slot_and_the_queued_sync_runs(
+    project: Project, held_table, schema: str, killed: str, event_type: DagsterEventType
+):
+    with dagster_dev(project) as (_, client):
+        first, second = a_blocked_sync_and_a_queued_one(project, client)
+
+        kill_9(project, int(wait_for(lambda: pid_of(project, first, event_type), 10, f"the {killed}'s pid")))
+
+        wait_for(lambda: status(client, first) in ENDED, 30, "the killed run to end")
+        assert status(client, first) == "FAILURE"
+        the_queued_sync_completes(project, client, second, held_table)
+    messages = failure_messages(project, first)
+    assert any("was terminated by signal 9 (SIGKILL)" in m for m in messages), messages
+    assert pg_rows(project.pg_dsn, schema, TABLE) == sqlite_rows(project.sqlite_path, TABLE)
+
+
+def test_a_run_whose_processes_died_with_dagster_dev_is_failed_by_the_reaper_and_the_queued_sync_runs(
+    project: Project, held_table, schema: str
+):
+    with dagster_dev(project) as (process, client):
+        first, second = a_blocked_sync_and_a_queued_one(project, client)
+        with project.instance() as instance:
+            assert fail_runs_whose_processes_died(instance) == [], "the reaper failed a live run"
+        os.killpg(process.pid, signal.SIGKILL)  # code server, run worker, step process, all at once
+        process.wait(10)
+
+    with project.instance() as instance:
+        # Nobody reports it: the run would stay STARTED and hold the pool for ever.
+        assert instance.get_run_by_id(first).status == DagsterRunStatus.STARTED
+        failed = wait_for(lambda: fail_runs_whose_processes_died(instance), 10, "the reaper to see dead processes")
+    assert [f.run_id for f in failed] == [first]
+    with dagster_dev(project) as (_, client):
+        the_queued_sync_completes(project, client, second, held_table)
+    messages = failure_messages(project, first)
+    assert any("marked failed to free the pool 'sqlite_pg_sync'" in m for m in messages), messages
+    assert pg_rows(project.pg_dsn, schema, TABLE) == sqlite_rows(project.sqlite_path, TABLE)
+
+
+@pytest.mark.parametrize(
+    ("grpc_info", "judged"),
+    [
+        ('{"host": "localhost", "socket": "/tmp/tmpabc"}', True),  # as dagster dev launches
+        ('{"host": "127.0.0.1", "port": 4000}', True),
+        ('{"host": "192.0.2.7", "port": 4000}', False),  # a code server elsewhere: its pids mean nothing here
+        (None, False),  # executed in the process that created it: no host recorded
+    ],
+)
+def test_the_reaper_judges_only_runs_launched_on_this_machine(grpc_info: str | None, judged: bool):
+    tags = {} if grpc_info is None else {".dagster/grpc_info": grpc_info}
+    assert launched_on_this_host(tags) is judged
