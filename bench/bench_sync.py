@@ -5,7 +5,8 @@
 Only ``narrative_results`` (the big table) is timed. Each scenario runs in a child process,
 so its peak RSS is its own; WAL is measured on the server (``pg_current_wal_lsn``) and rows
 written from ``pg_stat_user_tables``. Times are also printed as a ratio to the floor measured
-in the same run, because absolute times on shared machines are noise.
+in the same run, because absolute times on shared machines are noise. The Arrow path reads in a
+child process of the engine (see arrow_child.py): its peak RSS is a column of its own.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from sync_pipeline.engine.pg_target import PgTable
 TABLE = "narrative_results"
 DATA_DIR = Path(__file__).resolve().parent / ".data"
 BENCH_DB = "sps_bench"
+# The peak RSS of the scenario's Arrow child, read before the child exits; 0 without one.
+child_peak_kb = 0
 
 
 def _dsn_for(dsn: str, dbname: str) -> str:
@@ -44,12 +47,12 @@ def _dsn_for(dsn: str, dbname: str) -> str:
 
 
 def _columns(path: Path) -> list[str]:
-    with SqliteSnapshot(path) as snap:
+    with SqliteSnapshot(path, arrow=False) as snap:
         return list(snap.table(TABLE).column_names)
 
 
 def _create_target(conn: psycopg2.extensions.connection, path: Path, schema: str, with_key: bool) -> None:
-    with SqliteSnapshot(path) as snap, conn, conn.cursor() as cur:
+    with SqliteSnapshot(path, arrow=False) as snap, conn, conn.cursor() as cur:
         target = PgTable(cur, schema, snap.table(TABLE))
         ident = target.create()
         if with_key:
@@ -107,6 +110,7 @@ def ours(
     path: Path, dsn: str, schema: str, batch: int, full_refresh: bool = False, arrow: bool = True, cursor: bool = False
 ) -> float:
     """Our engine on the table; returns the engine's own duration (snapshot open excluded)."""
+    global child_peak_kb
     conn = psycopg2.connect(dsn)
     with SqliteSnapshot(path, arrow=arrow) as snap:
         options = SyncOptions(
@@ -116,6 +120,7 @@ def ours(
             cursor_columns={TABLE: "updated_at"} if cursor else {},
         )
         result = sync_table(snap, conn, snap.table(TABLE), schema, options)
+        child_peak_kb = (snap.arrow.peak_rss_kb() or 0) if snap.arrow is not None else 0
     return result.duration_s
 
 
@@ -160,7 +165,8 @@ def child(name: str, path: str, dsn: str, schema: str, batch: int) -> None:
     started = time.perf_counter()
     engine = SCENARIOS[name](Path(path), dsn, schema, batch)
     elapsed = time.perf_counter() - started
-    print(json.dumps({"seconds": elapsed, "engine_s": engine, "peak_rss_mb": peak_rss_kb() / 1024}))
+    report = {"seconds": elapsed, "engine_s": engine, "peak_rss_mb": peak_rss_kb() / 1024}
+    print(json.dumps({**report, "child_peak_rss_mb": child_peak_kb / 1024}))
 
 
 def peak_rss_kb() -> int:
@@ -303,15 +309,16 @@ def main() -> None:
 
     floor = rows[0][1]["seconds"]
     print(f"\nnarrative_results, {args.rows:,} rows, batch_size {b:,}; floor = {rows[0][0]}\n")
-    print("| approach | time s | x floor | engine s | WAL MB | rows written | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| approach | time s | x floor | engine s | WAL MB | rows written | peak RSS MB | Arrow child peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, r in rows:
         written = r.get("rows_written", float("nan"))
         engine = r.get("engine_s")
+        child_mb = r.get("child_peak_rss_mb", 0.0)
         print(
             f"| {label} | {r['seconds']:.2f} | {r['seconds'] / floor:.2f} | "
             f"{'' if engine is None else f'{engine:.2f}'} | {r.get('wal_mb', float('nan')):.1f} "
-            f"| {written:,.0f} | {r['peak_rss_mb']:.0f} |"
+            f"| {written:,.0f} | {r['peak_rss_mb']:.0f} | {f'{child_mb:.0f}' if child_mb else ''} |"
         )
     server.conn.close()
     with admin.conn.cursor() as cur:

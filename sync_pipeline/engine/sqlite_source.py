@@ -12,11 +12,16 @@ file on this machine kind, against about 15 s for its sync) and the copy is read
 
 The Arrow readers are child processes (:mod:`.arrow_child`): ADBC's driver brings its own SQLite
 library, and two SQLite libraries must not have one file open in the same process. A child
-costs a process start, measured at 0.15-0.2 s and 66 MB RSS (python, pyarrow and the driver;
-most of it shared library pages), against the 2-3 s per million rows (about 0.6 s per 100 MB
-of file) the Arrow path saves over the exact one. So ``arrow="auto"`` starts children only for
-a file (with its WAL) of at least ``ARROW_AUTO_MIN_BYTES``; ``arrow=True`` always starts them
-(tests use it to send small files through the Arrow path), ``arrow=False`` never.
+costs a process start (python, pyarrow and the driver): 0.09 s and 57 MB RSS on an idle 2-core
+machine, 0.12-0.19 s for a snapshot's open when the machine is busy, four at once 0.23 s; its
+peak is about 100 MB while it reads batches of 10,000 rows. The Arrow path saves 2.4-2.6 s on
+a 448 MB file (1M rows of the demo's big table, first load or no change), but on the demo's
+files, snapshot open included, the two paths broke even near 30 MB (first load 0.59 s against
+0.67, no change 0.32 against 0.34, noisy) and the Arrow one saved 0.08-0.13 s at 60 MB. So
+``arrow="auto"`` starts children only for a file (with its WAL) of at least
+``ARROW_AUTO_MIN_BYTES`` (64 MB, where the gain clearly pays for a child's start and memory);
+``arrow=True`` always starts them (tests use it to send small files through the Arrow path),
+``arrow=False`` never.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ PG_MAX_IDENTIFIER_BYTES = 63
 # Tries at opening every reader on one snapshot before the run makes do with a single one.
 SNAPSHOT_ATTEMPTS = 5
 # arrow="auto": files (with their WAL) at least this big get Arrow readers (see the docstring).
-ARROW_AUTO_MIN_BYTES = 32 * 1024 * 1024
+ARROW_AUTO_MIN_BYTES = 64 * 1024 * 1024
 
 
 class SourceUnavailableError(Exception):
