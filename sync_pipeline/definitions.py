@@ -13,7 +13,7 @@ in the file becomes a new asset at the next reload. Environment:
 
 import os
 
-from dagster import AssetSelection, Definitions, EnvVar
+from dagster import AssetSelection, Definitions, EnvVar, in_process_executor
 
 from .assets import build_sync_assets
 from .demo import DEFAULT_DEMO_PATH, generate
@@ -63,6 +63,9 @@ def build_definitions() -> Definitions:
     tables = build_sync_assets(selection.apply(list_tables(path)), translator, selection=selection)
     return Definitions(
         assets=[tables],
+        # One op per run: a step process of its own would add a process start to every sync, and
+        # outlive a run worker killed under it (recording its table inside a run already failed).
+        executor=in_process_executor,
         sensors=[build_sensor(AssetSelection.assets(tables))],
         resources={"sqlite": sqlite, "postgres": postgres},
     )

@@ -1,6 +1,7 @@
 """The Dagster instance this project records its runs in, and the pool that serialises syncs.
 
-    python -m sync_pipeline.instance     # set the pool limit up front (the Quick start does)
+    python -m sync_pipeline.instance     # set the pool limit up front (the Quick start does), and fail
+                                         # runs left "running" by a dagster dev that was killed
 
 Every sync asset is in the pool ``sqlite_pg_sync``; ``dagster.yaml`` gives pools a default limit
 of one run. Dagster creates a pool's limit lazily, when it first sees a queued run in it, and
@@ -16,6 +17,7 @@ from dagster import DagsterInstance
 
 from .assets import POOL
 from .demo import PROJECT_ROOT
+from .run_reaper import fail_runs_whose_processes_died
 
 
 @contextmanager
@@ -46,7 +48,10 @@ def main() -> None:
     with project_instance() as instance:
         changed = ensure_pool_limit(instance)
         limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
+        failed = fail_runs_whose_processes_died(instance)
     print(f"concurrency pool {POOL}: limit {limits.get(POOL)}" + (" (set now)" if changed else ""))
+    for run in failed:
+        print(f"run {run.run_id} failed: {run.message}")
 
 
 if __name__ == "__main__":

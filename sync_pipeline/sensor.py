@@ -48,6 +48,7 @@ from dagster import (
 from .engine.fingerprint import file_state
 from .instance import ensure_pool_limit
 from .resources import SQLiteSource
+from .run_reaper import fail_runs_whose_processes_died
 
 SENSOR_NAME = "sqlite_file_changed"
 DEFAULT_INTERVAL_S = 15
@@ -199,6 +200,9 @@ def build_sensor(selection: AssetSelection, clock: Callable[[], datetime] = _utc
     )
     def _sensor(context: SensorEvaluationContext, sqlite: SQLiteSource) -> SensorResult | SkipReason:
         ensure_pool_limit(context.instance)
+        # A run whose processes died with their code server would hold the pool for ever.
+        for failed in fail_runs_whose_processes_died(context.instance):
+            context.log.warning(f"run {failed.run_id}: {failed.message}")
         return evaluate(context, sqlite, now=clock())
 
     return _sensor
