@@ -130,7 +130,7 @@ print(n)
 
 # One engine run in a process of its own: SqliteSnapshot(readers=N), N threads on N connections.
 _ENGINE_RUN = """
-import os, sys
+import json, os, sys
 from concurrent.futures import ThreadPoolExecutor
 import psycopg2
 from sync_pipeline.engine import SqliteSnapshot, SyncOptions, sync_table
@@ -145,7 +145,7 @@ with SqliteSnapshot(path, readers=workers) as snapshot:
                 for t in names[i::len(readers)]]
     with ThreadPoolExecutor(len(readers)) as pool:
         results = [r for rs in pool.map(run, range(len(readers))) for r in rs]
-print(len(readers), sorted({r.read_path for r in results}))
+print(json.dumps({"readers": len(readers), "paths": sorted({r.read_path for r in results})}))
 """
 
 
@@ -191,6 +191,7 @@ def test_syncs_against_a_reconnecting_writer_see_one_state_of_four_tables(tmp_pa
     writer = subprocess.Popen([sys.executable, "-c", _COUNTER_WRITER, str(path), str(stop)], stdout=subprocess.PIPE)
     failed: list[str] = []
     states: set[int] = set()
+    arrow_runs = 0  # engine runs whose every reader took the Arrow path
     seconds = {label: 0.0 for label, _ in runs}
     started = time.monotonic()
     try:
@@ -203,7 +204,8 @@ def test_syncs_against_a_reconnecting_writer_see_one_state_of_four_tables(tmp_pa
             assert run.returncode >= 0, (
                 f"run {number} ({label}) was killed by signal {-run.returncode}: {output[-2000:]}"
             )
-            for symptom in ("malformed", "but the snapshot has", "Bus error", "Segmentation"):
+            # The old code's symptoms; a crashed Dagster step process is "unexpectedly exited".
+            for symptom in ("malformed", "but the snapshot has", "Bus error", "SIGBUS", "unexpectedly exited"):
                 assert symptom not in output, f"run {number} ({label}): {output[-2000:]}"
             if run.returncode != 0:
                 failed.append(f"run {number} ({label}): {output.splitlines()[-1] if output else '?'}")
@@ -212,13 +214,20 @@ def test_syncs_against_a_reconnecting_writer_see_one_state_of_four_tables(tmp_pa
             (n, rows), *_ = counters
             assert counters == [(n, rows)] * 4, f"run {number} ({label}) loaded a mixed state: {counters}"
             assert rows == COUNTER_ROWS + n
+            if label.startswith("engine"):
+                report = json.loads(run.stdout.strip().splitlines()[-1])
+                arrow_runs += report["paths"] == ["arrow"] and report["readers"] == int(command[-1])
             states.add(n)
             assert writer.poll() is None, "the writer stopped"
     finally:
         stop.touch()
         commits = int(writer.communicate(timeout=30)[0])
     elapsed = time.monotonic() - started
-    print(f"\n{len(runs)} runs in {elapsed:.1f} s against {commits} commits; {len(states)} states; failed: {failed}")
+    print(
+        f"\n{len(runs)} runs in {elapsed:.1f} s against {commits} commits; {len(states)} states; "
+        f"{arrow_runs} engine runs all on the Arrow path; failed: {failed}"
+    )
     print("; ".join(f"{label}: {s:.1f} s" for label, s in seconds.items()))
     assert len(failed) <= 1, failed
     assert len(states) >= len(runs) // 2, "the writer hardly committed between runs: the test tests nothing"
+    assert arrow_runs >= 20, "the snapshots hardly ever got their Arrow readers: the test tests nothing"
