@@ -25,7 +25,8 @@ class SQLiteSource(ConfigurableResource):
     path: str = Field(description="Path of the SQLite file to mirror (SQLITE_PATH).")
 
     def snapshot(self, readers: int = 1, clock: SnapshotClock | None = None) -> SqliteSnapshot:
-        return SqliteSnapshot(self.path, readers=readers, clock=clock)
+        # Arrow readers (child processes) only for files big enough to repay a process start.
+        return SqliteSnapshot(self.path, arrow="auto", readers=readers, clock=clock)
 
 
 class PostgresTarget(ConfigurableResource):
