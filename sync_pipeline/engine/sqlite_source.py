@@ -38,7 +38,6 @@ from typing import Literal
 from .arrow_child import ArrowChild, ArrowUnfit
 from .types import PgType, pg_type_for
 
-PG_MAX_IDENTIFIER_BYTES = 63
 # Tries at opening every reader on one snapshot before the run makes do with a single one.
 SNAPSHOT_ATTEMPTS = 5
 # arrow="auto": files (with their WAL) at least this big get Arrow readers (see the docstring).
@@ -79,15 +78,6 @@ class TableInfo:
         if not self.primary_key:
             return f"#{row_number} (table has no primary key)"
         return "(" + ", ".join(f"{k}={row[i]!r}" for k, i in zip(self.primary_key, self.key_indexes, strict=True)) + ")"
-
-    def identifier_problems(self) -> list[str]:
-        """Names PostgreSQL would silently truncate (it cuts identifiers at 63 bytes)."""
-        names = [("table", self.name)] + [("column", c.name) for c in self.columns]
-        return [
-            f"{kind} name {name!r} is {len(name.encode())} bytes; PostgreSQL allows {PG_MAX_IDENTIFIER_BYTES}"
-            for kind, name in names
-            if len(name.encode()) > PG_MAX_IDENTIFIER_BYTES
-        ]
 
 
 @dataclass(frozen=True)
@@ -302,11 +292,6 @@ class SqliteSnapshot:
             f"SELECT count(*) FROM {quote_sqlite_identifier(table.name)}{where}", params
         ).fetchone()
         return int(n)
-
-    def max_value(self, table: TableInfo, column: str) -> object:
-        """The highest value of a column (SQLite's ordering across storage classes); None if all NULL."""
-        q = quote_sqlite_identifier(column)
-        return self.conn.execute(f"SELECT max({q}) FROM {quote_sqlite_identifier(table.name)}").fetchone()[0]
 
     def batches(
         self, table: TableInfo, batch_size: int, since: Since | None = None
