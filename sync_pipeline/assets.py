@@ -331,6 +331,9 @@ def _run(
     clock = SnapshotClock(postgres.connect, postgres.pg_schema)
     try:
         with sqlite.snapshot(readers=workers, clock=clock) as snapshot:
+            skipped = snapshot.skipped_tables()
+            if skipped:
+                context.log.info(f"Not synced (not tables of data): {', '.join(skipped)}")
             targets = [_Target(context, sqlite, postgres, clock, selection)]
             workers: _Workers | None = None
             try:

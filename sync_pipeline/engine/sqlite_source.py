@@ -26,6 +26,7 @@ files, snapshot open included, the two paths broke even near 30 MB (first load 0
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
@@ -124,7 +125,42 @@ def _table_info(conn: sqlite3.Connection, name: str, without_rowid: bool) -> Tab
 
 def _open_read_only(path: Path) -> sqlite3.Connection:
     uri = path.resolve().as_uri() + "?mode=ro"
-    return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+    _register_missing_collations(conn)
+    return conn
+
+
+_BUILT_IN_COLLATIONS = {"binary", "nocase", "rtrim"}
+_COLLATE = re.compile(r"""\bCOLLATE\s+(?:"((?:[^"]|"")+)"|'((?:[^']|'')+)'|`([^`]+)`|\[([^\]]+)\]|([\w$]+))""", re.I)
+
+
+def _collation_name(match: re.Match[str]) -> str:
+    double, single, backtick, bracket, bare = match.groups()
+    if double is not None:
+        return double.replace('""', '"')
+    if single is not None:
+        return single.replace("''", "'")
+    return backtick or bracket or bare
+
+
+def _binary_order(a: str, b: str) -> int:
+    return (a > b) - (a < b)
+
+
+def _register_missing_collations(conn: sqlite3.Connection) -> None:
+    """Give collations the application registers itself (Anki's ``unicase``, say) a stand-in.
+
+    Without one, SQLite refuses any statement that needs the collation ("no such collation
+    sequence"), even a ``count(*)`` that walks an index declared with it. The stand-in compares
+    by code point, as BINARY does: deterministic, and reading rows never depends on it. Only
+    ordering and equality of such a column inside SQLite would (a cursor on it compares its
+    watermark under it); values are read unchanged.
+    """
+    statements = conn.execute("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL").fetchall()
+    names = {_collation_name(m) for (text,) in statements for m in _COLLATE.finditer(text)}
+    for name in names:
+        if name.lower() not in _BUILT_IN_COLLATIONS:
+            conn.create_collation(name, _binary_order)
 
 
 class SqliteSnapshot:
@@ -279,6 +315,20 @@ class SqliteSnapshot:
     def tables(self) -> list[TableInfo]:
         """User tables: views, virtual tables and SQLite's internal ``sqlite_*`` tables excluded."""
         return [_table_info(self.conn, name, wr) for name, wr in _user_tables(self.conn)]
+
+    def skipped_tables(self) -> list[str]:
+        """What the file has besides the tables synced, each with why, so nothing is left out silently.
+
+        Virtual tables (FTS, R-tree) are indexes kept by a module, over data an application keeps
+        elsewhere; their shadow tables are that module's storage. An FTS5 table that stores its own
+        content is the exception: its text is in its ``<name>_content`` shadow table only.
+        """
+        rows = self.conn.execute(
+            "SELECT name, type FROM pragma_table_list WHERE schema = 'main' AND type IN ('view', 'virtual', 'shadow') "
+            "ORDER BY name"
+        ).fetchall()
+        why = {"view": "view", "virtual": "virtual table", "shadow": "storage of a virtual table"}
+        return [f"{name} ({why[kind]})" for name, kind in rows]
 
     def table(self, name: str) -> TableInfo:
         for candidate, wr in _user_tables(self.conn):
