@@ -115,41 +115,47 @@ def graphql(port: int, query_text: str) -> dict:
 
 
 @contextmanager
-def running_dagster_dev(cwd: Path, env: dict[str, str], log_path: Path) -> Iterator[int]:
-    """``dagster dev`` on a free port until the block ends; yields the port once the code is loaded."""
+def dagster_dev_process(cwd: Path, env: dict[str, str], log_path: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+    """``dagster dev`` in a process group of its own on a free port until the block ends (or the test
+    kills it); yields the process and the port once the code location is loaded."""
     port = _free_port()
     dagster = str(Path(sys.executable).parent / "dagster")
     command = [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
     with log_path.open("a") as log:
         process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_reset_signals_new_session,
+            command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_reset_signals_new_session
         )
-        load_status = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
+    load_status = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
 
-        def loaded() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"dagster dev exited: {log_path.read_text()[-3000:]}")
-            try:
-                entries = graphql(port, load_status)["data"]["workspaceOrError"]["locationEntries"]
-            except OSError:
-                return False
-            return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
-
+    def loaded() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"dagster dev exited: {log_path.read_text()[-3000:]}")
         try:
-            wait_for(loaded, 120, "the code location to load", every_s=1)
-            yield port
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
+            entries = graphql(port, load_status)["data"]["workspaceOrError"]["locationEntries"]
+        except OSError:
+            return False
+        return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
+
+    try:
+        wait_for(loaded, 120, "the code location to load", every_s=1)
+        yield process, port
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGKILL also ends processes orphaned in the group
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                pass
+
+
+@contextmanager
+def running_dagster_dev(cwd: Path, env: dict[str, str], log_path: Path) -> Iterator[int]:
+    """``dagster dev`` on a free port until the block ends; yields the port once the code is loaded."""
+    with dagster_dev_process(cwd, env, log_path) as (_, port):
+        yield port
 
 
 @pytest.fixture(scope="module")

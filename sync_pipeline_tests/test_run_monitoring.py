@@ -31,7 +31,7 @@ from sync_pipeline.demo import PROJECT_ROOT, generate
 from sync_pipeline.run_reaper import fail_runs_whose_processes_died, launched_on_this_host
 
 from .conftest import pg_rows, sqlite_rows, sync_all
-from .test_e2e import graphql, wait_for
+from .test_e2e import dagster_dev_process, wait_for
 
 TABLE = "experiments"
 DEQUEUE_INTERVAL_S = 5  # QueuedRunCoordinator's default dequeue_interval_seconds
@@ -89,58 +89,11 @@ def held_table(pg_dsn: str, schema: str) -> Iterator[psycopg2.extensions.connect
         conn.close()
 
 
-def _reset_signals_new_session() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.setsid()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def dagster_dev(project: Project) -> Iterator[tuple[subprocess.Popen, DagsterGraphQLClient]]:
     """``dagster dev`` in a process group of its own, until the block ends (or the test kills it)."""
-    port = _free_port()
-    command = [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml")]
-    with project.log.open("a") as log:
-        process = subprocess.Popen(
-            [*command, "-h", "127.0.0.1", "-p", str(port)],
-            cwd=PROJECT_ROOT,
-            env=project.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_reset_signals_new_session,
-        )
-    load_status = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
-
-    def loaded() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"dagster dev exited: {project.log.read_text()[-3000:]}")
-        try:
-            entries = graphql(port, load_status)["data"]["workspaceOrError"]["locationEntries"]
-        except OSError:
-            return False
-        return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
-
-    try:
-        wait_for(loaded, 120, "the code location to load", every_s=1)
+    with dagster_dev_process(PROJECT_ROOT, project.env, project.log) as (process, port):
         yield process, DagsterGraphQLClient("127.0.0.1", port_number=port)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGKILL also ends processes orphaned in the group
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 def status(client: DagsterGraphQLClient, run_id: str) -> str:

@@ -210,14 +210,15 @@ def sync_table(
                     table.name, f"read {reader.rows_read} rows but the snapshot has {to_read}; nothing written"
                 )
             watermark = plan.watermark
-            if cursor_column is not None:
-                state.save(table, snapshot.version, cursor=None if watermark is None else (cursor_column, watermark))
-            elif table.primary_key:
+            state.save(
+                table,
+                snapshot.version,
+                cursor=None if cursor_column is None or watermark is None else (cursor_column, watermark),
                 # A full read: the next incremental sync can leave out the batches still the same.
-                digests = BatchDigests(reader.read_path, reader.batch_size, tuple(reader.digests))
-                state.save(table, snapshot.version, digests=digests)
-            else:
-                state.save(table, snapshot.version)
+                digests=BatchDigests(reader.read_path, reader.batch_size, tuple(reader.digests))
+                if cursor_column is None and table.primary_key
+                else None,
+            )
             # The count after the merge less the rows deleted since, or a count of its own.
             rows_after = target.row_count() if counts.merged_rows is None else counts.merged_rows - counts.deleted
             bytes_after = target.total_bytes()
