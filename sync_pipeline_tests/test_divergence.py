@@ -22,7 +22,14 @@ from dagster import DagsterInstance
 
 from sync_pipeline import assets as assets_module
 from sync_pipeline.demo import generate
-from sync_pipeline.engine import SqliteSnapshot, StaleSnapshotError, SyncError, SyncOptions, sync_table
+from sync_pipeline.engine import (
+    SqliteSnapshot,
+    StaleSnapshotError,
+    SyncError,
+    SyncOptions,
+    row_counts,
+    sync_table,
+)
 from sync_pipeline.engine.sync_state import SyncState
 from sync_pipeline.engine.versions import SnapshotClock
 
@@ -153,6 +160,22 @@ def test_text_arrives_exactly_over_a_session_whose_client_encoding_is_latin1(tmp
     finally:
         conn.close()
     assert pg_rows(pg_dsn, schema, "e") == TEXTS
+
+
+def test_counting_a_non_ascii_table_over_a_latin1_session_finds_it(tmp_path, pg_dsn, schema):
+    db = _db(
+        tmp_path / "w.sqlite",
+        'CREATE TABLE "wörter" (id INTEGER PRIMARY KEY, v TEXT)',
+        [(1, "café")],
+        'INSERT INTO "wörter" VALUES (?, ?)',
+    )
+    sync_all(db, pg_dsn, schema)
+    conn = psycopg2.connect(pg_dsn, options="-c client_encoding=LATIN1")
+    try:
+        with SqliteSnapshot(db, arrow=False) as snapshot:
+            assert row_counts(snapshot, conn, snapshot.table("wörter"), schema) == (1, 1)
+    finally:
+        conn.close()
 
 
 def test_a_dagster_run_stores_utf8_exactly_whatever_pgclientencoding_says(tmp_path, pg_dsn, schema, monkeypatch):

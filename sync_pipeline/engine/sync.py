@@ -144,6 +144,7 @@ def row_counts(
 ) -> tuple[int, int | None]:
     """(SQLite rows in the snapshot, PostgreSQL rows or None when the table is missing), read-only."""
     with _named_errors(table.name, conn):
+        _use_utf8(conn)  # the table's name travels in the statement
         sqlite_rows = snapshot.count(table)
         with conn, conn.cursor() as cur:
             target = PgTable(cur, schema, table)
@@ -251,8 +252,9 @@ def sync_table(
 
 
 def _use_utf8(conn: psycopg2.extensions.connection) -> None:
-    """Both read paths send UTF-8 through COPY; a session in another client encoding (a role's or
-    database's ``client_encoding`` setting, ``PGCLIENTENCODING``) would store it mis-decoded."""
+    """Both read paths send UTF-8 through COPY, and names travel in statements; a session in
+    another client encoding (a role's or database's ``client_encoding`` setting,
+    ``PGCLIENTENCODING``) would store text mis-decoded and look for tables that do not exist."""
     if conn.encoding != "UTF8":
         conn.set_client_encoding("UTF8")
 
