@@ -1,0 +1,1089 @@
+"""Stateful, model-based: random SQLite edits interleaved with syncs under random options.
+
+A hypothesis ``RuleBasedStateMachine`` keeps five SQLite tables in one WAL file (an ``INTEGER
+PRIMARY KEY`` table, a typeless key, a ``WITHOUT ROWID`` composite key under a collation only the
+application registers, a table with REAL/NUMERIC/BOOLEAN/BLOB/DATETIME columns, and a keyless
+table whose name is over 63 bytes) and one PostgreSQL schema, both fresh per example. Its rules
+edit SQLite the way applications do:
+
+* insert, update, update many rows in one statement, change a row's key, delete rows anywhere (so
+  batch boundaries shift), duplicate a row of the keyless table, insert the twin of a typeless key
+  (``'7'`` beside ``7``, ``7.5`` beside ``'7.5'``);
+* ``ALTER TABLE ADD COLUMN`` plain, with a ``DEFAULT`` (``NOT NULL`` too), generated ``VIRTUAL``,
+  under hostile names (spaces, quotes, reserved words, non-ASCII, over 63 bytes); ``DROP COLUMN``;
+  a migration that drops the last column and adds it again with the same name and type;
+* ``VACUUM`` (renumbers the rowids of tables without an ``INTEGER PRIMARY KEY``);
+* values of every storage class: cursors of integers, of reals beyond 2^53 (~1.7e18), of integers
+  and reals mixed (now and then a text among them), of text timestamps; non-ASCII text, COPY
+  escapes (tab, newline, CR, backslash, ``\\N``), -0.0, +-Infinity, 64-bit bounds; now and then a
+  value the mapping cannot hold (text in an INTEGER column, a blob outside a BLOB column, a NUL
+  byte), and a ``repair`` rule;
+
+and syncs every table, in random order, with random options: cursor mode or full scan,
+``batch_size`` 1-7 (half the time the previous sync's, with the same read path, so batch digests
+skip batches), the Arrow or the exact read path, ``delete_orphans``, ``full_refresh``, 1-3
+readers (parallel tables' views of one snapshot), a numbered snapshot (``SnapshotClock``) or not,
+a reused connection or a new one, possibly in a client encoding other than UTF8 (LATIN1, WIN1252,
+SQL_ASCII, EUC_JP). One rule syncs while the application commits between the snapshot and the
+read (PostgreSQL must get the snapshot, nothing later); one syncs from a snapshot older than the
+last synced one, which must be refused.
+
+The application keeps cursor mode's rule (README, "Cursor mode"): every write sets the cursor to at
+least the highest value it ever held (a text among numbers is the documented exception: the sync
+reads every row and warns). Everything else is the engine's problem.
+
+Invariant, for every table at every sync: the asset check's ``row_counts`` (on the sync's session,
+before it) gives the true counts, and either
+
+* the sync succeeded, the PostgreSQL columns are SQLite's under the documented mapping (README,
+  "Data types"; names over 63 bytes shortened), and every value equals SQLite's under that mapping
+  (written here from the README, not taken from ``types.py``; floats compared exactly, rows as
+  multisets for the keyless table). With ``delete_orphans`` or ``full_refresh`` PostgreSQL holds
+  exactly SQLite's rows; without, every SQLite row is there and equal and any other key is one
+  SQLite once had. ``sqlite_rows`` and ``pg_rows_after`` are the true counts; a cursor column
+  holding text beside numbers yields a warning naming it;
+* or it raised a ``SyncError`` naming the table, the model says it must fail (a value the mapping
+  cannot hold, two keys that become one, a NULL key, a changed column list that is not an
+  append, or any change to the keyless table's, ``delete_orphans`` over an empty SQLite table, an
+  older snapshot), and PostgreSQL is byte-identical to before: rows, columns, constraints, the
+  schema's relations and the table's row of ``_sps_sync_state``.
+
+Any other exception is a bug; so is a sync that succeeds where the model says it must fail.
+
+Environment (the defaults take about a minute on two cores):
+
+* ``SPS_STATEFUL_EXAMPLES`` (default 40): examples (fresh SQLite file and schema each);
+* ``SPS_STATEFUL_STEPS`` (default 30): at most this many rules per example;
+* ``SPS_STATEFUL_SHRINK=0``: report the first failure as found, unshrunk (shrinking a stateful
+  failure against a real server takes minutes);
+* ``SPS_STATEFUL_AVOID``: comma-separated families of inputs to leave out, to hunt past a
+  divergence that is being fixed (or to run against an older engine): ``encoding`` (non-UTF8
+  sessions), ``collision`` (twin keys), ``text_cursor`` (a text among numeric cursors),
+  ``real_cursor`` (reals beyond 2^52 in cursors), ``bad_values`` (values the mapping cannot hold),
+  ``add_column`` (every ALTER TABLE), ``redefine`` (a column dropped and added again),
+  ``row_counts`` (the asset check's count), ``collation`` (the application's own collation),
+  ``long_names`` (names over 63 bytes).
+
+A long hunt: ``SPS_STATEFUL_EXAMPLES=2000 SPS_STATEFUL_STEPS=60 SPS_STATEFUL_SHRINK=0``. Runs are
+random (not derandomized; ``--hypothesis-seed`` repeats one); a failure prints its steps and a
+``@reproduce_failure`` blob, and every run ends printing what it exercised (``-s`` shows it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Context, Decimal
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+from hypothesis import HealthCheck, Phase, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from psycopg2 import sql
+
+from sync_pipeline.engine import SqliteSnapshot, SyncError, SyncOptions, row_counts, sync_table
+from sync_pipeline.engine.sqlite_source import quote_sqlite_identifier
+
+try:  # numbered snapshots (engine/versions.py)
+    from sync_pipeline.engine.versions import SnapshotClock
+except ImportError:  # pragma: no cover - an engine from before them
+    SnapshotClock = None  # type: ignore[assignment,misc]
+
+EXAMPLES = int(os.environ.get("SPS_STATEFUL_EXAMPLES", "40"))
+STEPS = int(os.environ.get("SPS_STATEFUL_STEPS", "30"))
+SHRINK = os.environ.get("SPS_STATEFUL_SHRINK", "1") != "0"
+AVOID = frozenset(filter(None, (s.strip() for s in os.environ.get("SPS_STATEFUL_AVOID", "").split(","))))
+
+q = quote_sqlite_identifier
+STATE_TABLE = "_sps_sync_state"
+MAX_ADDED = 4
+BATCH_SIZES = st.integers(1, 7)
+ENCODINGS = [None, None, None, "UTF8", "LATIN1", "WIN1252", "SQL_ASCII", "EUC_JP"]
+
+# --- the documented mapping (README, "Data types"), written down independently of types.py --------
+
+
+def pg_type_of(declared: str) -> str:
+    name = declared.upper()
+    if "INT" in name:
+        return "bigint"
+    if "CHAR" in name or "CLOB" in name or "TEXT" in name:
+        return "text"
+    if "BLOB" in name:
+        return "bytea"
+    if not name.strip():
+        return "text"
+    if "REAL" in name or "FLOA" in name or "DOUB" in name:
+        return "double precision"
+    if "BOOL" in name:
+        return "boolean"
+    if "DATE" in name or "TIME" in name:
+        return "text"
+    if "NUMERIC" in name or "DECIMAL" in name:
+        return "numeric"
+    return "text"
+
+
+def pg_identifier(name: str) -> str:
+    """A SQLite name in PostgreSQL (README, "Tables, keys and identifiers"): the same, or if over 63
+    bytes its first bytes (cut on a character boundary), ``_`` and 8 hex digits, 63 bytes at most."""
+    raw = name.encode()
+    if len(raw) <= 63:
+        return name
+    return raw[:54].decode("utf-8", "ignore") + "_" + hashlib.blake2b(raw, digest_size=4).hexdigest()
+
+
+class Unrepresentable(Exception):
+    """A SQLite value its PostgreSQL column cannot hold: the sync must fail naming it."""
+
+
+def _float_text(value: float) -> str:
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)
+
+
+def expected_value(pg_type: str, value: object) -> object:
+    """What PostgreSQL must return (through psycopg2) for a SQLite value in a column of ``pg_type``."""
+    if value is None:
+        return None
+    kind = type(value)
+    if pg_type == "bigint" and kind is int:
+        return value
+    if pg_type == "double precision":
+        if kind is float:
+            return value
+        if kind is int and abs(value) <= 2**53:
+            return float(value)
+    if pg_type == "numeric" and kind in (int, float):
+        return Decimal(value if kind is int else repr(value))
+    if pg_type == "boolean" and kind is int and value in (0, 1):
+        return bool(value)
+    if pg_type == "text":
+        if kind is str and "\x00" not in value:
+            return value
+        if kind is int:
+            return str(value)
+        if kind is float:
+            return _float_text(value)
+    if pg_type == "bytea" and kind is bytes:
+        return value
+    raise Unrepresentable(f"{value!r} ({kind.__name__}) in a {pg_type} column")
+
+
+_WIDE = Context(prec=2000)
+
+
+def token(value: object) -> tuple[object, ...]:
+    """A hashable, exact form of a value as PostgreSQL returns it (-0.0 is not 0.0, 1.0 is 1)."""
+    if value is None:
+        return ("null",)
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, float):
+        return ("float", repr(value))
+    if isinstance(value, Decimal):
+        return ("numeric", str(value.normalize(_WIDE)) if value.is_finite() else str(value))
+    if isinstance(value, memoryview):
+        return ("bytes", bytes(value))
+    return (type(value).__name__, value)
+
+
+# --- values ---------------------------------------------------------------------------------------
+
+SPECIAL_TEXT = [
+    "", "plain", "café", "naïve Ünïcödé", "日本語テキスト", "emoji 🎉", "tab\there", "new\nline", "back\\slash",
+    "\\N", "cr\r", "a\tb\nc\\d\r\n", " 42", "1700000000", "0.1", "Infinity", "NULL", "\\.", "é\\t", "ÿ€‰",
+]  # fmt: skip
+TEXTS = st.one_of(
+    st.sampled_from(SPECIAL_TEXT),
+    st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=6),
+)
+INTS = st.one_of(
+    st.integers(-5, 60),
+    st.sampled_from([0, -1, 2**31, 2**53, 2**53 + 1, -(2**63), 2**63 - 1, 1700000000]),
+)
+SPECIAL_FLOATS = [
+    0.0, -0.0, 0.1, 1.5, -2.25, 1e300, -1e-300, 5e-324, math.inf, -math.inf, 1.7e18, 1.7000000000000003e18,
+    2.0**60, 2.0**53 + 2, 9.2e18, 1e19, 1e16,
+]  # fmt: skip
+FLOATS = st.one_of(st.sampled_from(SPECIAL_FLOATS), st.floats(allow_nan=False))
+TIMESTAMPS = st.sampled_from(["2024-02-29 12:00:00", "2024-01-01T00:00:00Z", "1970-01-01", "yesterday", "12:30"])
+NULL = st.none()
+
+
+def _rarely(good: st.SearchStrategy[object], bad: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    """Mostly ``good``; one draw in 60 from ``bad`` (a value the mapping cannot hold)."""
+    if "bad_values" in AVOID:
+        return good
+    return st.integers(0, 59).flatmap(lambda i: bad if i == 59 else good)
+
+
+def values_for(declared: str, clean: bool) -> st.SearchStrategy[object]:
+    """Values an application might write into a column of this declared type.
+
+    ``clean``: only the column's own storage class (and NULL), which the Arrow path takes;
+    otherwise any storage class SQLite's affinity lets through, which sends the table to the
+    exact path, and now and then a value the mapping cannot hold.
+    """
+    name = declared.upper()
+    pg_type = pg_type_of(declared)
+    if pg_type == "bigint":
+        return st.one_of(NULL, INTS) if clean else _rarely(st.one_of(NULL, INTS), st.sampled_from(["abc", 1.5, 1e19]))
+    if pg_type == "double precision":
+        if clean:
+            return st.one_of(NULL, FLOATS)
+        return _rarely(st.one_of(NULL, FLOATS, INTS), st.sampled_from(["abc", b"\x02"]))
+    if pg_type == "numeric":
+        if clean:
+            return st.one_of(NULL, INTS)
+        return _rarely(st.one_of(NULL, INTS, FLOATS, st.sampled_from(["12.5", "007", "1e3"])), st.just("abc"))
+    if pg_type == "boolean":
+        good = st.sampled_from([None, 0, 1, True, False])
+        return good if clean else _rarely(good, st.sampled_from([2, "t", -1]))
+    if pg_type == "bytea":
+        return NULL if clean else _rarely(st.one_of(NULL, st.binary(max_size=6)), st.sampled_from(["text", 5, 0.5]))
+    if "DATE" in name or "TIME" in name:
+        return st.one_of(NULL, TIMESTAMPS) if clean else _rarely(st.one_of(NULL, TIMESTAMPS, INTS, FLOATS), NULL)
+    # text: TEXT affinity turns numbers into text, a typeless column keeps them
+    if clean:
+        return st.one_of(NULL, TEXTS)
+    return _rarely(st.one_of(NULL, TEXTS, INTS, FLOATS), st.sampled_from([b"\x04", "nul\x00byte"]))
+
+
+# --- the tables -------------------------------------------------------------------------------------
+
+LONG = "a column name PostgreSQL would cut at 63 bytes, so it is shortened: ü"
+ADDED_NAMES = ["status", "Note Col", "naïve", "select", 'q"uote', "日本", "MixedCase", "c_7"]
+if "long_names" not in AVOID:
+    ADDED_NAMES += [LONG, LONG + "ü"]
+ADDED_TYPES = [
+    "TEXT NOT NULL DEFAULT 'active'",
+    "TEXT",
+    "REAL DEFAULT 1.7000000000000003e18",
+    "INTEGER DEFAULT 0",
+    "DEFAULT 'caf\u00e9\t\\N'",
+    "BOOLEAN DEFAULT 1",
+    "NUMERIC DEFAULT 2.5",
+    "BLOB DEFAULT x'00ff'",
+    "DATETIME DEFAULT '2024-01-01 00:00:00'",
+    "DOUBLE DEFAULT -1e300",
+    "INTEGER",
+]
+BAD_ADDED_TYPE = "INTEGER DEFAULT 'oops'"
+
+
+@dataclass
+class Table:
+    name: str
+    ddl: str
+    key: tuple[str, ...]  # empty: no primary key
+    data: dict[str, str]  # writable non-key, non-cursor columns -> declared type
+    keys: st.SearchStrategy[tuple[object, ...]] | None
+    generated: list[tuple[str, str]]  # (declared type, expression) for ADD COLUMN ... VIRTUAL
+    cursor: str | None = None
+    cursor_kind: str | None = None  # int, real, mixed (numbers, now and then a text), text
+    without_rowid: bool = False
+    twins: bool = False  # a typeless key: inserts now and then take the other storage class of a key
+    first_keys: st.SearchStrategy[tuple[object, ...]] | None = None  # keys of the rows a table starts with
+    clean: bool = False  # values of each column's own storage class only (see values_for)
+    added: list[str] = field(default_factory=list)
+    high: object = None  # the highest (numeric, for "mixed") cursor value ever written
+    text_high: str | None = None  # for "mixed": the highest text written among the numbers
+    ever_keys: set[tuple[object, ...]] = field(default_factory=set)  # PostgreSQL keys SQLite once had
+
+
+def _k_keys() -> st.SearchStrategy[tuple[object, ...]]:
+    """Keys of a typeless key column: integers, reals and text, which PostgreSQL holds as text."""
+    plain = st.integers(1, 25)
+    keys = st.one_of(plain, plain, st.sampled_from(["ключ", "tab\tkey", "a\\b", "日本", 7.5, 1e16, -0.5]))
+    if "collision" not in AVOID:  # the text twins of numbers: two keys in SQLite, one in PostgreSQL
+        keys = st.one_of(keys, plain.map(str), st.sampled_from(["7.5", "1e+16", "-0.5", "-0.0", -0.0]))
+    return _rarely(keys, NULL).map(lambda k: (k,))
+
+
+def twin(key: object) -> object:
+    """The key of the other storage class that PostgreSQL would merge with ``key`` (else ``key``)."""
+    if isinstance(key, str):
+        for parse in (int, float):
+            try:
+                number = parse(key)
+            except ValueError:
+                continue
+            return number if expected_value("text", number) == key else key
+        return key
+    return expected_value("text", key) if isinstance(key, int | float) else key
+
+
+KEYLESS = "Mixed Bag" + (
+    "" if "long_names" in AVOID else ", a table name over sixty-three bytes PostgreSQL would cut: ß"
+)
+COLLATION = "" if "collation" in AVOID else " COLLATE unicase"  # a collation only the application registers
+
+
+def make_tables() -> list[Table]:
+    return [
+        Table(
+            "t",
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, r REAL, x, u INTEGER)",
+            ("id",),
+            {"v": "TEXT", "r": "REAL", "x": ""},
+            st.integers(1, 40).map(lambda i: (i,)),
+            [
+                ("INTEGER", "length(v)"),
+                ("TEXT", "v || '!'"),
+                ("REAL", "r * 2"),
+                ("", "x"),
+                ("INTEGER", "x * 2"),
+            ],
+            cursor="u",
+            cursor_kind="int",
+        ),
+        Table(
+            "k",
+            "CREATE TABLE k (k PRIMARY KEY, v TEXT, n)",
+            ("k",),
+            {"v": "TEXT"},
+            _k_keys(),
+            [("TEXT", "upper(v)"), ("", "k")],
+            cursor="n",
+            cursor_kind="mixed",
+            twins=True,
+            first_keys=st.integers(1, 25).map(lambda k: (k,)),  # distinct in PostgreSQL too: the first sync works
+        ),
+        Table(
+            "r",
+            "CREATE TABLE r (id INTEGER PRIMARY KEY, ts REAL, num NUMERIC, flag BOOLEAN, b BLOB, d DATETIME)",
+            ("id",),
+            {"num": "NUMERIC", "flag": "BOOLEAN", "b": "BLOB", "d": "DATETIME"},
+            st.integers(1, 40).map(lambda i: (i,)),
+            [("REAL", "ts / 3"), ("NUMERIC", "num * 2"), ("BLOB", "b")],
+            cursor="ts",
+            cursor_kind="int" if "real_cursor" in AVOID else "real",
+        ),
+        Table(
+            "wörter",
+            (
+                f'CREATE TABLE "wörter" (a TEXT{COLLATION}, b INTEGER, v, upd DATETIME, PRIMARY KEY (a, b)) '
+                "WITHOUT ROWID"
+            ),
+            ("a", "b"),
+            {"v": ""},
+            st.tuples(st.sampled_from(["a", "A", "b", "ä", "Ä", "tab\t", "", "new\nline", "zz"]), st.integers(-3, 3)),
+            [("TEXT", "a || b"), ("", "v")],
+            cursor="upd",
+            cursor_kind="text",
+            without_rowid=True,
+        ),
+        Table(
+            KEYLESS,
+            f"CREATE TABLE {q(KEYLESS)} (a TEXT, b REAL, c)",
+            (),
+            {"a": "TEXT", "b": "REAL", "c": ""},
+            None,
+            [("TEXT", "a || 'x'")],
+        ),
+    ]
+
+
+TEXT_EPOCH = datetime(2024, 1, 1)
+
+
+def _text_time(seconds: int) -> str:
+    return (TEXT_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _unicase(a: str, b: str) -> int:
+    return (a.casefold() > b.casefold()) - (a.casefold() < b.casefold())
+
+
+def _application_connection(path: Path) -> sqlite3.Connection:
+    """A connection as the application has it: with its own collation ``unicase`` (as Anki's)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.create_collation("unicase", _unicase)
+    return conn
+
+
+# --- the machine ------------------------------------------------------------------------------------
+
+TOTALS: Counter[str] = Counter()  # what the run exercised, printed at its end
+
+
+def note(what: str) -> None:
+    event(what)
+    TOTALS[what] += 1
+
+
+@dataclass
+class PgState:
+    """What PostgreSQL held for one table before a sync (``dump`` byte for byte, the rest parsed)."""
+
+    dump: tuple[object, ...]
+    exists: bool
+    columns: list[tuple[str, str]]
+    rows: int
+
+
+class SyncMachine(RuleBasedStateMachine):
+    def __init__(self, dsn: str) -> None:
+        super().__init__()
+        self.dsn = dsn
+        self.dir = Path(tempfile.mkdtemp(prefix="sps-stateful-"))
+        self.path = self.dir / "app.sqlite"
+        self.schema = f"st_{uuid.uuid4().hex[:10]}"
+        self.observer = psycopg2.connect(dsn)
+        self.observer.autocommit = True
+        with self.observer.cursor() as cur:
+            cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema)))
+        self.db = _application_connection(self.path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # What the model compares PostgreSQL with: the file itself, or, while an application
+        # writes during a sync, a read transaction begun with the sync's snapshot.
+        self.seen = self.db
+        self.tables = make_tables()
+        self.kept: psycopg2.extensions.connection | None = None  # a connection reused across syncs
+        self.last_read: tuple[bool, int] | None = None  # (arrow, batch_size) of the last sync
+        TOTALS["examples"] += 1
+
+    @invariant()
+    def count_steps(self) -> None:
+        TOTALS["steps"] += 1
+
+    def teardown(self) -> None:
+        self.db.close()
+        if self.kept is not None:
+            self.kept.close()
+        with self.observer.cursor() as cur:
+            cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(self.schema)))
+        self.observer.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # --- SQLite side ------------------------------------------------------------------------
+
+    def _columns(self, table: Table, source: sqlite3.Connection | None = None) -> list[tuple[str, str, bool]]:
+        """(name, declared type, generated) of every column a sync reads, in order."""
+        rows = (
+            (source or self.db)
+            .execute(
+                "SELECT name, type, hidden FROM pragma_table_xinfo(?) WHERE hidden <> 1 ORDER BY cid", (table.name,)
+            )
+            .fetchall()
+        )
+        return [(name, decl or "", hidden in (2, 3)) for name, decl, hidden in rows]
+
+    def _writable(self, table: Table) -> dict[str, str]:
+        """Non-key, non-cursor columns an application writes (added ones included)."""
+        written = dict(table.data)
+        for name, decl, generated in self._columns(table):
+            if name in table.added and not generated:
+                written[name] = decl
+        return written
+
+    def _locators(self, table: Table) -> list[tuple[str, tuple[object, ...]]]:
+        """A WHERE clause and its parameters for each row, in storage order."""
+        if table.without_rowid:
+            keys = ", ".join(map(q, table.key))
+            rows = self.db.execute(f"SELECT {keys} FROM {q(table.name)} ORDER BY {keys}").fetchall()
+            where = " AND ".join(f"{q(k)} = ?" for k in table.key)
+            return [(where, tuple(r)) for r in rows]
+        return [("rowid = ?", (r[0],)) for r in self.db.execute(f"SELECT rowid FROM {q(table.name)} ORDER BY rowid")]
+
+    def _pick(self, data: st.DataObject, table: Table) -> tuple[str, tuple[object, ...]] | None:
+        rows = self._locators(table)
+        if not rows:
+            return None
+        return rows[data.draw(st.integers(0, len(rows) - 1), label="row")]
+
+    def _bump(self, data: st.DataObject, table: Table) -> object:
+        """A cursor value no lower than any the column ever held (or NULL, which is always read)."""
+        kind, high = table.cursor_kind, table.high
+        choices = {
+            "int": ["tie", "step", "step", "jump", "null"],
+            "real": ["tie", "step", "step", "jump", "null", "inf"],
+            "mixed": ["tie", "int", "int", "real", "jump", "null"] + ([] if "text_cursor" in AVOID else ["text"]),
+            "text": ["tie", "step", "jump", "null"],
+        }[kind or "int"]
+        how = data.draw(st.sampled_from(choices), label="bump")
+        if how == "null":
+            return None
+        if how == "text":  # a text among numbers: documented outcome, every row is read while they meet
+            texts = [t for t in ["2024-01-01", "later", "zzz"] if table.text_high is None or t >= table.text_high]
+            return data.draw(st.sampled_from(texts), label="text cursor")
+        if kind == "text":
+            seconds = 0 if high is None else int((datetime.fromisoformat(str(high)) - TEXT_EPOCH).total_seconds())
+            step = {"tie": 0, "step": data.draw(st.integers(1, 60), label="seconds"), "jump": 86400}
+            return _text_time(seconds + step[how]) if how in step else _text_time(seconds)
+        if high is None:
+            if kind == "real":
+                return data.draw(st.floats(1.6e18, 1.8e18), label="first cursor")
+            return data.draw(st.integers(0, 100), label="first cursor")
+        candidate: object = high
+        if kind == "int":
+            if how == "step":
+                candidate = high + data.draw(st.integers(1, 3), label="step")
+            elif how == "jump":
+                candidate = high + data.draw(st.integers(1000, 10**12), label="step")
+            candidate = min(candidate, 2**63 - 1)
+        elif kind == "real":
+            if how == "step":
+                candidate = math.nextafter(high, math.inf)
+            elif how == "jump":
+                candidate = high + data.draw(st.sampled_from([1000.0, 1e6, 1e15]), label="step")
+            elif how == "inf" and data.draw(st.integers(0, 9), label="inf?") == 9:
+                candidate = math.inf
+        elif kind == "mixed":
+            if how == "int" and high < 2**62:
+                candidate = math.floor(high) + data.draw(st.integers(1, 5), label="step")
+            elif how == "real" and ("real_cursor" not in AVOID or high < 2**52):
+                candidate = float(high) + 0.5
+            elif how == "jump":
+                jumps = st.one_of(
+                    st.integers(1000, 10**12).map(lambda d: high + d), st.sampled_from([2**53 + 1, 2**62])
+                )
+                if "real_cursor" not in AVOID:
+                    jumps = st.one_of(jumps, st.sampled_from([9.3e18, 1.7000000000000003e18, 1e16 + 2.0]))
+                candidate = data.draw(jumps, label="jump")
+        return candidate if candidate >= high else high  # type: ignore[operator]
+
+    def _wrote(self, table: Table, value: object) -> None:
+        if value is None or table.cursor_kind is None:
+            return
+        if table.cursor_kind == "mixed" and isinstance(value, str):
+            # Texts go on from the highest text (once the numbers are gone, the column is a text cursor),
+            # numbers from the highest number.
+            table.text_high = max(value, table.text_high or value)
+            return
+        if table.high is None or value > table.high:  # type: ignore[operator]
+            table.high = value
+
+    def _assignments(self, data: st.DataObject, table: Table, columns: list[str]) -> dict[str, object]:
+        values = {
+            c: data.draw(values_for(decl, table.clean), label=c)
+            for c, decl in self._writable(table).items()
+            if c in columns
+        }
+        if table.cursor is not None:
+            values[table.cursor] = self._bump(data, table)
+        return values
+
+    def _execute(self, statement: str, params: tuple[object, ...] | list[object] = ()) -> bool:
+        try:
+            self.db.execute(statement, params)
+        except sqlite3.IntegrityError:  # a key SQLite already has: the application would have got an error
+            return False
+        return True
+
+    def _insert(
+        self, data: st.DataObject, table: Table, first: bool = False, key: tuple[object, ...] | None = None
+    ) -> None:
+        if table.keys is None and self._locators(table) and data.draw(st.booleans(), label="duplicate"):
+            where, params = self._pick(data, table)  # type: ignore[misc]
+            columns = ", ".join(map(q, self._writable(table)))
+            self._execute(
+                f"INSERT INTO {q(table.name)} ({columns}) SELECT {columns} FROM {q(table.name)} WHERE {where}", params
+            )
+            return
+        values = self._assignments(data, table, list(self._writable(table)))
+        if table.keys is not None:
+            if key is None:
+                key = data.draw(table.first_keys if first and table.first_keys is not None else table.keys, label="key")
+            values.update(zip(table.key, key, strict=True))
+        columns = ", ".join(map(q, values))
+        marks = ", ".join("?" for _ in values)
+        if self._execute(f"INSERT INTO {q(table.name)} ({columns}) VALUES ({marks})", list(values.values())):
+            self._wrote(table, values.get(table.cursor or ""))
+
+    def _update(self, data: st.DataObject, table: Table, where: str, params: tuple[object, ...]) -> None:
+        writable = list(self._writable(table))
+        chosen = data.draw(st.lists(st.sampled_from(writable), min_size=1, max_size=3, unique=True), label="columns")
+        values = self._assignments(data, table, chosen)
+        assignments = ", ".join(f"{q(c)} = ?" for c in values)
+        if self._execute(f"UPDATE {q(table.name)} SET {assignments} WHERE {where}", [*values.values(), *params]):
+            self._wrote(table, values.get(table.cursor or ""))
+
+    def _table(self, data: st.DataObject) -> Table:
+        return self._table_among(data, self.tables)
+
+    def _order(self, data: st.DataObject) -> list[Table]:
+        names = data.draw(st.permutations([t.name for t in self.tables]), label="table order")
+        return [next(t for t in self.tables if t.name == name) for name in names]
+
+    def _table_among(self, data: st.DataObject, tables: list[Table]) -> Table:
+        name = data.draw(st.sampled_from([t.name for t in tables]), label="table")
+        return next(t for t in tables if t.name == name)
+
+    @initialize(data=st.data())
+    def create(self, data: st.DataObject) -> None:
+        for table in self.tables:
+            table.clean = data.draw(st.booleans(), label=f"{table.name} clean")
+            self.db.execute(table.ddl)
+            for _ in range(data.draw(st.integers(0, 8), label=f"rows of {table.name}")):
+                self._insert(data, table, first=True)
+        encoding = None if "encoding" in AVOID else data.draw(st.sampled_from(ENCODINGS), label="kept encoding")
+        self.kept = self._connect(encoding)
+
+    @rule(data=st.data())
+    def insert(self, data: st.DataObject) -> None:
+        table = self._table(data)
+        for _ in range(data.draw(st.integers(1, 4), label="rows")):
+            self._insert(data, table)
+
+    @rule(data=st.data())
+    def insert_twin(self, data: st.DataObject) -> None:
+        """A typeless key gets the other storage class of a key it has (7 beside '7', '7.5' beside 7.5)."""
+        if "collision" in AVOID:
+            return
+        table = self._table_among(data, [t for t in self.tables if t.twins])
+        existing = self.db.execute(f"SELECT {q(table.key[0])} FROM {q(table.name)}").fetchall()
+        if existing:
+            self._insert(data, table, key=(twin(data.draw(st.sampled_from(existing), label="twin of")[0]),))
+
+    @rule(data=st.data())
+    def update(self, data: st.DataObject) -> None:
+        table = self._table(data)
+        row = self._pick(data, table)
+        if row is not None:
+            self._update(data, table, *row)
+
+    @rule(data=st.data())
+    def update_many(self, data: st.DataObject) -> None:
+        """One statement over every m-th row (all of them for m = 1): one bump for all."""
+        table = self._table(data)
+        m, r = data.draw(st.integers(1, 3), label="every"), data.draw(st.integers(0, 2), label="offset")
+        if table.without_rowid:
+            keys = ", ".join(map(q, table.key))
+            numbered = f"SELECT {keys}, row_number() OVER (ORDER BY {keys}) AS _n FROM {q(table.name)}"
+            where = f"({keys}) IN (SELECT {keys} FROM ({numbered}) WHERE _n % ? = ?)"
+        else:
+            numbered = f"SELECT rowid AS _r, row_number() OVER (ORDER BY rowid) AS _n FROM {q(table.name)}"
+            where = f"rowid IN (SELECT _r FROM ({numbered}) WHERE _n % ? = ?)"
+        self._update(data, table, where, (m, r % m))
+
+    @rule(data=st.data())
+    def rekey(self, data: st.DataObject) -> None:
+        """A row changes its key (and, for a rowid table, its place in the scan)."""
+        table = self._table(data)
+        row = self._pick(data, table)
+        if table.keys is None or row is None:
+            return
+        values = dict(zip(table.key, data.draw(table.keys, label="new key"), strict=True))
+        if table.cursor is not None:
+            values[table.cursor] = self._bump(data, table)
+        assignments = ", ".join(f"{q(c)} = ?" for c in values)
+        if self._execute(f"UPDATE {q(table.name)} SET {assignments} WHERE {row[0]}", [*values.values(), *row[1]]):
+            self._wrote(table, values.get(table.cursor or ""))
+
+    @rule(data=st.data())
+    def delete(self, data: st.DataObject) -> None:
+        table = self._table(data)
+        for _ in range(data.draw(st.integers(1, 3), label="rows")):
+            row = self._pick(data, table)
+            if row is not None:
+                self.db.execute(f"DELETE FROM {q(table.name)} WHERE {row[0]}", row[1])
+
+    @rule(data=st.data())
+    def add_column(self, data: st.DataObject) -> None:
+        if "add_column" in AVOID:
+            return
+        table = self._table(data)
+        names = [n for n in ADDED_NAMES if n not in table.added]
+        if len(table.added) >= MAX_ADDED:
+            return
+        name = data.draw(st.sampled_from(names), label="name")
+        generated = [f"{decl} GENERATED ALWAYS AS ({expr}) VIRTUAL" for decl, expr in table.generated]
+        kinds = ADDED_TYPES + generated
+        definition = data.draw(_rarely(st.sampled_from(kinds), st.just(BAD_ADDED_TYPE)), label="definition")
+        self.db.execute(f"ALTER TABLE {q(table.name)} ADD COLUMN {q(name)} {definition}")
+        table.added.append(name)
+
+    @rule(data=st.data())
+    def drop_column(self, data: st.DataObject) -> None:
+        """``ALTER TABLE DROP COLUMN`` of an added column: the sync must refuse until a full refresh."""
+        altered = [t for t in self.tables if t.added]
+        if "add_column" in AVOID or not altered:
+            return
+        table = self._table_among(data, altered)
+        name = data.draw(st.sampled_from(table.added), label="column")
+        self.db.execute(f"ALTER TABLE {q(table.name)} DROP COLUMN {q(name)}")
+        table.added.remove(name)
+
+    @rule(data=st.data())
+    def redefine_column(self, data: st.DataObject) -> None:
+        """A migration drops the last column and adds it again: same name and type, another DEFAULT or
+        expression, so every row changes while no cursor moves and the table keeps its shape."""
+        altered = [t for t in self.tables if t.added]
+        if "add_column" in AVOID or "redefine" in AVOID or not altered:
+            return
+        table = self._table_among(data, altered)
+        name, decl, notnull = self.db.execute(
+            'SELECT name, type, "notnull" FROM pragma_table_xinfo(?) WHERE hidden <> 1 ORDER BY cid DESC LIMIT 1',
+            (table.name,),
+        ).fetchone()
+        if name not in table.added:
+            return
+        literal = data.draw(st.sampled_from(["'again'", "7", "2.5", "'café'", "0", "1"]), label="new value")
+        generated = not notnull and data.draw(st.booleans(), label="generated")
+        definition = f"GENERATED ALWAYS AS ({literal}) VIRTUAL" if generated else f"DEFAULT {literal}"
+        TOTALS["columns redefined"] += 1
+        self.db.execute(f"ALTER TABLE {q(table.name)} DROP COLUMN {q(name)}")
+        self.db.execute(
+            f"ALTER TABLE {q(table.name)} ADD COLUMN {q(name)} {decl}{' NOT NULL' if notnull else ''} {definition}"
+        )
+
+    @rule()
+    def vacuum(self) -> None:
+        self.db.execute("VACUUM")
+
+    @rule()
+    def repair(self) -> None:
+        """Clear what the mapping cannot hold, as an application fixing its data would."""
+        for table in self.tables:
+            self._repair(table)
+
+    def _repair(self, table: Table) -> None:
+        """Set the values the mapping cannot hold to NULL (bumping the cursor), or delete their rows."""
+        for where, params, column in self._problems(table, self.db):
+            if column is not None and column in self._writable(table):
+                values: dict[str, object] = {column: None}
+                if table.cursor is not None and table.high is not None:
+                    values[table.cursor] = table.high
+                assignments = ", ".join(f"{q(c)} = ?" for c in values)
+                if self._execute(
+                    f"UPDATE {q(table.name)} SET {assignments} WHERE {where}", [*values.values(), *params]
+                ):
+                    continue
+            self.db.execute(f"DELETE FROM {q(table.name)} WHERE {where}", params)
+
+    def _problems(self, table: Table, source: sqlite3.Connection) -> list[tuple[str, tuple[object, ...], str | None]]:
+        """Rows the mapping cannot hold: (WHERE, params, column or None for the whole row)."""
+        columns = self._columns(table, source)
+        names = [c[0] for c in columns]
+        locate = ", ".join(map(q, table.key)) if table.without_rowid else "rowid"
+        where = " AND ".join(f"{q(k)} = ?" for k in table.key) if table.without_rowid else "rowid = ?"
+        width = len(table.key) if table.without_rowid else 1
+        found: list[tuple[str, tuple[object, ...], str | None]] = []
+        seen: set[tuple[object, ...]] = set()
+        select = ", ".join(map(q, names))
+        for row in source.execute(f"SELECT {locate}, {select} FROM {q(table.name)} ORDER BY {locate}"):
+            params, values = tuple(row[:width]), row[width:]
+            for (name, decl, _), value in zip(columns, values, strict=True):
+                try:
+                    expected_value(pg_type_of(decl), value)
+                except Unrepresentable:
+                    found.append((where, params, name))
+            if table.key:
+                key = tuple(values[names.index(k)] for k in table.key)
+                mapped = self._key_token(table, columns, key)
+                if None in key or mapped in seen:
+                    found.append((where, params, None))
+                if mapped is not None:
+                    seen.add(mapped)
+        return found
+
+    @staticmethod
+    def _key_token(table: Table, columns: list[tuple[str, str, bool]], key: tuple[object, ...]) -> object:
+        decls = {name: decl for name, decl, _ in columns}
+        try:
+            return tuple(token(expected_value(pg_type_of(decls[k]), v)) for k, v in zip(table.key, key, strict=True))
+        except Unrepresentable:
+            return None
+
+    # --- PostgreSQL side ----------------------------------------------------------------------
+
+    def _connect(self, encoding: str | None) -> psycopg2.extensions.connection:
+        if encoding is None:
+            return psycopg2.connect(self.dsn)
+        return psycopg2.connect(self.dsn, options=f"-c client_encoding={encoding}")
+
+    def _query(self, statement: sql.Composable | str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self.observer.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+
+    def _pg_state(self, table: Table) -> PgState:
+        ident = sql.Identifier(self.schema, pg_identifier(table.name))
+        relations = self._query(
+            "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            'WHERE n.nspname = %s ORDER BY c.relname COLLATE "C"',
+            (self.schema,),
+        )
+        state: list[tuple[object, ...]] = []
+        if (STATE_TABLE, "r") in relations:
+            state = self._query(
+                sql.SQL("SELECT to_jsonb(s)::text FROM {} AS s WHERE table_name IN (%s, %s)").format(
+                    sql.Identifier(self.schema, STATE_TABLE)
+                ),
+                (table.name, pg_identifier(table.name)),
+            )
+        if (pg_identifier(table.name), "r") not in relations:
+            return PgState((relations, state), False, [], 0)
+        oid = self._query("SELECT %s::regclass::oid", (ident.as_string(self.observer),))[0][0]
+        columns = self._query(
+            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+            "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (oid,),
+        )
+        constraints = self._query(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s ORDER BY 1", (oid,)
+        )
+        rows = sorted(r[0] for r in self._query(sql.SQL("SELECT t::text FROM {} AS t").format(ident)))
+        dump = (relations, state, columns, constraints, rows)
+        return PgState(dump, True, [(c[0], c[1]) for c in columns], len(rows))
+
+    def _pg_rows(self, table: Table) -> list[tuple[object, ...]]:
+        rows = self._query(sql.SQL("SELECT * FROM {}").format(sql.Identifier(self.schema, pg_identifier(table.name))))
+        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in rows]
+
+    # --- syncs ------------------------------------------------------------------------------------
+
+    def _must_fail(self, table: Table, before: PgState, options: SyncOptions) -> list[str]:
+        """Why the model says this table's sync must fail (empty: it must succeed)."""
+        reasons = []
+        problems = self._problems(table, self.seen)
+        for _, params, column in problems[:1]:
+            reasons.append(f"row {params}: " + (f"column {column!r} cannot hold its value" if column else "its key"))
+        count = self.seen.execute(f"SELECT count(*) FROM {q(table.name)}").fetchone()[0]
+        want = [(pg_identifier(name), pg_type_of(decl)) for name, decl, _ in self._columns(table, self.seen)]
+        if before.exists and not options.full_refresh:
+            if not table.key and before.columns != want:
+                reasons.append("the columns of a table without a primary key changed")
+            elif before.columns != want[: len(before.columns)]:
+                reasons.append("a column was dropped or redefined")
+        if options.delete_orphans and not options.full_refresh and count == 0 and before.rows > 0:
+            reasons.append("delete_orphans with no SQLite rows")
+        return reasons
+
+    def _cursor_mixed(self, table: Table) -> bool:
+        if table.cursor is None:
+            return False
+        kinds = {
+            r[0]
+            for r in self.seen.execute(f"SELECT DISTINCT typeof({q(table.cursor)}) FROM {q(table.name)}").fetchall()
+        }
+        return "text" in kinds and bool(kinds & {"integer", "real"})
+
+    def _check_equal(self, table: Table, exact: bool, what: str) -> None:
+        columns = self._columns(table, self.seen)
+        pg_columns = self._query(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (sql.Identifier(self.schema, pg_identifier(table.name)).as_string(self.observer),),
+        )
+        pg_types = [pg_type_of(decl) for _, decl, _ in columns]
+        assert pg_columns == [(pg_identifier(name), t) for (name, _, _), t in zip(columns, pg_types, strict=True)], (
+            f"{what}: PostgreSQL columns {pg_columns} are not SQLite's {columns} under the mapping"
+        )
+        names = [c[0] for c in columns]
+        sqlite_rows = self.seen.execute(f"SELECT {', '.join(map(q, names))} FROM {q(table.name)}").fetchall()
+        expected = [
+            tuple(token(expected_value(t, v)) for t, v in zip(pg_types, row, strict=True)) for row in sqlite_rows
+        ]
+        got = [tuple(token(v) for v in row) for row in self._pg_rows(table)]
+        if not table.key:
+            missing = Counter(expected) - Counter(got)
+            extra = Counter(got) - Counter(expected)
+            assert not missing, f"{what}: rows of SQLite missing from PostgreSQL: {sorted(missing.elements())}"
+            assert not (exact and extra), f"{what}: rows PostgreSQL has beyond SQLite: {sorted(extra.elements())}"
+            return
+        positions = [names.index(k) for k in table.key]
+        want = {tuple(row[i] for i in positions): row for row in expected}
+        have = {tuple(row[i] for i in positions): row for row in got}
+        wrong = {k: (v, have.get(k)) for k, v in want.items() if have.get(k) != v}
+        assert not wrong, (
+            f"{what}: {len(wrong)} of {len(want)} SQLite rows differ in PostgreSQL (key: (sqlite, postgres)): "
+            f"{dict(list(wrong.items())[:5])}"
+        )
+        extra_keys = set(have) - set(want)
+        assert not (exact and extra_keys), f"{what}: orphans left: {sorted(extra_keys, key=repr)[:5]}"
+        unknown = extra_keys - table.ever_keys
+        assert not unknown, f"{what}: PostgreSQL has keys SQLite never had: {sorted(unknown, key=repr)[:5]}"
+        table.ever_keys |= set(want)
+
+    def _sync_tables(
+        self,
+        tables: list[Table],
+        snapshots: list[SqliteSnapshot],
+        conn: psycopg2.extensions.connection,
+        options: SyncOptions,
+        describe: str,
+        data: st.DataObject,
+    ) -> set[str]:
+        """Sync each table and check the invariant; returns the tables whose sync succeeded."""
+        succeeded = set()
+        for number, table in enumerate(tables):
+            snapshot = snapshots[number % len(snapshots)]
+            before = self._pg_state(table)
+            reasons = self._must_fail(table, before, options)
+            what = f"{describe}, table {table.name!r}"
+            TOTALS["table syncs"] += 1
+            info = snapshot.table(table.name)
+            if "row_counts" not in AVOID:  # the asset check's read-only count, on the same session
+                count = self.seen.execute(f"SELECT count(*) FROM {q(table.name)}").fetchone()[0]
+                counted = row_counts(snapshot, conn, info, self.schema)
+                assert counted == (count, before.rows if before.exists else None), f"{what}: row_counts {counted}"
+            try:
+                result = sync_table(snapshot, conn, info, self.schema, options)
+            except SyncError as exc:
+                note(f"refused: {reasons[0].split(':')[-1].strip() if reasons else 'UNEXPECTED'}")
+                assert exc.table == table.name, f"{what}: the error names table {exc.table!r}: {exc}"
+                assert self._pg_state(table).dump == before.dump, f"{what}: failed ({exc}) but changed PostgreSQL"
+                assert reasons, f"{what}: refused although the model expects success: {exc}"
+                if data.draw(st.booleans(), label=f"repair {table.name} now"):
+                    self._repair(table)
+                continue
+            assert not reasons, f"{what}: succeeded although it must fail: {'; '.join(reasons)}"
+            exact = options.delete_orphans or options.full_refresh
+            self._check_equal(table, exact, what)
+            count = self.seen.execute(f"SELECT count(*) FROM {q(table.name)}").fetchone()[0]
+            assert result.sqlite_rows == count, f"{what}: sqlite_rows {result.sqlite_rows}, SQLite has {count}"
+            after = self._pg_state(table).rows
+            assert result.pg_rows_after == after, f"{what}: pg_rows_after {result.pg_rows_after}, PostgreSQL {after}"
+            if table.name in options.cursor_columns and self._cursor_mixed(table):
+                warnings = getattr(result, "warnings", ())
+                assert any(repr(table.cursor) in w or str(table.cursor) in w for w in warnings), (
+                    f"{what}: cursor column {table.cursor!r} holds text beside numbers, yet no warning: {warnings}"
+                )
+            note(f"synced, read path {result.read_path}")
+            if result.rows_skipped:
+                note("batches skipped as unchanged")
+            if result.watermark_before is not None:
+                note("cursor read past a watermark")
+            succeeded.add(table.name)
+        return succeeded
+
+    def _options(self, data: st.DataObject) -> tuple[bool, SyncOptions]:
+        if self.last_read is not None and data.draw(st.booleans(), label="same read path and batch size"):
+            arrow, batch_size = self.last_read
+        else:
+            arrow = data.draw(st.booleans(), label="arrow")
+            batch_size = data.draw(BATCH_SIZES, label="batch_size")
+        self.last_read = (arrow, batch_size)
+        names = [t.name for t in self.tables if t.cursor]
+        cursors = data.draw(st.sets(st.sampled_from(names)), label="cursor tables")
+        options = SyncOptions(
+            batch_size=batch_size,
+            delete_orphans=data.draw(st.booleans(), label="delete_orphans"),
+            full_refresh=data.draw(st.integers(0, 5), label="full_refresh") == 5,
+            cursor_columns={t.name: t.cursor for t in self.tables if t.name in cursors and t.cursor},
+        )
+        return arrow, options
+
+    def _connection(self, data: st.DataObject) -> tuple[psycopg2.extensions.connection, bool]:
+        """(connection, whether to close it after the sync)."""
+        if data.draw(st.booleans(), label="reuse connection"):
+            assert self.kept is not None
+            return self.kept, False
+        encoding = None if "encoding" in AVOID else data.draw(st.sampled_from(ENCODINGS), label="client_encoding")
+        return self._connect(encoding), True
+
+    def _clock(self, data: st.DataObject) -> Callable[..., object] | None:
+        if SnapshotClock is None or not data.draw(st.booleans(), label="numbered snapshot"):
+            return None
+        return SnapshotClock(lambda: psycopg2.connect(self.dsn), self.schema)
+
+    @rule(data=st.data())
+    def sync(self, data: st.DataObject) -> None:
+        arrow, options = self._options(data)
+        conn, close = self._connection(data)
+        describe = f"sync (arrow={arrow}, {options})"
+        TOTALS["syncs"] += 1
+        readers = data.draw(st.integers(1, 3), label="readers")  # parallel tables read through views
+        try:
+            with SqliteSnapshot(self.path, arrow=arrow, readers=readers, clock=self._clock(data)) as snapshot:
+                order = self._order(data)
+                self._sync_tables(order, [snapshot, *snapshot.views], conn, options, describe, data)
+        finally:
+            if close:
+                conn.close()
+
+    @rule(data=st.data())
+    def sync_while_writing(self, data: st.DataObject) -> None:
+        """The application commits while a sync reads: PostgreSQL gets the snapshot, all of it, nothing later."""
+        arrow, options = self._options(data)
+        readers = data.draw(st.integers(1, 3), label="readers")
+        view = _application_connection(self.path)
+        view.execute("BEGIN")
+        view.execute("SELECT count(*) FROM sqlite_schema").fetchone()  # the read transaction starts here
+        conn = self._connect(None)
+        TOTALS["syncs while writing"] += 1
+        try:
+            with SqliteSnapshot(self.path, arrow=arrow, readers=readers) as snapshot:
+                writes = st.sampled_from(
+                    ["insert", "update", "update_many", "rekey", "delete", "insert_twin", "add_column"]
+                )
+                for _ in range(data.draw(st.integers(1, 3), label="writes")):
+                    getattr(self, data.draw(writes, label="write"))(data)
+                self.seen = view
+                order = self._order(data)
+                describe = f"sync while writing (arrow={arrow}, readers={readers}, {options})"
+                self._sync_tables(order, [snapshot, *snapshot.views], conn, options, describe, data)
+        finally:
+            self.seen = self.db
+            view.rollback()
+            view.close()
+            conn.close()
+
+    @rule(data=st.data())
+    def sync_again(self, data: st.DataObject) -> None:
+        """A second sync rule: syncs are half the steps, so digests and watermarks meet edits often."""
+        self.sync(data)
+
+    @rule(data=st.data())
+    def sync_from_an_older_snapshot(self, data: st.DataObject) -> None:
+        """Snapshot A, an edit, snapshot B synced; then A, older, must be refused where B succeeded."""
+        if SnapshotClock is None:
+            return
+        clock = SnapshotClock(lambda: psycopg2.connect(self.dsn), self.schema)
+        arrow, options = self._options(data)
+        table = self._table(data)
+        with SqliteSnapshot(self.path, arrow=arrow, clock=clock) as older:
+            self._insert(data, table)
+            conn = self._connect(None)
+            try:
+                with SqliteSnapshot(self.path, arrow=arrow, clock=clock) as newer:
+                    describe = f"sync of a newer snapshot (arrow={arrow}, {options})"
+                    if not self._sync_tables([table], [newer], conn, options, describe, data):
+                        return  # PostgreSQL may still be older than snapshot A: nothing to refuse
+                before = self._pg_state(table)
+                try:
+                    sync_table(older, conn, older.table(table.name), self.schema, options)
+                except SyncError as exc:
+                    assert exc.table == table.name, f"older snapshot: the error names {exc.table!r}"
+                    assert self._pg_state(table).dump == before.dump, f"older snapshot: {exc}, yet PG changed"
+                    note("older snapshot refused")
+                    return
+                raise AssertionError(f"table {table.name!r}: a sync from an older snapshot was not refused")
+            finally:
+                conn.close()
+
+
+def test_random_edits_and_syncs_keep_postgresql_equal_to_sqlite(pg_dsn: str) -> None:
+    TOTALS.clear()
+    started = time.perf_counter()
+    try:
+        run_state_machine_as_test(
+            lambda: SyncMachine(pg_dsn),
+            settings=settings(
+                max_examples=EXAMPLES,
+                stateful_step_count=STEPS,
+                deadline=None,
+                derandomize=False,
+                print_blob=True,
+                suppress_health_check=list(HealthCheck),
+                phases=list(Phase) if SHRINK else [p for p in Phase if p is not Phase.shrink],
+            ),
+        )
+    finally:
+        print(f"\nstateful sync, {time.perf_counter() - started:.0f} s: {dict(sorted(TOTALS.items()))}")
