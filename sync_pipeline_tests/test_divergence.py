@@ -97,6 +97,29 @@ def test_a_column_added_with_a_value_for_every_row_reaches_rows_below_the_cursor
     assert again.watermark_before == 1000 and again.rows_processed == 1  # same shape: the cursor is back
 
 
+def test_a_column_dropped_and_added_again_under_the_same_name_reaches_rows_below_the_watermark(
+    tmp_path, pg_dsn, schema
+):
+    """Same columns before and after, so only SQLite's schema cookie tells (found by the stateful test)."""
+    db = _db(
+        tmp_path / "t.sqlite",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, updated_at INTEGER, extra TEXT)",
+        [(i, f"v{i}", i, "old") for i in range(1, 21)],
+        "INSERT INTO t VALUES (?, ?, ?, ?)",
+    )
+    cursor = {"t": "updated_at"}
+    sync_all(db, pg_dsn, schema, cursor_columns=cursor)
+    _write(
+        db,
+        "ALTER TABLE t DROP COLUMN extra",
+        "ALTER TABLE t ADD COLUMN extra TEXT DEFAULT 'new'",
+        "UPDATE t SET v = 'bumped', updated_at = 100 WHERE id = 3",
+    )
+    result = sync_all(db, pg_dsn, schema, cursor_columns=cursor)["t"]
+    assert result.watermark_before is None and result.rows_updated == 20
+    assert pg_rows(pg_dsn, schema, "t") == sqlite_rows(db, "t")
+
+
 # --- 2. keys that SQLite keeps apart and PostgreSQL text would merge ----------------------------
 
 

@@ -316,6 +316,10 @@ class SqliteSnapshot:
         """User tables: views, virtual tables and SQLite's internal ``sqlite_*`` tables excluded."""
         return [_table_info(self.conn, name, wr) for name, wr in _user_tables(self.conn)]
 
+    def schema_version(self) -> int:
+        """SQLite's schema cookie in this snapshot: it moves on with every change to any table's schema."""
+        return int(self.conn.execute("PRAGMA schema_version").fetchone()[0])
+
     def skipped_tables(self) -> list[str]:
         """What the file has besides the tables synced, each with why, so nothing is left out silently.
 

@@ -189,7 +189,8 @@ def sync_table(
             rows_before = target.row_count() if existed else 0
             bytes_before = target.total_bytes()
             state = SyncState(cur, schema)
-            last = _last_sync(state, snapshot, target)
+            shape = shape_of(table, snapshot.schema_version())
+            last = _last_sync(state, snapshot, target, shape)
             plan = cursor.CursorPlan(None, None)
             if cursor_column is not None:
                 plan = cursor.plan(snapshot, table, cursor_column, last, not rows_before or options.full_refresh)
@@ -213,6 +214,7 @@ def sync_table(
             watermark = plan.watermark
             state.save(
                 table,
+                shape,
                 snapshot.version,
                 cursor=None if cursor_column is None or watermark is None else (cursor_column, watermark),
                 # A full read: the next incremental sync can leave out the batches still the same.
@@ -259,7 +261,7 @@ def _use_utf8(conn: psycopg2.extensions.connection) -> None:
         conn.set_client_encoding("UTF8")
 
 
-def _last_sync(state: SyncState, snapshot: SqliteSnapshot, target: PgTable) -> LastSync | None:
+def _last_sync(state: SyncState, snapshot: SqliteSnapshot, target: PgTable, shape: str) -> LastSync | None:
     """The table's stored state, if it still describes the table; refuses an older snapshot."""
     last = state.load(target.table.name)
     if last is None:
@@ -272,7 +274,7 @@ def _last_sync(state: SyncState, snapshot: SqliteSnapshot, target: PgTable) -> L
             "PostgreSQL keeps the newer state",
         )
     # Watermark and digests taken under another shape say nothing about this one.
-    return last if last.shape == shape_of(target.table) else None
+    return last if last.shape == shape else None
 
 
 def _check_cursor(table: TableInfo, column: str) -> None:

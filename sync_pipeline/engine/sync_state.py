@@ -55,14 +55,17 @@ class LastSync:
     digests: BatchDigests | None
 
 
-def shape_of(table: TableInfo) -> str:
-    """A digest of what decides the PostgreSQL rows: columns, their types, the key.
+def shape_of(table: TableInfo, schema_version: int) -> str:
+    """A digest of what decides the PostgreSQL rows: columns, their types, the key, and the file's
+    schema version (SQLite's schema cookie, which every schema change moves on).
 
     A watermark or batch digests recorded under another shape say nothing about this one: a
-    column added with a DEFAULT gives every old row a value, though no row's cursor moved.
+    column added with a DEFAULT gives every old row a value, though no row's cursor moved. The
+    cookie is there for changes that leave the columns as they were: a column dropped and added
+    again under the same name and type also gives every row a new value.
     """
     described = [[c.name, c.declared_type, c.pg_type.name, c.not_null, c.pk_position] for c in table.columns]
-    return hashlib.blake2b(json.dumps(described).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(json.dumps([described, schema_version]).encode(), digest_size=16).hexdigest()
 
 
 _CLASSES = {int: "integer", float: "real", str: "text"}
@@ -138,6 +141,7 @@ class SyncState:
     def save(
         self,
         table: TableInfo,
+        shape: str,
         snapshot_version: int | None,
         cursor: tuple[str, int | float | str] | None = None,
         digests: BatchDigests | None = None,
@@ -164,7 +168,7 @@ class SyncState:
                 None if cursor is None else cursor[0],
                 None if cursor is None else Json(_tagged(cursor[1])),
                 batches,
-                shape_of(table),
+                shape,
                 snapshot_version,
             ),
         )
