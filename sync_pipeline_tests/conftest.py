@@ -96,6 +96,18 @@ def other_schema(pg_dsn: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def wal_db(tmp_path: Path) -> Iterator[tuple[Path, sqlite3.Connection]]:
+    """A WAL file with table t and its open writer, which keeps commits in the -wal file."""
+    path = tmp_path / "w.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")  # keep commits in the -wal file, as a busy app would
+    writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    yield path, writer
+    writer.close()
+
+
+@pytest.fixture
 def demo_db(tmp_path: Path) -> Path:
     return generate(tmp_path / "demo.sqlite", rows=3000, seed=7)
 

@@ -85,17 +85,6 @@ class Ticker:
         return reason.skip_message or ""
 
 
-@pytest.fixture
-def wal_db(tmp_path: Path):
-    path = tmp_path / "w.sqlite"
-    writer = sqlite3.connect(path, isolation_level=None)
-    writer.execute("PRAGMA journal_mode=WAL")
-    writer.execute("PRAGMA wal_autocheckpoint=0")  # keep commits in the -wal file, as a busy app would
-    writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-    yield path, writer
-    writer.close()
-
-
 def settle(ticker: Ticker) -> None:
     """The first two ticks: record the fingerprint, then sync once."""
     ticker.tick()

@@ -10,33 +10,14 @@ import json
 import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from dagster import DagsterRunStatus, SensorResult
 
 from sync_pipeline.sensor import BACKOFF_S, MAX_ATTEMPTS
-from sync_pipeline_tests.test_sensor import Ticker
+from sync_pipeline_tests.test_sensor import Ticker, settle
 
 NEXT_TRY = re.compile(r"next try at (\d\d:\d\d:\d\d) \(UTC\)")
-
-
-@pytest.fixture
-def db(tmp_path: Path):
-    path = tmp_path / "b.sqlite"
-    writer = sqlite3.connect(path, isolation_level=None)
-    writer.execute("PRAGMA journal_mode=WAL")
-    writer.execute("PRAGMA wal_autocheckpoint=0")
-    writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-    yield path, writer
-    writer.close()
-
-
-def start(ticker: Ticker) -> None:
-    """The first two ticks: record the fingerprint, then one request."""
-    ticker.tick()
-    ticker.tick()
-    assert len(ticker.run_keys) == 1
 
 
 def fail_quick_retries(ticker: Ticker) -> None:
@@ -72,10 +53,10 @@ def content(run_key: str) -> str:
     return run_key.split("#")[0]
 
 
-def test_after_three_failures_postgresql_coming_back_gets_a_sync_without_a_new_sqlite_write(db):
-    path, _ = db
+def test_after_three_failures_postgresql_coming_back_gets_a_sync_without_a_new_sqlite_write(wal_db):
+    path, _ = wal_db
     ticker = Ticker(path)
-    start(ticker)
+    settle(ticker)
     fail_quick_retries(ticker)
     assert MAX_ATTEMPTS == 3
 
@@ -109,10 +90,10 @@ def test_after_three_failures_postgresql_coming_back_gets_a_sync_without_a_new_s
     assert len(ticker.run_keys) == MAX_ATTEMPTS + 1
 
 
-def test_the_backoff_grows_then_retries_every_15_minutes_for_as_long_as_it_takes(db):
-    path, _ = db
+def test_the_backoff_grows_then_retries_every_15_minutes_for_as_long_as_it_takes(wal_db):
+    path, _ = wal_db
     ticker = Ticker(path)
-    start(ticker)
+    settle(ticker)
     fail_quick_retries(ticker)
 
     waits = []
@@ -132,10 +113,10 @@ def test_the_backoff_grows_then_retries_every_15_minutes_for_as_long_as_it_takes
     assert len(set(ticker.run_keys)) == len(ticker.run_keys) == MAX_ATTEMPTS + len(BACKOFF_S) + 2
 
 
-def test_success_of_a_newer_fingerprint_resets_the_failure_count(db):
-    path, writer = db
+def test_success_of_a_newer_fingerprint_resets_the_failure_count(wal_db):
+    path, writer = wal_db
     ticker = Ticker(path)
-    start(ticker)
+    settle(ticker)
     fail_quick_retries(ticker)
     assert "failed 3 times; next try at" in ticker.skip_message(ticker.tick())
 
@@ -153,10 +134,10 @@ def test_success_of_a_newer_fingerprint_resets_the_failure_count(db):
     assert ticker.run_keys[-1].endswith("#2")
 
 
-def test_a_new_change_during_an_outage_gets_one_try_then_continues_the_backoff(db):
-    path, writer = db
+def test_a_new_change_during_an_outage_gets_one_try_then_continues_the_backoff(wal_db):
+    path, writer = wal_db
     ticker = Ticker(path)
-    start(ticker)
+    settle(ticker)
     fail_quick_retries(ticker)
     ticker.tick()
 
@@ -170,10 +151,10 @@ def test_a_new_change_during_an_outage_gets_one_try_then_continues_the_backoff(d
     assert timedelta(seconds=BACKOFF_S[1] - 2) < wait <= timedelta(seconds=BACKOFF_S[1])
 
 
-def test_success_of_this_content_resets_the_failure_count(db):
-    path, writer = db
+def test_success_of_this_content_resets_the_failure_count(wal_db):
+    path, writer = wal_db
     ticker = Ticker(path)
-    start(ticker)
+    settle(ticker)
     ticker.fail()
     ticker.tick()
     ticker.fail()
@@ -189,10 +170,10 @@ def test_success_of_this_content_resets_the_failure_count(db):
 
 # QUEUED is the same to the sensor (not finished), but a QUEUED DagsterRun needs a code location's origin.
 @pytest.mark.parametrize("status", [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED])
-def test_no_new_request_while_the_run_for_this_content_is_in_flight(db, status):
-    path, _ = db
+def test_no_new_request_while_the_run_for_this_content_is_in_flight(wal_db, status):
+    path, _ = wal_db
     ticker = Ticker(path)
-    start(ticker)
+    settle(ticker)
     run = ticker.launch(status)
 
     for _ in range(4):
@@ -206,10 +187,10 @@ def test_no_new_request_while_the_run_for_this_content_is_in_flight(db, status):
     assert isinstance(retry, SensorResult) and len(retry.run_requests) == 1
 
 
-def test_a_canceled_sync_is_retried_like_a_failed_one(db):
-    path, _ = db
+def test_a_canceled_sync_is_retried_like_a_failed_one(wal_db):
+    path, _ = wal_db
     ticker = Ticker(path)
-    start(ticker)
+    settle(ticker)
     ticker.instance.report_run_canceled(ticker.launch())
 
     retry = ticker.tick()
@@ -218,10 +199,10 @@ def test_a_canceled_sync_is_retried_like_a_failed_one(db):
     assert content(ticker.run_keys[1]) == content(ticker.run_keys[0])
 
 
-def test_a_clock_that_goes_back_never_makes_the_wait_longer_than_one_step(db):
-    path, _ = db
+def test_a_clock_that_goes_back_never_makes_the_wait_longer_than_one_step(wal_db):
+    path, _ = wal_db
     ticker = Ticker(path)
-    start(ticker)
+    settle(ticker)
     fail_quick_retries(ticker)
     ticker.tick()
 
@@ -231,10 +212,10 @@ def test_a_clock_that_goes_back_never_makes_the_wait_longer_than_one_step(db):
     assert next_try(ticker, message) - ticker.now() <= timedelta(seconds=BACKOFF_S[0])
 
 
-def test_a_cursor_written_before_the_backoff_existed_is_read(db):
-    path, _ = db
+def test_a_cursor_written_before_the_backoff_existed_is_read(wal_db):
+    path, _ = wal_db
     ticker = Ticker(path)
-    start(ticker)
+    settle(ticker)
     ticker.fail()
     old = {
         "seen": content(ticker.run_keys[0]),
