@@ -41,7 +41,8 @@ before it) gives the true counts, and either
   (written here from the README, not taken from ``types.py``; floats compared exactly, rows as
   multisets for the keyless table). With ``delete_orphans`` or ``full_refresh`` PostgreSQL holds
   exactly SQLite's rows; without, every SQLite row is there and equal and any other key is one
-  SQLite once had. ``sqlite_rows`` and ``pg_rows_after`` are the true counts; a cursor column
+  SQLite once had. ``sqlite_rows``, ``pg_rows_before`` and ``pg_rows_after`` are the true counts, and
+  the rows inserted less the rows deleted are what the table gained; a cursor column
   holding text beside numbers yields a warning naming it;
 * or it raised a ``SyncError`` naming the table, the model says it must fail (a value the mapping
   cannot hold, two keys that become one, a NULL key, a changed column list that is not an
@@ -959,6 +960,9 @@ class SyncMachine(RuleBasedStateMachine):
             assert result.sqlite_rows == count, f"{what}: sqlite_rows {result.sqlite_rows}, SQLite has {count}"
             after = self._pg_state(table).rows
             assert result.pg_rows_after == after, f"{what}: pg_rows_after {result.pg_rows_after}, PostgreSQL {after}"
+            assert result.pg_rows_before == before.rows, f"{what}: pg_rows_before {result.pg_rows_before}"
+            moved = result.rows_inserted - result.rows_deleted
+            assert after - before.rows == moved, f"{what}: {before.rows} -> {after} rows, counted {result}"
             if table.name in options.cursor_columns and self._cursor_mixed(table):
                 warnings = getattr(result, "warnings", ())
                 assert any(repr(table.cursor) in w or str(table.cursor) in w for w in warnings), (
