@@ -94,14 +94,16 @@ def test_values_the_arrow_path_cannot_send_exactly_go_to_the_exact_path(
     assert sorted(pg_rows(pg_dsn, schema, "t"), key=repr) == sorted(loaded, key=repr)
 
 
-def test_a_blob_in_a_text_column_is_refused_by_name_not_passed_as_text(tmp_path, pg_dsn, schema):
+def test_with_strict_types_a_blob_in_a_text_column_is_refused_by_name_not_passed_as_text(tmp_path, pg_dsn, schema):
     db = _db(tmp_path / "b.sqlite", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", [(1, "a"), (2, b"abc")], 2)
     with pytest.raises(SyncError) as failure:
-        sync_all(db, pg_dsn, schema)
+        sync_all(db, pg_dsn, schema, strict_types=True)
     assert "column 'v'" in str(failure.value) and "(id=2)" in str(failure.value)
 
 
-def test_a_value_postgres_refuses_rolls_the_arrow_copy_back_and_is_named_by_the_exact_path(tmp_path, pg_dsn, schema):
+def test_with_strict_types_a_value_postgres_refuses_rolls_arrow_back_and_is_named_by_the_exact_path(
+    tmp_path, pg_dsn, schema
+):
     db = _db(tmp_path / "n.sqlite", "CREATE TABLE t (id INTEGER PRIMARY KEY, ok BOOLEAN)", [(1, 1), (2, 0)], 2)
     sync_all(db, pg_dsn, schema)
     before = pg_rows(pg_dsn, schema, "t")
@@ -110,7 +112,7 @@ def test_a_value_postgres_refuses_rolls_the_arrow_copy_back_and_is_named_by_the_
     conn.commit()
     conn.close()
     with pytest.raises(SyncError) as failure:
-        sync_all(db, pg_dsn, schema)
+        sync_all(db, pg_dsn, schema, strict_types=True)
     assert "column 'ok'" in str(failure.value) and "(id=4)" in str(failure.value)
     assert pg_rows(pg_dsn, schema, "t") == before == [(1, True), (2, False)]
 

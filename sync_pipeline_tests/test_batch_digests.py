@@ -69,7 +69,7 @@ def test_a_failed_sync_leaves_the_digests_of_the_last_good_one(demo_db, pg_dsn, 
     _synced(demo_db, pg_dsn, schema)
     _execute(demo_db, "UPDATE narrative_results SET tokens_in = 'many' WHERE result_id = 10")
     with pytest.raises(SyncError, match="tokens_in"):
-        sync_all(demo_db, pg_dsn, schema, batch_size=BATCH)
+        sync_all(demo_db, pg_dsn, schema, batch_size=BATCH, strict_types=True)
     _execute(demo_db, "UPDATE narrative_results SET tokens_in = 5 WHERE result_id = 10")
     result = _synced(demo_db, pg_dsn, schema)["narrative_results"]
     assert result.rows_updated == 1 and result.rows_skipped == result.sqlite_rows - BATCH

@@ -120,7 +120,7 @@ def test_a_failed_cursor_sync_keeps_rows_and_watermark_as_they_were(tmp_path, pg
     conn.commit()
     conn.close()
     with pytest.raises(SyncError) as failure:
-        sync_all(db, pg_dsn, schema, cursor_columns={"t": "version"})
+        sync_all(db, pg_dsn, schema, cursor_columns={"t": "version"}, strict_types=True)
     assert "column 'n'" in str(failure.value) and "(id=4)" in str(failure.value)
     assert pg_rows(pg_dsn, schema, "t") == [(1, 10, 1), (2, 20, 2)]
     assert _stored_watermark(pg_dsn, schema, "t") == 2

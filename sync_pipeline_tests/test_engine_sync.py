@@ -256,7 +256,7 @@ def test_composite_keys_and_quoted_identifiers_sync_incrementally(tmp_path, pg_d
     assert pg_rows(pg_dsn, schema, table) == sqlite_rows(path, table)
 
 
-def test_a_value_that_does_not_fit_names_table_column_and_key_and_changes_nothing(tmp_path, pg_dsn, schema):
+def test_with_strict_types_a_misfit_names_table_column_and_key_and_changes_nothing(tmp_path, pg_dsn, schema):
     path = make_db(
         tmp_path / "bad.sqlite",
         "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, s TEXT);",
@@ -271,14 +271,14 @@ def test_a_value_that_does_not_fit_names_table_column_and_key_and_changes_nothin
     conn.close()
 
     with pytest.raises(ValueMismatchError) as caught:
-        sync_all(path, pg_dsn, schema, batch_size=10)
+        sync_all(path, pg_dsn, schema, batch_size=10, strict_types=True)
 
     assert (caught.value.table, caught.value.column, caught.value.row_key) == ("t", "n", "(id=77)")
     assert "not a number" in str(caught.value)
     assert pg_rows(pg_dsn, schema, "t") == before
 
 
-def test_invalid_utf8_stored_as_text_names_table_column_and_key_and_changes_nothing(tmp_path, pg_dsn, schema):
+def test_with_strict_types_invalid_utf8_names_table_column_and_key_and_changes_nothing(tmp_path, pg_dsn, schema):
     path = make_db(
         tmp_path / "u.sqlite", "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB, s TEXT);", {"t": [(1, b"\xff", "ok")]}
     )
@@ -289,7 +289,7 @@ def test_invalid_utf8_stored_as_text_names_table_column_and_key_and_changes_noth
     conn.close()
 
     with pytest.raises(ValueMismatchError, match="not valid UTF-8") as caught:
-        sync_all(path, pg_dsn, schema)
+        sync_all(path, pg_dsn, schema, strict_types=True)
 
     assert (caught.value.table, caught.value.column, caught.value.row_key) == ("t", "s", "(id=3)")
     assert pg_rows(pg_dsn, schema, "t") == [(1, b"\xff", "ok")]

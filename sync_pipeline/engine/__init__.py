@@ -1,5 +1,6 @@
 """The sync engine: SQLite reading, type mapping and PostgreSQL writing, with no Dagster in it."""
 
+from .column_types import ColumnRetype
 from .errors import (
     OrphanDeletionRefused,
     SchemaMismatchError,
@@ -29,6 +30,7 @@ __all__ = [
     "MODE_FULL_REFRESH",
     "MODE_INCREMENTAL",
     "ColumnInfo",
+    "ColumnRetype",
     "OrphanDeletionRefused",
     "Progress",
     "SchemaMismatchError",

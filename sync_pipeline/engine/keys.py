@@ -19,7 +19,11 @@ def mixed_key_columns(snapshot: SqliteSnapshot, table: TableInfo) -> list[str]:
     mixed = []
     source = quote_sqlite_identifier(table.name)
     for column in table.columns:
-        if not column.pk_position or column.pg_type is not TEXT or affinity(column.declared_type) is Affinity.TEXT:
+        if (
+            not column.pk_position
+            or column.pg_type.name != TEXT.name
+            or affinity(column.declared_type) is Affinity.TEXT
+        ):
             continue
         q = quote_sqlite_identifier(column.name)
         (both,) = snapshot.conn.execute(

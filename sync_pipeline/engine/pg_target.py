@@ -17,13 +17,16 @@ advisory lock, so the INSERT needs no ON CONFLICT clause.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import IO
 
 import psycopg2.extensions
 from psycopg2 import sql
 
+from .column_types import using
 from .naming import pg_table
 from .sqlite_source import TableInfo
+from .types import PgType
 
 STAGE = sql.Identifier("_sps_stage")
 KEYS = sql.Identifier("_sps_keys")
@@ -47,10 +50,13 @@ class PgTable:
     names it has in PostgreSQL (naming.py); every statement here uses ``pg``.
     """
 
-    def __init__(self, cur: psycopg2.extensions.cursor, schema: str, table: TableInfo) -> None:
+    def __init__(
+        self, cur: psycopg2.extensions.cursor, schema: str, table: TableInfo, notes: Mapping[str, str] | None = None
+    ) -> None:
         self.cur = cur
         self.schema = schema
         self.table = table
+        self.notes = notes or {}  # SQLite column -> why its type is what it is, for its COMMENT
         self.pg = pg_table(table)
         self.ident = sql.Identifier(schema, self.pg.name)
         self.columns = sql.SQL(", ").join(sql.Identifier(c) for c in self.pg.column_names)
@@ -92,6 +98,31 @@ class PgTable:
             (self.oid(),),
         )
         return [(name, typ) for name, typ in self.cur.fetchall()]
+
+    def types_in_pg(self) -> dict[str, str]:
+        """SQLite column name -> the PostgreSQL type its column has (columns PostgreSQL lacks left out)."""
+        types = dict(self.columns_in_pg())
+        return {
+            c.name: types[p.name] for c, p in zip(self.table.columns, self.pg.columns, strict=True) if p.name in types
+        }
+
+    def holds(self, column: str) -> tuple[bool, bool]:
+        """(whether the column, by SQLite name, holds any value; whether its values are all within
+        2^53, which is what a bigint column must be to become double precision exactly)."""
+        pg = self.pg.columns[self.table.column_names.index(column)]
+        ident = sql.Identifier(pg.name)
+        within = sql.SQL("true")
+        if pg.pg_type.name == "bigint":
+            within = sql.SQL(
+                "(SELECT coalesce(bool_and({c} BETWEEN -9007199254740992 AND 9007199254740992), true) FROM {t})"
+            ).format(c=ident, t=self.ident)
+        self.cur.execute(
+            sql.SQL("SELECT EXISTS (SELECT 1 FROM {t} WHERE {c} IS NOT NULL), {w}").format(
+                t=self.ident, c=ident, w=within
+            )
+        )
+        holds, within_double = self.cur.fetchone()
+        return bool(holds), bool(within_double)
 
     def primary_key_in_pg(self) -> tuple[str, ...]:
         self.cur.execute(
@@ -182,6 +213,8 @@ class PgTable:
         index = self.table.column_names.index(column)
         declared = self.table.columns[index].declared_type or "no type"
         text = f"SQLite column {self.table.name!r}.{column!r}, declared {declared!r}"
+        if column in self.notes:
+            text += f"; {self.notes[column]}"
         return sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
             ident, sql.Identifier(self.pg.columns[index].name), sql.Literal(text)
         )
@@ -213,6 +246,29 @@ class PgTable:
         if not self._wait_for(statement, (), timeout_s):
             return False
         self.cur.execute(self._column_comment(self.ident, name))
+        return True
+
+    def alter_types(self, changes: Mapping[str, tuple[PgType, bool]], timeout_s: float) -> bool:
+        """Change column types (by SQLite name: new type, whether the column holds values) in one
+        ALTER TABLE, so the table is rewritten once; each column's COMMENT then gives its note
+        (:attr:`notes`). False if readers kept the table busy for ``timeout_s``.
+
+        Readers block from here to the commit and then see the new table; a reader's snapshot
+        taken before the rewrite would see it empty (PostgreSQL's documented exception for
+        rewriting ALTERs), which only REPEATABLE READ readers that began before can meet.
+        """
+        clauses = []
+        for column, (new, holds) in changes.items():
+            pg = self.pg.columns[self.table.column_names.index(column)]
+            ident = sql.Identifier(pg.name)
+            expression = using(ident, pg.pg_type.name, new) if holds else sql.SQL("NULL")
+            clauses.append(sql.SQL("ALTER COLUMN {} TYPE {} USING {}").format(ident, sql.SQL(new.name), expression))
+        if not self._wait_for(
+            sql.SQL("ALTER TABLE {} ").format(self.ident) + sql.SQL(", ").join(clauses), (), timeout_s
+        ):
+            return False
+        for column in changes:
+            self.cur.execute(self._column_comment(self.ident, column))
         return True
 
     def add_primary_key(self, ident: sql.Identifier, constraint: str) -> None:
@@ -261,15 +317,15 @@ class PgTable:
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(ident, self.columns)
         self.cur.copy_expert(statement.as_string(self.cur), data)
 
-    def savepoint(self) -> None:
-        self.cur.execute("SAVEPOINT _sps_attempt")
+    def savepoint(self, name: str = "_sps_attempt") -> None:
+        self.cur.execute(sql.SQL("SAVEPOINT {}").format(sql.Identifier(name)))
 
-    def rollback_to_savepoint(self) -> None:
+    def rollback_to_savepoint(self, name: str = "_sps_attempt") -> None:
         """Undo what was written since :meth:`savepoint`; the transaction goes on."""
-        self.cur.execute("ROLLBACK TO SAVEPOINT _sps_attempt")
+        self.cur.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(sql.Identifier(name)))
 
-    def release_savepoint(self) -> None:
-        self.cur.execute("RELEASE SAVEPOINT _sps_attempt")
+    def release_savepoint(self, name: str = "_sps_attempt") -> None:
+        self.cur.execute(sql.SQL("RELEASE SAVEPOINT {}").format(sql.Identifier(name)))
 
     def create_stage(self) -> None:
         self.cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(STAGE, self.ident))

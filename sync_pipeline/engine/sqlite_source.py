@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Literal
 
 from .arrow_child import ArrowChild, ArrowUnfit
-from .types import PgType, pg_type_for
+from .types import PgType, decode_leniently, pg_type_for
 
 # Tries at opening every reader on one snapshot before the run makes do with a single one.
 SNAPSHOT_ATTEMPTS = 5
@@ -350,15 +350,24 @@ class SqliteSnapshot:
     def batches(
         self, table: TableInfo, batch_size: int, since: Since | None = None
     ) -> Iterator[list[tuple[object, ...]]]:
-        """Rows in lists of at most ``batch_size``; memory stays one batch whatever the table size."""
+        """Rows in lists of at most ``batch_size``; memory stays one batch whatever the table size.
+
+        A table with a column that repairs text (``types.REPAIRED_TEXT``) is read with text that is
+        not valid UTF-8 decoded leniently, which costs a Python call per text value.
+        """
         columns = ", ".join(quote_sqlite_identifier(c) for c in table.column_names)
         where, params = _filter(since)
-        cursor = self.conn.execute(f"SELECT {columns} FROM {quote_sqlite_identifier(table.name)}{where}", params)
+        if any(c.pg_type.repairs for c in table.columns):
+            self.conn.text_factory = decode_leniently
         try:
-            while batch := cursor.fetchmany(batch_size):
-                yield batch
+            cursor = self.conn.execute(f"SELECT {columns} FROM {quote_sqlite_identifier(table.name)}{where}", params)
+            try:
+                while batch := cursor.fetchmany(batch_size):
+                    yield batch
+            finally:
+                cursor.close()
         finally:
-            cursor.close()
+            self.conn.text_factory = str
 
     def find_invalid_utf8(self, table: TableInfo) -> tuple[str, tuple[object, ...], int] | None:
         """(column, row, row number) of the first TEXT value that is not valid UTF-8.

@@ -16,17 +16,20 @@ import psycopg2
 import psycopg2.extensions
 
 from . import cursor
+from .column_types import ColumnRetype, ColumnTypes, resolve_pins
 from .errors import (
     OrphanDeletionRefused,
     SchemaMismatchError,
     StaleSnapshotError,
     SyncError,
+    ValueMismatchError,
 )
 from .keys import mixed_key_columns
 from .pg_target import KEYS, STAGE, PgTable, new_table_name
 from .reader import ProgressCallback, TableReader
 from .sqlite_source import SqliteSnapshot, TableInfo
 from .sync_state import BatchDigests, LastSync, SyncState, shape_of
+from .types import PgType
 
 MODE_INCREMENTAL = "incremental"
 MODE_FULL_REFRESH = "full_refresh"
@@ -37,6 +40,7 @@ DEFAULT_BATCH_SIZE = 10_000
 MERGE_WORK_MEM = "256MB"
 MAX_BATCH_SIZE = 1_000_000
 MIN_SERVER_VERSION = 150000
+_TYPES_SAVEPOINT = "_sps_types"  # rolled back to when a column's type must move (column_types.py)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,10 @@ class SyncOptions:
     # Table name -> a column the application bumps on every write (updated_at-like): such a
     # table reads only rows at or past the watermark of its last sync. See README, cursor mode.
     cursor_columns: Mapping[str, str] = field(default_factory=dict)
+    # Fail on a value that does not fit its column's declared mapping, instead of widening the column.
+    strict_types: bool = False
+    # "table.column" (SQLite names) -> a PostgreSQL type the column keeps whatever its values.
+    column_types: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.batch_size, int) and 0 < self.batch_size <= MAX_BATCH_SIZE):
@@ -89,6 +97,10 @@ class TableSyncResult:
     watermark_after: object = None
     arrow_refused: str = ""  # why the Arrow path handed the table to the exact path, if it did
     warnings: tuple[str, ...] = ()  # what the user should know although the sync succeeded
+    # Columns whose PostgreSQL type is not their declared mapping, or whose values were changed
+    # to fit (see column_types.py), and those whose type moved in this very sync.
+    columns_retyped: tuple[ColumnRetype, ...] = ()
+    columns_widened: tuple[str, ...] = ()
 
     @property
     def rows_changed(self) -> int:
@@ -188,25 +200,36 @@ def sync_table(
             existed = target.oid() is not None
             rows_before = target.row_count() if existed else 0
             bytes_before = target.total_bytes()
+            fresh = options.full_refresh or not existed
+            types = ColumnTypes(table, options.strict_types, resolve_pins(cur, table, options.column_types))
+            typed = types.start(None if fresh else target.types_in_pg())
+            added = [] if fresh else _evolve_shape(PgTable(cur, schema, typed), options)
             state = SyncState(cur, schema)
-            shape = shape_of(table, snapshot.schema_version())
-            last = _last_sync(state, snapshot, target, shape)
-            plan = cursor.CursorPlan(None, None)
-            if cursor_column is not None:
-                plan = cursor.plan(snapshot, table, cursor_column, last, not rows_before or options.full_refresh)
-            since = plan.since
-            to_read = total if since is None else snapshot.count(table, since)
-            reader = TableReader(snapshot, table, options.batch_size, to_read, on_progress, since)
-            added: list[str] = []
-            if options.full_refresh or not existed:
-                counts = _load_fresh(target, reader, options, rows_before if existed else None)
-            else:
-                added = _evolve_shape(target, options)
-                if table.primary_key:
-                    previous = last.digests if last is not None and since is None else None
-                    counts = _merge_by_key(target, reader, options, rows_before, total, previous)
-                else:
-                    counts = _merge_keyless(target, reader, options, rows_before)
+            while True:  # once, unless a value does not fit its column's type (column_types.py)
+                target = PgTable(cur, schema, typed, types.notes(typed))
+                shape = shape_of(typed, snapshot.schema_version())
+                last = _last_sync(state, snapshot, target, shape)
+                plan = cursor.CursorPlan(None, None)
+                if cursor_column is not None:
+                    plan = cursor.plan(snapshot, typed, cursor_column, last, not rows_before or options.full_refresh)
+                since = plan.since
+                to_read = total if since is None else snapshot.count(typed, since)
+                reader = TableReader(snapshot, typed, options.batch_size, to_read, on_progress, since)
+                target.savepoint(_TYPES_SAVEPOINT)
+                try:
+                    counts = _load(target, reader, options, rows_before if existed else None, total, last)
+                except ValueMismatchError as misfit:
+                    target.rollback_to_savepoint(_TYPES_SAVEPOINT)
+                    changes = types.widen(snapshot, typed, misfit, None if fresh else target.holds)
+                    typed = replace(
+                        typed,
+                        columns=tuple(replace(c, pg_type=changes.get(c.name, (c.pg_type,))[0]) for c in typed.columns),
+                    )
+                    if not fresh:
+                        _alter_types(PgTable(cur, schema, target.table, types.notes(typed)), changes, options)
+                    continue
+                target.release_savepoint(_TYPES_SAVEPOINT)
+                break
             if reader.rows_read != to_read:
                 raise SyncError(
                     table.name, f"read {reader.rows_read} rows but the snapshot has {to_read}; nothing written"
@@ -222,6 +245,7 @@ def sync_table(
                 if cursor_column is None and table.primary_key
                 else None,
             )
+            retyped = types.report(snapshot, typed)
             # The count after the merge less the rows deleted since, or a count of its own.
             rows_after = target.row_count() if counts.merged_rows is None else counts.merged_rows - counts.deleted
             bytes_after = target.total_bytes()
@@ -250,7 +274,44 @@ def sync_table(
         watermark_before=None if since is None else since.watermark,
         watermark_after=watermark,
         warnings=(plan.warning,) if plan.warning else (),
+        columns_retyped=retyped,
+        columns_widened=tuple(types.widened),
     )
+
+
+def _load(
+    target: PgTable,
+    reader: TableReader,
+    options: SyncOptions,
+    rows_before: int | None,
+    sqlite_rows: int,
+    last: LastSync | None,
+) -> _Counts:
+    """Write the rows ``reader`` reads; ``rows_before`` None: the table does not exist yet."""
+    if options.full_refresh or rows_before is None:
+        return _load_fresh(target, reader, options, rows_before)
+    if target.table.primary_key:
+        previous = last.digests if last is not None and reader.since is None else None
+        return _merge_by_key(target, reader, options, rows_before, sqlite_rows, previous)
+    return _merge_keyless(target, reader, options, rows_before)
+
+
+def _alter_types(target: PgTable, changes: Mapping[str, tuple[PgType, bool]], options: SyncOptions) -> None:
+    views = target.dependent_views()
+    if views:
+        raise SyncError(
+            target.table.name,
+            f"columns {', '.join(map(repr, changes))} of {target.qualified_name} must widen to hold SQLite's values, "
+            f"but views depend on the table: {', '.join(views)}. Drop them, sync, and create them again "
+            "(or pin the types with column_types)",
+        )
+    if not target.alter_types(changes, options.lock_timeout_s):
+        raise SyncError(
+            target.table.name,
+            f"other sessions kept {target.qualified_name} in use for {options.lock_timeout_s:g} s, so columns "
+            f"{', '.join(map(repr, changes))} could not be widened; nothing changed (look for sessions idle in "
+            "transaction)",
+        )
 
 
 def _use_utf8(conn: psycopg2.extensions.connection) -> None:

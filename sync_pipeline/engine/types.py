@@ -124,7 +124,42 @@ def _encode_text(value: object) -> str:
         return str(value)
     if type(value) is float:
         return _encode_float(value)
+    if type(value) is Repaired:
+        raise ValueRejected("text is not valid UTF-8, which PostgreSQL text requires")
     raise ValueRejected(f"value {_describe(value)} is not text")
+
+
+class Repaired(str):
+    """Text SQLite held as bytes that are not valid UTF-8, decoded with U+FFFD for each bad byte.
+
+    A subclass so that only the repairing encoder accepts it: every other encoder (and the
+    inline fast paths, which test for ``str`` exactly) sends it to the full encoder, which refuses it.
+    """
+
+
+def decode_leniently(raw: bytes) -> str:
+    """sqlite3's ``text_factory`` for tables with a repaired text column (valid text stays a plain str)."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return Repaired(raw.decode("utf-8", "replace"))
+
+
+REPLACEMENT = "\ufffd"
+
+
+def _encode_text_repaired(value: object) -> str:
+    """Text for a column no type holds exactly: what text cannot hold is changed, as documented.
+
+    A blob becomes ``\\x`` and its hex digits (PostgreSQL's own text form of bytea), a NUL byte
+    becomes U+FFFD, and so does each byte of text that is not valid UTF-8 (see :class:`Repaired`).
+    Numbers keep their exact decimal text, as in any text column.
+    """
+    if type(value) is bytes:
+        return "\\\\x" + value.hex()
+    if isinstance(value, str) and (type(value) is Repaired or "\x00" in value):
+        return _encode_text(str(value).replace("\x00", REPLACEMENT))
+    return _encode_text(value)
 
 
 def _encode_bytea(value: object) -> str:
@@ -137,10 +172,15 @@ def _encode_bytea(value: object) -> str:
 
 @dataclass(frozen=True)
 class PgType:
-    """A PostgreSQL column type and the encoder of SQLite values into it."""
+    """A PostgreSQL column type and the encoder of SQLite values into it.
+
+    ``repairs``: the encoder changes the values no PostgreSQL type can hold as they are (see
+    :data:`REPAIRED_TEXT`) instead of refusing them.
+    """
 
     name: str
     encode: Encoder
+    repairs: bool = False
 
 
 BIGINT = PgType("bigint", _encode_bigint)
@@ -149,6 +189,20 @@ NUMERIC = PgType("numeric", _encode_numeric)
 BOOLEAN = PgType("boolean", _encode_boolean)
 TEXT = PgType("text", _encode_text)
 BYTEA = PgType("bytea", _encode_bytea)
+# Text for a column whose values no single type holds exactly (text beside blobs, NUL bytes,
+# invalid UTF-8): chosen only from the data, never from a declaration (see column_types.py).
+REPAIRED_TEXT = PgType("text", _encode_text_repaired, repairs=True)
+NATIVE = {t.name: t for t in (BIGINT, DOUBLE, NUMERIC, BOOLEAN, TEXT, BYTEA)}
+
+
+def pinned_type(name: str) -> PgType:
+    """The type a user pinned (``column_types``), by PostgreSQL's canonical name (``format_type``).
+
+    Types of our own mapping keep their exact encoders; any other type (``jsonb``, ``date``,
+    ``timestamp with time zone``, ``integer``...) gets SQLite's value as text, numbers as their
+    exact decimal text, and PostgreSQL parses it: a value it cannot parse fails the table.
+    """
+    return NATIVE.get(name) or PgType(name, _encode_text)
 
 
 def pg_type_for(declared_type: str) -> PgType:

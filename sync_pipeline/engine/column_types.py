@@ -1,0 +1,393 @@
+"""Column types from the declaration and the data: which PostgreSQL type each column gets.
+
+SQLite's declared types are hints (an INTEGER column may hold text, a GEOMETRY column blobs),
+so the declaration only gives the starting type (``types.pg_type_for``). Reading costs nothing
+extra while the values fit it: the encoders check every value anyway. When one does not fit,
+the sync rolls back to its savepoint, profiles the columns (one SQLite scan, only then), moves
+each column that does not hold its values to the narrowest type that holds them all exactly,
+and reads again. The lattice, for a column's values (NULLs fit anything):
+
+* integers only: ``bigint`` (``boolean`` while they are all 0 or 1 and the column says BOOLEAN);
+* reals among them: ``double precision``, or ``numeric`` when an integer is past 2^53;
+* blobs only: ``bytea``;
+* any text, or numbers beside blobs: ``text``, numbers as their exact decimal text.
+
+Some mixes no single type holds exactly: text beside blobs, text with NUL bytes or invalid UTF-8.
+Those become :data:`~.types.REPAIRED_TEXT`: blobs as ``\\x`` and hex digits, NUL and invalid
+bytes as U+FFFD. The values changed are counted and reported, never silent.
+
+A column that exists in PostgreSQL is never narrowed: its type only widens (``ALTER COLUMN ...
+TYPE ... USING``, in the sync's transaction), joined with what PostgreSQL already holds, and
+``full_refresh`` recomputes every type from the data. Two settings opt out: ``strict_types``
+fails instead (naming table, column and key), and ``column_types`` pins a column's type, which
+then never moves: a value that does not fit it fails the table.
+
+Every column whose type differs from its declared mapping, or whose values were changed, is
+reported as a :class:`ColumnRetype` (with why, from a profile of that column: the normal case
+has none and profiles nothing).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from .errors import SyncError
+from .sqlite_source import SqliteSnapshot, TableInfo, quote_sqlite_identifier
+from .types import (
+    BIGINT,
+    BOOLEAN,
+    BYTEA,
+    DOUBLE,
+    NATIVE,
+    NUMERIC,
+    REPAIRED_TEXT,
+    TEXT,
+    PgType,
+    decode_leniently,
+    pg_type_for,
+    pinned_type,
+)
+
+MAX_EXACT_DOUBLE_INT = 2**53
+REPAIRS = "blobs stored as \\x and hex digits, NUL bytes and invalid UTF-8 as U+FFFD"
+
+
+@dataclass(frozen=True)
+class ColumnRetype:
+    """One column whose PostgreSQL type is not its declared mapping, or whose values were changed."""
+
+    column: str  # SQLite's name
+    declared: str  # SQLite's declared type ('' when none)
+    mapped: str  # the PostgreSQL type the declaration maps to
+    pg_type: str  # the PostgreSQL type the column has
+    why: str
+    example_key: str | None  # one row that does not fit the declared mapping, when one still exists
+    values_changed: int = 0  # values stored changed (REPAIRED_TEXT), in the whole SQLite table
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one column holds, by SQLite storage class (NULLs left out)."""
+
+    integers: int = 0
+    reals: int = 0
+    texts: int = 0
+    blobs: int = 0
+    min_int: int | None = None
+    max_int: int | None = None
+    texts_with_nul: int = 0
+    texts_not_utf8: int = 0  # counted only when asked (it takes a Python call per text)
+
+    @property
+    def changed_as_text(self) -> int:
+        """Values REPAIRED_TEXT stores changed."""
+        return self.blobs + self.texts_with_nul + self.texts_not_utf8
+
+    def ints_within(self, low: int, high: int) -> bool:
+        return self.min_int is None or (low <= self.min_int and self.max_int <= high)  # type: ignore[operator]
+
+    def describe(self) -> str:
+        parts = [
+            (self.integers, "integer", "integers"),
+            (self.reals, "real", "reals"),
+            (self.texts, "text", "texts"),
+            (self.blobs, "blob", "blobs"),
+        ]
+        found = [f"{n:,} {one if n == 1 else many}" for n, one, many in parts if n]
+        if self.texts_with_nul:
+            found.append(f"{self.texts_with_nul:,} with NUL bytes")
+        if self.texts_not_utf8:
+            found.append(f"{self.texts_not_utf8:,} not valid UTF-8")
+        if self.min_int is not None:
+            found.append(f"integers from {self.min_int} to {self.max_int}")
+        return ", ".join(found) or "only NULLs"
+
+
+def fits(pg_type: PgType, profile: Profile) -> bool:
+    """Whether every value of the column reads back equal from a column of this type."""
+    numbers = profile.integers + profile.reals
+    if pg_type.repairs:
+        return True
+    if pg_type is BOOLEAN:
+        return not (profile.reals or profile.texts or profile.blobs) and profile.ints_within(0, 1)
+    if pg_type is BIGINT:
+        return not (profile.reals or profile.texts or profile.blobs)
+    if pg_type is DOUBLE:
+        return not (profile.texts or profile.blobs) and profile.ints_within(-MAX_EXACT_DOUBLE_INT, MAX_EXACT_DOUBLE_INT)
+    if pg_type is NUMERIC:
+        return not (profile.texts or profile.blobs)
+    if pg_type is TEXT:
+        return not (profile.blobs or profile.texts_with_nul or profile.texts_not_utf8)
+    if pg_type is BYTEA:
+        return not (numbers or profile.texts)
+    return True  # a pinned type: PostgreSQL itself decides
+
+
+def needed(profile: Profile, mapped: PgType) -> PgType:
+    """The narrowest type holding every value of the profile exactly (or repaired, if none can)."""
+    if profile.texts or (profile.blobs and (profile.integers or profile.reals)):
+        return TEXT if fits(TEXT, profile) else REPAIRED_TEXT
+    if profile.blobs:
+        return BYTEA
+    if profile.reals:
+        return DOUBLE if fits(DOUBLE, profile) else NUMERIC
+    if profile.integers:
+        return BOOLEAN if mapped is BOOLEAN and fits(BOOLEAN, profile) else BIGINT
+    return mapped
+
+
+def join(current: PgType, wanted: PgType, current_ints_within_double: bool) -> PgType:
+    """The narrowest type holding both what a PostgreSQL column of type ``current`` holds and ``wanted``."""
+    if current == wanted:
+        return current
+    pair = {current, wanted}
+    if REPAIRED_TEXT in pair or BYTEA in pair:
+        return REPAIRED_TEXT  # bytea beside anything else: no exact type (blobs become hex text)
+    if TEXT in pair:
+        return TEXT
+    if NUMERIC in pair:
+        return NUMERIC
+    if BOOLEAN in pair:
+        return (pair - {BOOLEAN}).pop()
+    # bigint and double precision
+    return DOUBLE if current_ints_within_double else NUMERIC
+
+
+def using(column: sql.Identifier, old: str, new: PgType) -> sql.Composable:
+    """The USING expression of ``ALTER COLUMN ... TYPE new`` from a column of type ``old``.
+
+    Rows still in SQLite are rewritten by the merge that follows, in the same transaction; the
+    expression matters for rows only PostgreSQL still has, so it keeps their values exactly:
+    a double goes to numeric through its shortest exact text (a direct cast keeps 15 digits).
+    """
+    target = sql.SQL(new.name)
+    if old == "boolean":
+        return sql.SQL("{}::integer::{}").format(column, target)
+    if old == "double precision" and new.name == "numeric":
+        return sql.SQL("{}::text::numeric").format(column)
+    if old == "bytea":
+        return sql.SQL("'\\x' || encode({}, 'hex')").format(column)
+    return sql.SQL("{}::{}").format(column, target)
+
+
+def _valid_utf8(raw: bytes | None) -> int:
+    try:
+        (raw or b"").decode()
+    except UnicodeDecodeError:
+        return 0
+    return 1
+
+
+def profile(snapshot: SqliteSnapshot, table: TableInfo, columns: Iterable[str], utf8: bool) -> dict[str, Profile]:
+    """Profiles of ``columns`` in one scan of the table; ``utf8``: also count invalid UTF-8 texts."""
+    names = list(columns)
+    if not names:
+        return {}
+    if utf8:
+        snapshot.conn.create_function("sps_valid_utf8", 1, _valid_utf8, deterministic=True)
+    parts = []
+    for name in names:
+        q = quote_sqlite_identifier(name)
+        parts += [
+            f"count(CASE WHEN typeof({q}) = 'integer' THEN 1 END)",
+            f"count(CASE WHEN typeof({q}) = 'real' THEN 1 END)",
+            f"count(CASE WHEN typeof({q}) = 'text' THEN 1 END)",
+            f"count(CASE WHEN typeof({q}) = 'blob' THEN 1 END)",
+            f"min(CASE WHEN typeof({q}) = 'integer' THEN {q} END)",
+            f"max(CASE WHEN typeof({q}) = 'integer' THEN {q} END)",
+            f"count(CASE WHEN typeof({q}) = 'text' AND instr(CAST({q} AS BLOB), x'00') > 0 THEN 1 END)",
+            f"count(CASE WHEN typeof({q}) = 'text' AND NOT sps_valid_utf8(CAST({q} AS BLOB)) THEN 1 END)"
+            if utf8
+            else "0",
+        ]
+    row = snapshot.conn.execute(f"SELECT {', '.join(parts)} FROM {quote_sqlite_identifier(table.name)}").fetchone()
+    width = len(parts) // len(names)
+    return {name: Profile(*row[i * width : (i + 1) * width]) for i, name in enumerate(names)}
+
+
+def _misfit_condition(q: str, mapped: PgType) -> str:
+    """A SQLite condition true for a value that does not fit ``mapped`` (see :func:`fits`)."""
+    if mapped is BOOLEAN:
+        return f"NOT (typeof({q}) = 'integer' AND {q} IN (0, 1))"
+    if mapped is BIGINT:
+        return f"typeof({q}) <> 'integer'"
+    if mapped is DOUBLE:
+        limit = MAX_EXACT_DOUBLE_INT
+        return f"(typeof({q}) IN ('text', 'blob') OR (typeof({q}) = 'integer' AND ({q} > {limit} OR {q} < -{limit})))"
+    if mapped is NUMERIC:
+        return f"typeof({q}) IN ('text', 'blob')"
+    if mapped is BYTEA:
+        return f"typeof({q}) <> 'blob'"
+    # text: what REPAIRED_TEXT changes
+    return (
+        f"(typeof({q}) = 'blob' OR (typeof({q}) = 'text' AND (instr(CAST({q} AS BLOB), x'00') > 0 "
+        f"OR NOT sps_valid_utf8(CAST({q} AS BLOB)))))"
+    )
+
+
+def example_key(snapshot: SqliteSnapshot, table: TableInfo, column: str, mapped: PgType) -> str | None:
+    """One row whose value in ``column`` does not fit ``mapped``, as its key (or rowid), if any."""
+    key = list(table.primary_key) or ["rowid"]
+    q = quote_sqlite_identifier(column)
+    conn = snapshot.conn
+    conn.create_function("sps_valid_utf8", 1, _valid_utf8, deterministic=True)
+    previous, conn.text_factory = conn.text_factory, decode_leniently
+    try:
+        row = conn.execute(
+            f"SELECT {', '.join(map(quote_sqlite_identifier, key))} FROM {quote_sqlite_identifier(table.name)} "
+            f"WHERE {q} IS NOT NULL AND {_misfit_condition(q, mapped)} LIMIT 1"
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return None  # a table without rowid and key cannot be pointed at; the why still says it all
+    finally:
+        conn.text_factory = previous
+    return None if row is None else "(" + ", ".join(f"{k}={v!r}" for k, v in zip(key, row, strict=True)) + ")"
+
+
+class ColumnTypes:
+    """The types of one table's columns for one sync, and how they may move during it."""
+
+    def __init__(self, table: TableInfo, strict: bool, pins: Mapping[str, PgType]) -> None:
+        self.table = table  # as SQLite declares it
+        self.strict = strict
+        self.pins = dict(pins)  # SQLite column name -> pinned type
+        self.reasons: dict[str, tuple[str, str | None]] = {}  # column -> (why, example key) decided now
+        self.widened: list[str] = []  # columns whose type moved in this sync
+
+    def mapped(self, column: str) -> PgType:
+        return self.pins.get(column) or pg_type_for(
+            self.table.columns[self.table.column_names.index(column)].declared_type
+        )
+
+    def start(self, in_pg: Mapping[str, str] | None, repaired: Iterable[str] = ()) -> TableInfo:
+        """The table with the types to start from: the declared mapping (pins first) for a table
+        built from nothing, else the types PostgreSQL has (never narrowed; ``repaired``: text
+        columns known to hold values text cannot), the declared mapping for columns it lacks."""
+        repaired = set(repaired)
+        columns = []
+        for column in self.table.columns:
+            pg_type = self.mapped(column.name)
+            if in_pg is not None and column.name in in_pg and column.name not in self.pins:
+                pg_type = _by_name(in_pg[column.name], pg_type)
+                if pg_type is TEXT and column.name in repaired and not self.strict:
+                    pg_type = REPAIRED_TEXT
+            columns.append(replace(column, pg_type=pg_type))
+        return replace(self.table, columns=tuple(columns))
+
+    def widen(
+        self,
+        snapshot: SqliteSnapshot,
+        typed: TableInfo,
+        misfit: SyncError,
+        pg_holds: Callable[[str], tuple[bool, bool]] | None,
+    ) -> dict[str, tuple[PgType, bool]]:
+        """The columns of ``typed`` that must change type to hold the snapshot's values, and to what.
+
+        ``pg_holds``, for a table whose rows stay (an incremental sync): for a column, whether
+        PostgreSQL holds values in it, and whether its integers are within 2^53. Returns, per
+        column to change, the new type and whether PostgreSQL holds values in it. Raises
+        ``misfit`` itself when no type may move (strict, a pinned column) or none would help.
+        """
+        if self.strict:
+            raise misfit
+        candidates = [c.name for c in typed.columns if c.name not in self.pins and not c.pg_type.repairs]
+        # Invalid UTF-8 is counted too (a Python call per text): this runs only on a misfit.
+        profiles = profile(snapshot, typed, candidates, utf8=True)
+        changes: dict[str, tuple[PgType, bool]] = {}
+        for column in typed.columns:
+            found = profiles.get(column.name)
+            if found is None or fits(column.pg_type, found):
+                continue
+            wanted = needed(found, self.mapped(column.name))
+            holds, within_double = pg_holds(column.name) if pg_holds is not None else (False, True)
+            new = join(column.pg_type, wanted, within_double) if holds else wanted
+            changes[column.name] = (new, holds)
+            self.reasons[column.name] = (
+                f"{self.mapped(column.name).name} cannot hold its values ({found.describe()})"
+                + (f"; {found.changed_as_text:,} changed to fit: {REPAIRS}" if new.repairs else ""),
+                example_key(snapshot, self.table, column.name, self.mapped(column.name)),
+            )
+            if column.name not in self.widened:
+                self.widened.append(column.name)
+        if not changes:
+            raise misfit  # a pinned column's value, or a value no profile explains
+        return changes
+
+    def notes(self, typed: TableInfo) -> dict[str, str]:
+        """Why each column retyped in this sync has its type, for its PostgreSQL COMMENT."""
+        types = {c.name: c.pg_type.name for c in typed.columns}
+        return {column: f"{types[column]} here, {why}" for column, (why, _) in self.reasons.items()}
+
+    def report(self, snapshot: SqliteSnapshot, typed: TableInfo) -> tuple[ColumnRetype, ...]:
+        """Every column whose type is not its declared mapping, or whose values were changed."""
+        odd = [
+            c
+            for c in typed.columns
+            if c.name not in self.pins and (c.pg_type.repairs or c.pg_type.name != self.mapped(c.name).name)
+        ]
+        repaired = [c.name for c in odd if c.pg_type.repairs]
+        counts = profile(snapshot, typed, repaired, utf8=True)
+        entries = []
+        for column in odd:
+            mapped = self.mapped(column.name)
+            why, example = self.reasons.get(column.name) or (
+                f"widened by an earlier sync (its values did not all fit {mapped.name}); columns are never narrowed "
+                "automatically: full_refresh recomputes the type from the data",
+                example_key(snapshot, self.table, column.name, mapped),
+            )
+            entries.append(
+                ColumnRetype(
+                    column=column.name,
+                    declared=column.declared_type,
+                    mapped=mapped.name,
+                    pg_type=column.pg_type.name,
+                    why=why,
+                    example_key=example,
+                    values_changed=counts[column.name].changed_as_text if column.name in counts else 0,
+                )
+            )
+        return tuple(entries)
+
+
+def _by_name(name: str, mapped: PgType) -> PgType:
+    """Our type of a PostgreSQL column type name (``format_type``'s spelling); a type of no mapping
+    of ours (changed by hand) gives ``mapped``, and the sync then says the shapes differ."""
+    return mapped if name == mapped.name else NATIVE.get(name, mapped)
+
+
+def resolve_pins(
+    cur: psycopg2.extensions.cursor, table: TableInfo, column_types: Mapping[str, str]
+) -> dict[str, PgType]:
+    """The pinned types (``column_types``, keyed ``table.column`` by SQLite names) of this table's
+    columns, each checked by PostgreSQL and spelled as it spells it (``timestamptz`` is
+    ``timestamp with time zone``), so that the pin compares equal to the column it makes."""
+    pins: dict[str, PgType] = {}
+    for column in table.column_names:
+        wanted = column_types.get(f"{table.name}.{column}")
+        if wanted is None:
+            continue
+        if "(" in wanted:
+            raise SyncError(
+                table.name,
+                f"column_types pins column {column!r} to {wanted!r}: type modifiers such as (10,2) are not "
+                "supported; pin the bare type",
+            )
+        cur.execute("SAVEPOINT _sps_pin")
+        try:
+            cur.execute("SELECT format_type(%s::regtype, NULL)", (wanted,))
+        except psycopg2.Error as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT _sps_pin")
+            raise SyncError(
+                table.name,
+                f"column_types pins column {column!r} to {wanted!r}, which PostgreSQL does not know as a type: "
+                f"{str(exc).strip().splitlines()[0]}",
+            ) from None
+        cur.execute("RELEASE SAVEPOINT _sps_pin")
+        pins[column] = pinned_type(cur.fetchone()[0])
+    return pins
