@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from dagster import (
+    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
@@ -24,11 +25,17 @@ from dagster import (
     AssetsDefinition,
     Failure,
     MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableMetadataValue,
+    TableRecord,
+    TableSchema,
     multi_asset,
 )
 
 from .config import SyncConfig
 from .engine import (
+    ColumnRetype,
     Progress,
     SourceUnavailableError,
     SqliteSnapshot,
@@ -39,6 +46,7 @@ from .engine import (
     TableSyncResult,
     TargetError,
     redact,
+    retyped_columns,
     row_counts,
     sync_table,
 )
@@ -46,7 +54,14 @@ from .engine.selection import Selection
 from .engine.summary import mode_line, run_summary, size_line, table_line
 from .engine.versions import SnapshotClock
 from .resources import PostgresTarget, SQLiteSource, TargetUnavailableError
-from .translator import ROW_COUNT_CHECK, SqliteTableTranslator, column_schema, output_name, specs_by_table
+from .translator import (
+    ROW_COUNT_CHECK,
+    TYPES_CHECK,
+    SqliteTableTranslator,
+    column_schema,
+    output_name,
+    specs_by_table,
+)
 
 POOL = "sqlite_pg_sync"
 OP_NAME = "sqlite_tables"  # the multi-asset op: run config goes under ops.sqlite_tables.config
@@ -77,7 +92,7 @@ def materialization_metadata(result: TableSyncResult, table: TableInfo) -> dict[
     return {
         "dagster/row_count": result.pg_rows_after,
         "dagster/table_name": result.pg_table,
-        "dagster/column_schema": column_schema(table),
+        "dagster/column_schema": column_schema(table, result.pg_types),
         "mode": result.mode,
         **{name: getattr(result, name) for name in SYNC_NUMBERS},
         "table_size": size_line(result),
@@ -87,7 +102,52 @@ def materialization_metadata(result: TableSyncResult, table: TableInfo) -> dict[
         "rows_skipped": result.rows_skipped,
         **_cursor_metadata(result),
         **({"warnings": "\n".join(result.warnings)} if result.warnings else {}),
+        "columns_retyped": retyped_table(result.columns_retyped),
     }
+
+
+def retyped_table(retyped: Sequence[ColumnRetype]) -> TableMetadataValue:
+    """``columns_retyped`` as a table the catalog shows (empty when every column is as declared)."""
+    return MetadataValue.table(
+        records=[
+            TableRecord(
+                {
+                    "column": r.column,
+                    "declared": r.declared or "(none)",
+                    "declared_maps_to": r.mapped,
+                    "pg_type": r.pg_type,
+                    "why": r.why,
+                    "example_key": r.example_key or "",
+                    "values_changed": r.values_changed,
+                }
+            )
+            for r in retyped
+        ],
+        schema=RETYPED_SCHEMA,
+    )
+
+
+RETYPED_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("column", "string", description="SQLite column"),
+        TableColumn("declared", "string", description="its declared SQLite type"),
+        TableColumn("declared_maps_to", "string", description="the PostgreSQL type the declaration maps to"),
+        TableColumn("pg_type", "string", description="the PostgreSQL type the column has"),
+        TableColumn("why", "string"),
+        TableColumn("example_key", "string", description="a row whose value does not fit the declared mapping"),
+        TableColumn("values_changed", "int", description="values stored changed to fit (see README)"),
+    ]
+)
+
+
+def retyped_line(table: str, retyped: ColumnRetype, now: bool) -> str:
+    """One run-log line per retyped column, so the run log alone says what the catalog says."""
+    example = f"; e.g. row {retyped.example_key}" if retyped.example_key else ""
+    verb = "widened now to" if now else "is"
+    return (
+        f"⚠ {table}: column {retyped.column!r} (declared {retyped.declared or 'without a type'!r}, maps to "
+        f"{retyped.mapped}) {verb} {retyped.pg_type} in PostgreSQL: {retyped.why}{example}"
+    )
 
 
 def _cursor_metadata(result: TableSyncResult) -> dict[str, Any]:
@@ -101,6 +161,29 @@ def _cursor_metadata(result: TableSyncResult) -> dict[str, Any]:
         else repr(result.watermark_before),
         "watermark_after": "(none)" if result.watermark_after is None else repr(result.watermark_after),
     }
+
+
+def types_check(key: AssetKey, retyped: Sequence[ColumnRetype] | None) -> AssetCheckResult:
+    """Fails (WARN) while a column's type is not its declared mapping or its values were changed."""
+    if retyped is None:
+        return AssetCheckResult(
+            asset_key=key,
+            check_name=TYPES_CHECK,
+            passed=False,
+            severity=AssetCheckSeverity.WARN,
+            description="the PostgreSQL table does not exist yet: materialize the asset",
+        )
+    return AssetCheckResult(
+        asset_key=key,
+        check_name=TYPES_CHECK,
+        passed=not retyped,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"columns_retyped": retyped_table(retyped), "columns_retyped_count": len(retyped)},
+        description=None
+        if not retyped
+        else "columns whose values do not fit their declared type: "
+        + "; ".join(f"{r.column} ({r.declared or 'no type'} -> {r.pg_type})" for r in retyped),
+    )
 
 
 def row_count_check(key: AssetKey, sqlite_rows: int, pg_rows: int | None) -> AssetCheckResult:
@@ -159,7 +242,7 @@ def build_sync_assets(
     selection = selection or Selection()
     specs = specs_by_table(tables, translator)
     table_by_key = {spec.key: table_name for table_name, spec in specs.items()}
-    check_specs = [translator.get_check_spec(t) for t in tables]
+    check_specs = [spec for t in tables for spec in translator.get_check_specs(t)]
 
     @multi_asset(
         name=name,
@@ -175,8 +258,10 @@ def build_sync_assets(
         context: AssetExecutionContext, config: SyncConfig, sqlite: SQLiteSource, postgres: PostgresTarget
     ) -> Iterator[MaterializeResult | AssetCheckResult]:
         selected = [table_by_key[k] for k in sorted(context.selected_asset_keys) if k in table_by_key]
-        checks = {c.asset_key for c in context.selected_asset_check_keys}
-        checks_alone = [table_by_key[k] for k in sorted(checks - set(context.selected_asset_keys))]
+        checks = set(context.selected_asset_check_keys)
+        checks_alone = [
+            table_by_key[k] for k in sorted({c.asset_key for c in checks} - set(context.selected_asset_keys))
+        ]
         yield from _run(
             context,
             config.to_options(),
@@ -312,7 +397,7 @@ def _run(
     postgres: PostgresTarget,
     translator: SqliteTableTranslator,
     selected: list[str],
-    checked: set[AssetKey],
+    checked: set[AssetCheckKey],
     checks_alone: list[str],
     selection: Selection,
     parallel: int = 1,
@@ -352,20 +437,28 @@ def _run(
                     context.log.info(table_line(outcome))
                     for warning in outcome.warnings:
                         context.log.warning(f"⚠ {outcome.table}: {warning}")
+                    for retyped in outcome.columns_retyped:
+                        context.log.warning(
+                            retyped_line(outcome.table, retyped, retyped.column in outcome.columns_widened)
+                        )
                     key = translator.get_asset_key(table)
+                    check_results = [
+                        row_count_check(key, outcome.sqlite_rows, outcome.pg_rows_after),
+                        types_check(key, outcome.columns_retyped),
+                    ]
                     yield MaterializeResult(
                         asset_key=key,
                         metadata=materialization_metadata(outcome, table),
-                        check_results=[row_count_check(key, outcome.sqlite_rows, outcome.pg_rows_after)]
-                        if key in checked
-                        else [],
+                        check_results=[c for c in check_results if AssetCheckKey(key, c.check_name) in checked],
                     )
                 for table_name in checks_alone:
                     table = selection.columns_of(snapshot.table(table_name))
-                    yield row_count_check(
-                        translator.get_asset_key(table),
-                        *row_counts(snapshot, targets[0].conn, table, postgres.pg_schema),
-                    )
+                    key = translator.get_asset_key(table)
+                    conn = targets[0].conn
+                    if AssetCheckKey(key, ROW_COUNT_CHECK) in checked:
+                        yield row_count_check(key, *row_counts(snapshot, conn, table, postgres.pg_schema))
+                    if AssetCheckKey(key, TYPES_CHECK) in checked:
+                        yield types_check(key, retyped_columns(snapshot, conn, table, postgres.pg_schema, options))
             finally:
                 if workers is not None:
                     workers.stop()  # before the connections close under a worker still syncing

@@ -45,6 +45,21 @@ def env_cursor_columns() -> dict[str, str]:
     return {table.strip(): column.strip() for table, column in pairs}
 
 
+def env_column_types() -> dict[str, str]:
+    """``SYNC_COLUMN_TYPES=experiments.config=jsonb,narrative_results.created_at=timestamptz``.
+
+    Each item splits at its last ``=``, so a table or column name may hold one; a type name cannot.
+    """
+    raw = os.environ.get("SYNC_COLUMN_TYPES", "").strip()
+    pairs = [item.rsplit("=", 1) for item in raw.split(",") if item.strip()]
+    if any(len(pair) != 2 or "." not in pair[0].strip(".") or not pair[1].strip() for pair in pairs):
+        raise ValueError(
+            "environment variable SYNC_COLUMN_TYPES must look like 'table.column=pgtype,table2.column=pgtype', "
+            f"got {raw!r}"
+        )
+    return {column.strip(): pg_type.strip() for column, pg_type in pairs}
+
+
 MAX_PARALLEL_TABLES = 16
 
 
@@ -84,6 +99,17 @@ class SyncConfig(Config):
         "the watermark is stored in PostgreSQL (_sps_sync_state) in the same transaction as the rows.",
     )
 
+    strict_types: bool = Field(
+        default=env_flag("SYNC_STRICT_TYPES"),
+        description="Fail a table, naming column and row key, on a value that does not fit its column's declared "
+        "type, instead of widening the column to a type that holds it (see README, Real-world files).",
+    )
+    column_types: dict[str, str] = Field(
+        default=env_column_types(),
+        description='Pinned PostgreSQL types: {"table.column": "pg type"} (SQLite names), e.g. '
+        '{"experiments.config": "jsonb"}. A pinned column never widens; a value it cannot hold fails the table.',
+    )
+
     parallel_tables: int = Field(
         default=env_parallel_tables(),
         ge=1,
@@ -109,4 +135,6 @@ class SyncConfig(Config):
             delete_orphans=self.delete_orphans,
             batch_size=self.batch_size,
             cursor_columns=dict(self.cursor_columns),
+            strict_types=self.strict_types,
+            column_types=dict(self.column_types),
         )

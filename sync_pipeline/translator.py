@@ -14,7 +14,7 @@ names appear nowhere a user looks.
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dagster import (
@@ -33,6 +33,7 @@ from .engine.naming import pg_name
 KINDS = {"sqlite", "postgres"}
 GROUP_NAME = "sqlite_pg_sync"
 ROW_COUNT_CHECK = "row_count_matches_sqlite"
+TYPES_CHECK = "types_match_declared"
 _INVALID_KEY_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -48,8 +49,10 @@ def output_name(key: AssetKey) -> str:
     return "t_" + key.to_python_identifier()
 
 
-def column_schema(table: TableInfo) -> TableSchema:
-    """The PostgreSQL columns, each described with the SQLite type it came from."""
+def column_schema(table: TableInfo, pg_types: Mapping[str, str] | None = None) -> TableSchema:
+    """The PostgreSQL columns, each described with the SQLite type it came from; ``pg_types`` (SQLite
+    column -> PostgreSQL type, from a sync) overrides the declared mapping."""
+    pg_types = pg_types or {}
     constraints = (
         TableConstraints(other=[f"PRIMARY KEY ({', '.join(table.primary_key)})"]) if table.primary_key else None
     )
@@ -57,7 +60,7 @@ def column_schema(table: TableInfo) -> TableSchema:
         columns=[
             TableColumn(
                 name=c.name,
-                type=c.pg_type.name,
+                type=pg_types.get(c.name, c.pg_type.name),
                 description=f"SQLite declared type: {c.declared_type or '(none)'}",
                 constraints=TableColumnConstraints(
                     nullable=not (c.not_null or c.pk_position),
@@ -105,13 +108,23 @@ class SqliteTableTranslator:
             },
         )
 
-    def get_check_spec(self, table: TableInfo) -> AssetCheckSpec:
-        return AssetCheckSpec(
-            ROW_COUNT_CHECK,
-            asset=self.get_asset_key(table),
-            description="PostgreSQL has as many rows as SQLite had in the snapshot the sync read "
-            "(fails when orphans are kept, i.e. rows deleted in SQLite without delete_orphans).",
-        )
+    def get_check_specs(self, table: TableInfo) -> list[AssetCheckSpec]:
+        key = self.get_asset_key(table)
+        return [
+            AssetCheckSpec(
+                ROW_COUNT_CHECK,
+                asset=key,
+                description="PostgreSQL has as many rows as SQLite had in the snapshot the sync read "
+                "(fails when orphans are kept, i.e. rows deleted in SQLite without delete_orphans).",
+            ),
+            AssetCheckSpec(
+                TYPES_CHECK,
+                asset=key,
+                description="Every column has the PostgreSQL type its SQLite declaration maps to, and holds SQLite's "
+                "values unchanged (fails, as a warning, while a column was widened to hold values its declared "
+                "type cannot, or holds values changed to fit: see columns_retyped).",
+            ),
+        ]
 
 
 def specs_by_table(tables: Sequence[TableInfo], translator: SqliteTableTranslator) -> dict[str, AssetSpec]:

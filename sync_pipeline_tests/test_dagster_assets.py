@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg2.extensions
 import pytest
 from dagster import (
+    AssetCheckEvaluation,
     AssetKey,
     AssetSelection,
     DagsterInstance,
@@ -31,7 +32,7 @@ from sync_pipeline.assets import build_sync_assets
 from sync_pipeline.demo import mutate
 from sync_pipeline.engine import list_tables, mask_dsn
 from sync_pipeline.resources import PostgresTarget, SQLiteSource
-from sync_pipeline.translator import AssetKeyCollisionError, SqliteTableTranslator
+from sync_pipeline.translator import ROW_COUNT_CHECK, TYPES_CHECK, AssetKeyCollisionError, SqliteTableTranslator
 
 from .conftest import pg_rows, query, sqlite_rows
 
@@ -164,9 +165,13 @@ def _committed_rows(dsn: str, schema: str, table: str) -> int | None:
     return int(query(dsn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))[0][0])
 
 
+def row_count_evaluations(result: ExecuteInProcessResult) -> list[AssetCheckEvaluation]:
+    return [e for e in result.get_asset_check_evaluations() if e.check_name == ROW_COUNT_CHECK]
+
+
 def test_row_count_check_passes_after_a_sync_and_flags_orphans_that_were_kept(demo_db, pg_dsn, schema):
     first = run_sync(demo_db, pg_dsn, schema)
-    assert {(e.asset_key.path[-1], e.passed) for e in first.get_asset_check_evaluations()} == {
+    assert {(e.asset_key.path[-1], e.passed) for e in row_count_evaluations(first)} == {
         ("experiments", True),
         ("narrative_results", True),
         ("source_narratives", True),
@@ -177,24 +182,26 @@ def test_row_count_check_passes_after_a_sync_and_flags_orphans_that_were_kept(de
     conn.close()
 
     kept = run_sync(demo_db, pg_dsn, schema)
-    evaluations = {e.asset_key.path[-1]: e for e in kept.get_asset_check_evaluations()}
+    evaluations = {e.asset_key.path[-1]: e for e in row_count_evaluations(kept)}
     assert kept.success  # a warning check does not fail the run
     assert not evaluations["experiments"].passed
     assert evaluations["experiments"].metadata["difference"].value == 1
     assert evaluations["narrative_results"].passed
 
     cleaned = run_sync(demo_db, pg_dsn, schema, delete_orphans=True)
-    assert all(e.passed for e in cleaned.get_asset_check_evaluations())
+    assert all(e.passed for e in cleaned.get_asset_check_evaluations())  # the types check too
     assert metadata_by_table(cleaned)["experiments"]["rows_deleted"].value == 1
 
 
-def test_a_failing_table_does_not_hide_the_others_and_the_run_fails_naming_it(demo_db, pg_dsn, schema):
+def test_a_table_failing_with_strict_types_does_not_hide_the_others_and_the_run_fails_naming_it(
+    demo_db, pg_dsn, schema
+):
     conn = sqlite3.connect(demo_db)
     with conn:
         conn.execute("UPDATE experiments SET prompt_version = 'seven' WHERE experiment_id = 2")
     conn.close()
 
-    result = run_sync(demo_db, pg_dsn, schema)
+    result = run_sync(demo_db, pg_dsn, schema, strict_types=True)
 
     assert not result.success
     assert set(metadata_by_table(result)) == {"narrative_results", "source_narratives"}
@@ -253,7 +260,10 @@ def test_a_subset_selection_syncs_only_the_selected_tables(demo_db, pg_dsn, sche
 
     assert result.success
     assert set(metadata_by_table(result)) == {"experiments"}
-    assert [e.asset_key for e in result.get_asset_check_evaluations()] == [AssetKey("experiments")]
+    assert {(e.asset_key, e.check_name) for e in result.get_asset_check_evaluations()} == {
+        (AssetKey("experiments"), ROW_COUNT_CHECK),
+        (AssetKey("experiments"), TYPES_CHECK),
+    }
 
 
 def test_progress_lines_and_the_seed_summary_appear_in_the_run_log(demo_db, pg_dsn, schema, monkeypatch):
@@ -356,6 +366,8 @@ def test_run_config_defaults_follow_the_seed_environment_variables():
         "BATCH_SIZE": "2500",
         "SYNC_CURSOR_COLUMNS": "narrative_results=updated_at, t = v",
         "SYNC_PARALLEL_TABLES": "3",
+        "SYNC_STRICT_TYPES": "1",
+        "SYNC_COLUMN_TYPES": "experiments.config=jsonb, a.b.c = timestamp with time zone",
     }
     out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == {
@@ -364,6 +376,8 @@ def test_run_config_defaults_follow_the_seed_environment_variables():
         "batch_size": 2500,
         "cursor_columns": {"narrative_results": "updated_at", "t": "v"},
         "parallel_tables": 3,
+        "strict_types": True,
+        "column_types": {"experiments.config": "jsonb", "a.b.c": "timestamp with time zone"},
     }
 
     bad = subprocess.run(
@@ -377,7 +391,12 @@ def test_running_only_the_row_count_check_compares_counts_without_syncing(demo_d
     never_synced = run_sync(demo_db, pg_dsn, schema, selection=AssetSelection.all_asset_checks())
     assert never_synced.success
     assert metadata_by_table(never_synced) == {}
-    assert {e.asset_key.path[-1]: e.passed for e in never_synced.get_asset_check_evaluations()} == {
+    assert {(e.asset_key.path[-1], e.check_name): e.passed for e in never_synced.get_asset_check_evaluations()} == {
+        (table, check): False
+        for table in ("experiments", "narrative_results", "source_narratives")
+        for check in (ROW_COUNT_CHECK, TYPES_CHECK)
+    }
+    assert {e.asset_key.path[-1]: e.passed for e in row_count_evaluations(never_synced)} == {
         "experiments": False,
         "narrative_results": False,
         "source_narratives": False,
@@ -390,8 +409,9 @@ def test_running_only_the_row_count_check_compares_counts_without_syncing(demo_d
 
     checked = run_sync(demo_db, pg_dsn, schema, selection=AssetSelection.all_asset_checks())
 
-    evaluations = {e.asset_key.path[-1]: e for e in checked.get_asset_check_evaluations()}
+    evaluations = {e.asset_key.path[-1]: e for e in row_count_evaluations(checked)}
     assert metadata_by_table(checked) == {}
+    assert all(e.passed for e in checked.get_asset_check_evaluations() if e.check_name == TYPES_CHECK)
     assert evaluations["experiments"].metadata["difference"].value == 3
     assert not evaluations["experiments"].passed
     assert evaluations["narrative_results"].passed

@@ -20,6 +20,7 @@ from .sync import (
     MODE_INCREMENTAL,
     SyncOptions,
     TableSyncResult,
+    retyped_columns,
     row_counts,
     sync_table,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "list_tables",
     "mask_dsn",
     "redact",
+    "retyped_columns",
     "row_counts",
     "sync_table",
 ]

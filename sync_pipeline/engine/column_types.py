@@ -326,16 +326,13 @@ class ColumnTypes:
 
     def report(self, snapshot: SqliteSnapshot, typed: TableInfo) -> tuple[ColumnRetype, ...]:
         """Every column whose type is not its declared mapping, or whose values were changed."""
-        odd = [
-            c
-            for c in typed.columns
-            if c.name not in self.pins and (c.pg_type.repairs or c.pg_type.name != self.mapped(c.name).name)
-        ]
-        repaired = [c.name for c in odd if c.pg_type.repairs]
-        counts = profile(snapshot, typed, repaired, utf8=True)
+        repaired = [c.name for c in typed.columns if c.pg_type.repairs]
+        changed = {name: found.changed_as_text for name, found in profile(snapshot, typed, repaired, True).items()}
         entries = []
-        for column in odd:
+        for column in typed.columns:
             mapped = self.mapped(column.name)
+            if column.name in self.pins or (column.pg_type.name == mapped.name and not changed.get(column.name)):
+                continue
             why, example = self.reasons.get(column.name) or (
                 f"widened by an earlier sync (its values did not all fit {mapped.name}); columns are never narrowed "
                 "automatically: full_refresh recomputes the type from the data",
@@ -349,10 +346,16 @@ class ColumnTypes:
                     pg_type=column.pg_type.name,
                     why=why,
                     example_key=example,
-                    values_changed=counts[column.name].changed_as_text if column.name in counts else 0,
+                    values_changed=changed.get(column.name, 0),
                 )
             )
         return tuple(entries)
+
+
+def repaired_in(comments: Mapping[str, str]) -> list[str]:
+    """The columns whose COMMENT (written from :meth:`ColumnTypes.notes`) says their values are repaired:
+    the next sync reads them as such at once, instead of failing on the first such value again."""
+    return [column for column, comment in comments.items() if REPAIRS in comment]
 
 
 def _by_name(name: str, mapped: PgType) -> PgType:

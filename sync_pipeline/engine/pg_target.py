@@ -250,8 +250,7 @@ class PgTable:
 
     def alter_types(self, changes: Mapping[str, tuple[PgType, bool]], timeout_s: float) -> bool:
         """Change column types (by SQLite name: new type, whether the column holds values) in one
-        ALTER TABLE, so the table is rewritten once; each column's COMMENT then gives its note
-        (:attr:`notes`). False if readers kept the table busy for ``timeout_s``.
+        ALTER TABLE, so the table is rewritten once. False if readers kept the table busy for ``timeout_s``.
 
         Readers block from here to the commit and then see the new table; a reader's snapshot
         taken before the rewrite would see it empty (PostgreSQL's documented exception for
@@ -263,13 +262,28 @@ class PgTable:
             ident = sql.Identifier(pg.name)
             expression = using(ident, pg.pg_type.name, new) if holds else sql.SQL("NULL")
             clauses.append(sql.SQL("ALTER COLUMN {} TYPE {} USING {}").format(ident, sql.SQL(new.name), expression))
-        if not self._wait_for(
+        return self._wait_for(
             sql.SQL("ALTER TABLE {} ").format(self.ident) + sql.SQL(", ").join(clauses), (), timeout_s
-        ):
-            return False
-        for column in changes:
-            self.cur.execute(self._column_comment(self.ident, column))
-        return True
+        )
+
+    def comment_columns(self, columns: list[str]) -> None:
+        """Write the COMMENT of these columns (by SQLite name) again, with their :attr:`notes`."""
+        if columns:
+            self.cur.execute(sql.SQL("; ").join(self._column_comment(self.ident, c) for c in columns))
+
+    def comments_in_pg(self) -> dict[str, str]:
+        """SQLite column name -> its column's COMMENT in PostgreSQL, for columns that have one."""
+        self.cur.execute(
+            "SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a "
+            "WHERE a.attrelid = %s::oid AND a.attnum > 0 AND NOT a.attisdropped",
+            (self.oid(),),
+        )
+        comments = {name: text for name, text in self.cur.fetchall() if text}
+        return {
+            c.name: comments[p.name]
+            for c, p in zip(self.table.columns, self.pg.columns, strict=True)
+            if p.name in comments
+        }
 
     def add_primary_key(self, ident: sql.Identifier, constraint: str) -> None:
         if not self.pg.primary_key:

@@ -16,7 +16,7 @@ import psycopg2
 import psycopg2.extensions
 
 from . import cursor
-from .column_types import ColumnRetype, ColumnTypes, resolve_pins
+from .column_types import ColumnRetype, ColumnTypes, repaired_in, resolve_pins
 from .errors import (
     OrphanDeletionRefused,
     SchemaMismatchError,
@@ -101,6 +101,7 @@ class TableSyncResult:
     # to fit (see column_types.py), and those whose type moved in this very sync.
     columns_retyped: tuple[ColumnRetype, ...] = ()
     columns_widened: tuple[str, ...] = ()
+    pg_types: Mapping[str, str] = field(default_factory=dict)  # SQLite column -> its PostgreSQL type now
 
     @property
     def rows_changed(self) -> int:
@@ -163,6 +164,24 @@ def row_counts(
             return sqlite_rows, (target.row_count() if target.oid() is not None else None)
 
 
+def retyped_columns(
+    snapshot: SqliteSnapshot,
+    conn: psycopg2.extensions.connection,
+    table: TableInfo,
+    schema: str,
+    options: SyncOptions,
+) -> tuple[ColumnRetype, ...] | None:
+    """What ``TableSyncResult.columns_retyped`` would say now, read-only; None when the table is missing."""
+    with _named_errors(table.name, conn):
+        _use_utf8(conn)
+        with conn, conn.cursor() as cur:
+            target = PgTable(cur, schema, table)
+            if target.oid() is None:
+                return None
+            types = ColumnTypes(table, options.strict_types, resolve_pins(cur, table, options.column_types))
+            return types.report(snapshot, types.start(target.types_in_pg(), repaired_in(target.comments_in_pg())))
+
+
 def sync_table(
     snapshot: SqliteSnapshot,
     conn: psycopg2.extensions.connection,
@@ -202,7 +221,9 @@ def sync_table(
             bytes_before = target.total_bytes()
             fresh = options.full_refresh or not existed
             types = ColumnTypes(table, options.strict_types, resolve_pins(cur, table, options.column_types))
-            typed = types.start(None if fresh else target.types_in_pg())
+            typed = (
+                types.start(None) if fresh else types.start(target.types_in_pg(), repaired_in(target.comments_in_pg()))
+            )
             added = [] if fresh else _evolve_shape(PgTable(cur, schema, typed), options)
             state = SyncState(cur, schema)
             while True:  # once, unless a value does not fit its column's type (column_types.py)
@@ -230,6 +251,7 @@ def sync_table(
                     continue
                 target.release_savepoint(_TYPES_SAVEPOINT)
                 break
+            target.comment_columns(list(types.reasons))  # says why in \d+, and marks repaired columns
             if reader.rows_read != to_read:
                 raise SyncError(
                     table.name, f"read {reader.rows_read} rows but the snapshot has {to_read}; nothing written"
@@ -276,6 +298,7 @@ def sync_table(
         warnings=(plan.warning,) if plan.warning else (),
         columns_retyped=retyped,
         columns_widened=tuple(types.widened),
+        pg_types={c.name: c.pg_type.name for c in typed.columns},
     )
 
 
