@@ -161,7 +161,7 @@ def copy_text(
     try:
         with arrow.query(query, params, batch_rows=batch_rows) as batches:
             for pg_type, field in zip(pg_types, batches.schema, strict=False):
-                if field.type not in _ACCEPTED[pg_type]:
+                if field.type not in _ACCEPTED.get(pg_type, ()):  # a pinned type of no mapping: exact path
                     raise ArrowUnfit(f"column {field.name!r} reads as Arrow {field.type}")
             for batch in batches:
                 if pc.max(batch.column(width)).as_py():

@@ -29,15 +29,16 @@ has none and profiles nothing).
 
 from __future__ import annotations
 
+import re
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from .errors import SyncError
+from .errors import SyncError, ValueMismatchError
 from .sqlite_source import SqliteSnapshot, TableInfo, quote_sqlite_identifier
 from .types import (
     BIGINT,
@@ -391,6 +392,52 @@ def resolve_pins(
                 f"column_types pins column {column!r} to {wanted!r}, which PostgreSQL does not know as a type: "
                 f"{str(exc).strip().splitlines()[0]}",
             ) from None
+        canonical = cur.fetchone()[0]
         cur.execute("RELEASE SAVEPOINT _sps_pin")
-        pins[column] = pinned_type(cur.fetchone()[0])
+        pins[column] = pinned_type(canonical)
     return pins
+
+
+_COPY_CONTEXT = re.compile(r'COPY [^\n]*, line \d+, column (.+?): "(.*)"$', re.M)
+
+
+def pinned_misfit(
+    snapshot: SqliteSnapshot,
+    target_table: TableInfo,
+    pg_columns: Sequence[str],
+    pins: Mapping[str, PgType],
+    exc: psycopg2.Error,
+) -> ValueMismatchError | None:
+    """The column and row key of a value PostgreSQL refused for a pinned type, from COPY's error context.
+
+    PostgreSQL names the column and shows the value (cut after 30 characters); the key is that of
+    the first SQLite row whose value reads as the one shown. None when the error is not about a
+    pinned column.
+    """
+    found = _COPY_CONTEXT.search(exc.diag.context or "")
+    if found is None or found.group(1) not in pg_columns:
+        return None
+    column = target_table.column_names[list(pg_columns).index(found.group(1))]
+    if column not in pins:
+        return None
+    shown = found.group(2)
+    cut = shown.endswith("...")
+    key = list(target_table.primary_key) or ["rowid"]
+    q = quote_sqlite_identifier(column)
+    rows = snapshot.conn.execute(
+        f"SELECT {q}, {', '.join(map(quote_sqlite_identifier, key))} FROM {quote_sqlite_identifier(target_table.name)}"
+    )
+    row_key = "(not found again in SQLite)"
+    for value, *ident in rows:
+        text = repr(value) if isinstance(value, float) else str(value)
+        if text == shown or (cut and text.startswith(shown[:-3])):
+            row_key = "(" + ", ".join(f"{k}={v!r}" for k, v in zip(key, ident, strict=True)) + ")"
+            break
+    rows.close()
+    reason = (exc.diag.message_primary or str(exc)).strip()
+    return ValueMismatchError(
+        target_table.name,
+        column,
+        row_key,
+        f"value {shown!r} does not fit the pinned type {pins[column].name}: {reason}",
+    )

@@ -16,7 +16,7 @@ import psycopg2
 import psycopg2.extensions
 
 from . import cursor
-from .column_types import ColumnRetype, ColumnTypes, repaired_in, resolve_pins
+from .column_types import ColumnRetype, ColumnTypes, pinned_misfit, repaired_in, resolve_pins
 from .errors import (
     OrphanDeletionRefused,
     SchemaMismatchError,
@@ -249,6 +249,11 @@ def sync_table(
                     if not fresh:
                         _alter_types(PgTable(cur, schema, target.table, types.notes(typed)), changes, options)
                     continue
+                except psycopg2.DataError as exc:
+                    misfit = pinned_misfit(snapshot, typed, target.pg.column_names, types.pins, exc)
+                    if misfit is None:
+                        raise
+                    raise misfit from None
                 target.release_savepoint(_TYPES_SAVEPOINT)
                 break
             target.comment_columns(list(types.reasons))  # says why in \d+, and marks repaired columns
