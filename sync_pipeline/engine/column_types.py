@@ -94,18 +94,26 @@ class Profile:
         return self.min_int is None or (low <= self.min_int and self.max_int <= high)  # type: ignore[operator]
 
     def describe(self) -> str:
-        parts = [
-            (self.integers, "integer", "integers"),
-            (self.reals, "real", "reals"),
-            (self.texts, "text", "texts"),
-            (self.blobs, "blob", "blobs"),
+        texts = f"{self.texts:,} {'text' if self.texts == 1 else 'texts'}"
+        flaws = [
+            f"{n:,} {what}"
+            for n, what in ((self.texts_with_nul, "with NUL bytes"), (self.texts_not_utf8, "not UTF-8"))
+            if n
         ]
-        found = [f"{n:,} {one if n == 1 else many}" for n, one, many in parts if n]
-        if self.texts_with_nul:
-            found.append(f"{self.texts_with_nul:,} with NUL bytes")
-        if self.texts_not_utf8:
-            found.append(f"{self.texts_not_utf8:,} not valid UTF-8")
-        if self.min_int is not None:
+        if flaws:
+            texts += f" ({', '.join(flaws)})"
+        found = [
+            f"{n:,} {one if n == 1 else many}"
+            for n, one, many in (
+                (self.integers, "integer", "integers"),
+                (self.reals, "real", "reals"),
+                (self.blobs, "blob", "blobs"),
+            )
+            if n
+        ]
+        if self.texts:
+            found.insert(len(found) - bool(self.blobs), texts)
+        if self.min_int is not None and self.min_int != self.max_int:
             found.append(f"integers from {self.min_int} to {self.max_int}")
         return ", ".join(found) or "only NULLs"
 
@@ -308,6 +316,8 @@ class ColumnTypes:
             wanted = needed(found, self.mapped(column.name))
             holds, within_double = pg_holds(column.name) if pg_holds is not None else (False, True)
             new = join(column.pg_type, wanted, within_double) if holds else wanted
+            if new == column.pg_type:
+                continue  # cannot happen (``needed`` always fits); guards the caller's loop all the same
             changes[column.name] = (new, holds)
             self.reasons[column.name] = (
                 f"{self.mapped(column.name).name} cannot hold its values ({found.describe()})"
