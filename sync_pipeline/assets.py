@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from dagster import (
@@ -179,7 +180,7 @@ def build_sync_assets(
         checks_alone = [table_by_key[k] for k in sorted(checks - set(context.selected_asset_keys))]
         yield from _run(
             context,
-            config.to_options(),
+            replace(config.to_options(), state_schema=postgres.state_schema),
             sqlite,
             postgres,
             translator,
@@ -328,7 +329,7 @@ def _run(
     results: list[TableSyncResult] = []
     failed: dict[str, str] = {}
     workers = max(1, min(parallel, len(selected)))
-    clock = SnapshotClock(postgres.connect, postgres.pg_schema)
+    clock = SnapshotClock(postgres.connect, postgres.pg_schema, postgres.state_schema)
     try:
         with sqlite.snapshot(readers=workers, clock=clock) as snapshot:
             skipped = snapshot.skipped_tables()

@@ -23,7 +23,7 @@ from psycopg2 import sql
 from sync_pipeline.engine import SqliteSnapshot, SyncOptions, ValueMismatchError, sync_table
 from sync_pipeline.engine.sqlite_source import quote_sqlite_identifier
 
-from .conftest import query
+from .conftest import drop_schema, query
 
 DECLARED = [
     "INTEGER", "INT", "BIGINT", "TEXT", "VARCHAR(20)", "CLOB", "BLOB", "", "REAL", "DOUBLE", "FLOAT",
@@ -135,4 +135,4 @@ def test_every_value_reads_back_equal_or_the_sync_fails_naming_it_and_changes_no
                 for pg_type, s, g in zip(pg_types, stored_row[1:], got_row[1:], strict=True):
                     assert reads_back_equal(pg_type, s, g), (pg_type, s, g)
         finally:
-            query(pg_dsn, sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+            drop_schema(pg_dsn, schema)

@@ -48,6 +48,9 @@ class SyncOptions:
     # Table name -> a column the application bumps on every write (updated_at-like): such a
     # table reads only rows at or past the watermark of its last sync. See README, cursor mode.
     cursor_columns: Mapping[str, str] = field(default_factory=dict)
+    # Where the sync keeps its bookkeeping (PG_STATE_SCHEMA), apart from the mirrored tables;
+    # created on first use. The default is bookkeeping.DEFAULT_STATE_SCHEMA.
+    state_schema: str = "sqlite_pg_sync"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.batch_size, int) and 0 < self.batch_size <= MAX_BATCH_SIZE):
@@ -188,7 +191,7 @@ def sync_table(
             existed = target.oid() is not None
             rows_before = target.row_count() if existed else 0
             bytes_before = target.total_bytes()
-            state = SyncState(cur, schema)
+            state = SyncState(cur, schema, options.state_schema)
             shape = shape_of(table, snapshot.schema_version())
             last = _last_sync(state, snapshot, target, shape)
             plan = cursor.CursorPlan(None, None)
