@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from dagster import (
@@ -264,7 +265,7 @@ def build_sync_assets(
         ]
         yield from _run(
             context,
-            config.to_options(),
+            replace(config.to_options(), state_schema=postgres.state_schema),
             sqlite,
             postgres,
             translator,
@@ -413,7 +414,7 @@ def _run(
     results: list[TableSyncResult] = []
     failed: dict[str, str] = {}
     workers = max(1, min(parallel, len(selected)))
-    clock = SnapshotClock(postgres.connect, postgres.pg_schema)
+    clock = SnapshotClock(postgres.connect, postgres.pg_schema, postgres.state_schema)
     try:
         with sqlite.snapshot(readers=workers, clock=clock) as snapshot:
             skipped = snapshot.skipped_tables()

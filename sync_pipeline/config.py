@@ -96,7 +96,8 @@ class SyncConfig(Config):
         default=env_cursor_columns(),
         description="Cursor mode, per table: {table: column} where the application bumps the column on every "
         "write (updated_at-like). Such a table reads only rows at or past the watermark of its last sync; "
-        "the watermark is stored in PostgreSQL (_sps_sync_state) in the same transaction as the rows.",
+        "the watermark is stored in PostgreSQL (the state schema, PG_STATE_SCHEMA) in the same transaction as the "
+        "rows.",
     )
 
     strict_types: bool = Field(

@@ -7,6 +7,8 @@ in the file becomes a new asset at the next reload. Environment:
   generated on first use.
 - ``PG_CONN_STR``: the target; unset means the embedded PostgreSQL in ``state/pgdata``.
 - ``PG_SCHEMA``: target schema, default ``public``.
+- ``PG_STATE_SCHEMA``: schema of the sync's bookkeeping (snapshot numbers, watermarks, batch
+  digests), default ``sqlite_pg_sync``, created on first use; it must differ from ``PG_SCHEMA``.
 - ``SYNC_TABLES``, ``SYNC_EXCLUDE_TABLES``: comma-separated globs on SQLite table names; a table
   left out is not an asset. ``SYNC_EXCLUDE_COLUMNS``: ``table.column`` globs of columns never read.
 """
@@ -18,6 +20,7 @@ from dagster import AssetSelection, Definitions, EnvVar, in_process_executor
 from .assets import build_sync_assets
 from .demo import DEFAULT_DEMO_PATH, generate
 from .engine import list_tables
+from .engine.bookkeeping import DEFAULT_STATE_SCHEMA
 from .engine.selection import Selection, parse_globs
 from .resources import PostgresTarget, SQLiteSource
 from .sensor import build_sensor
@@ -43,6 +46,7 @@ def _target() -> tuple[str, str, PostgresTarget]:
     resource = PostgresTarget(
         conn_str=EnvVar("PG_CONN_STR") if conn_str else "",
         pg_schema=EnvVar("PG_SCHEMA") if os.environ.get("PG_SCHEMA") else "public",
+        state_schema=EnvVar("PG_STATE_SCHEMA") if os.environ.get("PG_STATE_SCHEMA") else DEFAULT_STATE_SCHEMA,
     )
     return schema, label, resource
 

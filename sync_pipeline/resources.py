@@ -11,6 +11,7 @@ from pydantic import Field
 
 from .embedded_pg import DEFAULT_PGDATA, embedded_dsn
 from .engine import SqliteSnapshot, redact
+from .engine.bookkeeping import DEFAULT_STATE_SCHEMA
 from .engine.secrets import mask_dsn
 from .engine.versions import SnapshotClock
 
@@ -30,12 +31,18 @@ class SQLiteSource(ConfigurableResource):
 
 
 class PostgresTarget(ConfigurableResource):
-    """The PostgreSQL database and schema that mirror the file (``PG_CONN_STR``, ``PG_SCHEMA``)."""
+    """The PostgreSQL database and schema that mirror the file (``PG_CONN_STR``, ``PG_SCHEMA``), and the
+    schema where the sync keeps its bookkeeping (``PG_STATE_SCHEMA``)."""
 
     conn_str: str = Field(
         default="", description="libpq connection string or URI (PG_CONN_STR); empty means the embedded server."
     )
     pg_schema: str = Field(default="public", description="Target schema (PG_SCHEMA); it must exist.")
+    state_schema: str = Field(
+        default=DEFAULT_STATE_SCHEMA,
+        description="Schema of the sync's bookkeeping (PG_STATE_SCHEMA), apart from the mirrored tables; "
+        "created on first use, and may be shared by several target schemas.",
+    )
 
     def describe(self) -> str:
         """Where the data goes, safe to log: the DSN with its password masked."""

@@ -22,6 +22,7 @@ from psycopg2 import sql
 
 from sync_pipeline.demo import generate
 from sync_pipeline.engine import SqliteSnapshot, SyncOptions, TableSyncResult, sync_table
+from sync_pipeline.engine.bookkeeping import DEFAULT_STATE_SCHEMA, forget
 from sync_pipeline.engine.sqlite_source import quote_sqlite_identifier
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -72,6 +73,18 @@ def pg(pg_dsn: str) -> Iterator[psycopg2.extensions.connection]:
         conn.close()
 
 
+def drop_schema(dsn: str, name: str, state_schema: str = DEFAULT_STATE_SCHEMA) -> None:
+    """Drop a test's target schema, and what the state schema keeps about it (rows, sequences):
+    the state schema is shared by every test of the session."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            forget(cur, name, state_schema)
+            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+
+
 @contextmanager
 def _new_schema(dsn: str) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:10]}"
@@ -79,7 +92,7 @@ def _new_schema(dsn: str) -> Iterator[str]:
     try:
         yield name
     finally:
-        query(dsn, sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+        drop_schema(dsn, name)
 
 
 @pytest.fixture

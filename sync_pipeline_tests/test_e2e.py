@@ -32,7 +32,7 @@ from psycopg2 import sql
 from sync_pipeline.demo import PROJECT_ROOT, generate
 from sync_pipeline.sensor import SENSOR_NAME
 
-from .conftest import pg_rows, query, sqlite_rows
+from .conftest import drop_schema, pg_rows, query, sqlite_rows
 
 TABLES = ("experiments", "narrative_results", "source_narratives")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
@@ -187,7 +187,7 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterat
         writer.close()
         ARTIFACTS.mkdir(exist_ok=True)
         shutil.copy(root / "dagster-dev.log", ARTIFACTS / "dagster-dev.log")
-        query(pg_dsn, sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        drop_schema(pg_dsn, schema)
 
 
 def test_without_dagster_home_run_history_survives_a_restart_of_dagster_dev(tmp_path, demo_db, pg_dsn, schema):

@@ -16,6 +16,8 @@ import pytest
 
 from sync_pipeline.demo import generate
 
+from .conftest import drop_schema
+
 # Runs in a child process so that its peak RSS belongs to one sync (first load + no-change merge).
 _CHILD = """
 import json, os, sys
@@ -69,8 +71,8 @@ def test_peak_memory_of_a_200k_row_sync_is_within_a_few_mb_of_a_10k_row_one(file
         small_rows, small_kb, small_child_kb = _peak_rss_kb(small, pg_dsn, "mem_small", 1000, read_path)
         large_rows, large_kb, large_child_kb = _peak_rss_kb(large, pg_dsn, "mem_large", 1000, read_path)
     finally:
-        with pg, pg.cursor() as cur:
-            cur.execute("DROP SCHEMA mem_small CASCADE; DROP SCHEMA mem_large CASCADE")
+        drop_schema(pg_dsn, "mem_small")
+        drop_schema(pg_dsn, "mem_large")
     print(
         f"\n{read_path} path, peak RSS at batch_size 1000: {small_rows:,} rows {small_kb / 1024:.1f} MB, "
         f"{large_rows:,} rows {large_kb / 1024:.1f} MB (difference {(large_kb - small_kb) / 1024:+.1f} MB); "

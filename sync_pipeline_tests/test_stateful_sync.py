@@ -48,7 +48,7 @@ before it) gives the true counts, and either
   cannot hold, two keys that become one, a NULL key, a changed column list that is not an
   append, or any change to the keyless table's, ``delete_orphans`` over an empty SQLite table, an
   older snapshot), and PostgreSQL is byte-identical to before: rows, columns, constraints, the
-  schema's relations and the table's row of ``_sps_sync_state``.
+  schema's relations and the table's row of the state table (``sqlite_pg_sync._sps_table_state``).
 
 Any other exception is a bug; so is a sync that succeeds where the model says it must fail.
 
@@ -96,6 +96,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from psycopg2 import sql
 
 from sync_pipeline.engine import SqliteSnapshot, SyncError, SyncOptions, row_counts, sync_table
+from sync_pipeline.engine.bookkeeping import DEFAULT_STATE_SCHEMA, STATE_TABLE, forget
 from sync_pipeline.engine.sqlite_source import quote_sqlite_identifier
 
 try:  # numbered snapshots (engine/versions.py)
@@ -109,7 +110,7 @@ SHRINK = os.environ.get("SPS_STATEFUL_SHRINK", "1") != "0"
 AVOID = frozenset(filter(None, (s.strip() for s in os.environ.get("SPS_STATEFUL_AVOID", "").split(","))))
 
 q = quote_sqlite_identifier
-STATE_TABLE = "_sps_sync_state"
+STATE_SCHEMA = DEFAULT_STATE_SCHEMA
 MAX_ADDED = 4
 BATCH_SIZES = st.integers(1, 7)
 ENCODINGS = [None, None, None, "UTF8", "LATIN1", "WIN1252", "SQL_ASCII", "EUC_JP"]
@@ -468,6 +469,7 @@ class SyncMachine(RuleBasedStateMachine):
         if self.kept is not None:
             self.kept.close()
         with self.observer.cursor() as cur:
+            forget(cur, self.schema, STATE_SCHEMA)
             cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(self.schema)))
         self.observer.close()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -829,12 +831,13 @@ class SyncMachine(RuleBasedStateMachine):
             (self.schema,),
         )
         state: list[tuple[object, ...]] = []
-        if (STATE_TABLE, "r") in relations:
+        state_table = sql.Identifier(STATE_SCHEMA, STATE_TABLE)
+        if self._query("SELECT to_regclass(%s)", (state_table.as_string(self.observer),))[0][0]:
             state = self._query(
-                sql.SQL("SELECT to_jsonb(s)::text FROM {} AS s WHERE table_name IN (%s, %s)").format(
-                    sql.Identifier(self.schema, STATE_TABLE)
-                ),
-                (table.name, pg_identifier(table.name)),
+                sql.SQL(
+                    "SELECT to_jsonb(s)::text FROM {} AS s WHERE target_schema = %s AND table_name IN (%s, %s)"
+                ).format(state_table),
+                (self.schema, table.name, pg_identifier(table.name)),
             )
         if (pg_identifier(table.name), "r") not in relations:
             return PgState((relations, state), False, [], 0)

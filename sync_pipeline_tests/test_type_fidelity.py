@@ -26,7 +26,7 @@ from sync_pipeline.engine import SqliteSnapshot, SyncOptions, TableSyncResult, V
 from sync_pipeline.engine.sqlite_source import quote_sqlite_identifier
 from sync_pipeline.engine.types import pg_type_for
 
-from .conftest import query
+from .conftest import drop_schema, query
 
 DECLARED = [
     "INTEGER", "INT", "BIGINT", "TEXT", "VARCHAR(20)", "CLOB", "BLOB", "", "REAL", "DOUBLE", "FLOAT",
@@ -198,4 +198,4 @@ def test_every_value_reads_back_equal_or_is_reported_or_with_strict_types_fails_
                         s = _repaired(s)
                     assert reads_back_equal(pg_type, s, g), (pg_type, s, g)
         finally:
-            query(pg_dsn, sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+            drop_schema(pg_dsn, schema)

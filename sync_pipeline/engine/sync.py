@@ -56,6 +56,9 @@ class SyncOptions:
     strict_types: bool = False
     # "table.column" (SQLite names) -> a PostgreSQL type the column keeps whatever its values.
     column_types: Mapping[str, str] = field(default_factory=dict)
+    # Where the sync keeps its bookkeeping (PG_STATE_SCHEMA), apart from the mirrored tables;
+    # created on first use. The default is bookkeeping.DEFAULT_STATE_SCHEMA.
+    state_schema: str = "sqlite_pg_sync"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.batch_size, int) and 0 < self.batch_size <= MAX_BATCH_SIZE):
@@ -225,7 +228,7 @@ def sync_table(
                 types.start(None) if fresh else types.start(target.types_in_pg(), repaired_in(target.comments_in_pg()))
             )
             added = [] if fresh else _evolve_shape(PgTable(cur, schema, typed), options)
-            state = SyncState(cur, schema)
+            state = SyncState(cur, schema, options.state_schema)
             while True:  # once, unless a value does not fit its column's type (column_types.py)
                 target = PgTable(cur, schema, typed, types.notes(typed))
                 shape = shape_of(typed, snapshot.schema_version())

@@ -1,10 +1,20 @@
-"""What the last sync of each table left behind, kept in PostgreSQL next to the data it describes.
+"""What the last sync of each table left behind, kept in the state schema (see :mod:`.bookkeeping`).
 
-``<schema>._sps_sync_state`` holds, per table: the number of the SQLite snapshot it was synced
-from (see :mod:`.versions`), the shape of the table then, the cursor-mode watermark and the
-digests of the batches the last full read sent. All of it is written in the same transaction as
-the rows: either everything commits or nothing does, so the state never describes rows
-PostgreSQL does not have.
+``<state schema>._sps_table_state`` holds, per (target schema, table): the shape of the table
+when it was last synced, the cursor-mode watermark, the digests of the batches the last full
+read sent, and the OID of the mirror they describe. The row is written in the same transaction
+as the rows, and only when something in it changed: either everything commits or nothing does,
+so the state never describes rows PostgreSQL does not have, and a sync that changed nothing
+writes no row anywhere. Since the state no longer lives beside the mirror, it applies only to
+the very table it was written for (same OID): a mirror dropped and created again, or restored
+from a dump of its schema, is not described by it, and its next sync reads every row.
+
+The number of the newest SQLite snapshot a sync of the table has used (see :mod:`.versions`)
+lives in a sequence of its own, ``<state schema>._sps_version_<digest>``, not in the row: a
+no-change sync from a newer snapshot must still record that number (else an older snapshot,
+which may hold a state that was later undone, could be written over it), and moving a sequence
+is not a row write. Why that is safe although ``setval`` is not transactional: see
+:meth:`SyncState.save`.
 
 The watermark keeps SQLite's storage class with its value (``{"class": "real", "value":
 "1.7000000001234568e+18"}``): as a bare ``jsonb`` number, a large real came back as an integer
@@ -21,11 +31,20 @@ import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extras import Json
 
+from .bookkeeping import (
+    DEFAULT_STATE_SCHEMA,
+    STATE_TABLE,
+    check_apart,
+    ensure_state_schema,
+    migrate,
+    raise_sequence,
+    relation_exists,
+    sequence_value,
+    table_oid,
+    version_about,
+    version_sequence,
+)
 from .sqlite_source import TableInfo
-
-STATE_TABLE = "_sps_sync_state"
-# Added after the first layout; a state table from before gets them on its next save.
-_LATER_COLUMNS = {"shape": "text", "snapshot_version": "bigint"}
 
 
 @dataclass(frozen=True)
@@ -46,10 +65,10 @@ class BatchDigests:
 
 @dataclass(frozen=True)
 class LastSync:
-    """One table's row of the state table."""
+    """One table's row of the state table, and its snapshot number."""
 
-    shape: str | None  # shape_of() the table when it was synced; None in rows from before shapes
-    snapshot_version: int | None
+    shape: str | None  # shape_of() the table when it was synced; None: no state that applies
+    snapshot_version: int | None  # from the table's version sequence; None: never numbered
     cursor_column: str | None
     watermark: object  # an int, float or str exactly as SQLite held it; None: none stored
     digests: BatchDigests | None
@@ -85,58 +104,53 @@ def _untagged(stored: object) -> object:
 
 
 class SyncState:
-    def __init__(self, cur: psycopg2.extensions.cursor, schema: str) -> None:
+    """The state of the tables of ``schema``, kept in ``state_schema``, through one cursor.
+
+    Used inside a table's sync transaction, after its per-table advisory lock was taken: syncs
+    of one table are serialised by that lock, so reading then writing its row and its version
+    sequence is race-free.
+    """
+
+    def __init__(self, cur: psycopg2.extensions.cursor, schema: str, state_schema: str = DEFAULT_STATE_SCHEMA) -> None:
+        check_apart(schema, state_schema)
         self.cur = cur
         self.schema = schema
-        self.ident = sql.Identifier(schema, STATE_TABLE)
-
-    def _exists(self) -> bool:
-        self.cur.execute("SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s", (self.schema, STATE_TABLE))
-        return self.cur.fetchone() is not None
+        self.state_schema = state_schema
+        self.ident = sql.Identifier(state_schema, STATE_TABLE)
 
     def load(self, table: str) -> LastSync | None:
-        """The table's state, or None if it was never synced (with state)."""
-        if not self._exists():
-            return None
-        # to_jsonb reads the row whichever columns this state table has.
-        self.cur.execute(
-            sql.SQL("SELECT to_jsonb(s) FROM {} AS s WHERE table_name = %s").format(self.ident),
-            (table,),
-        )
-        found = self.cur.fetchone()
-        if found is None:
-            return None
-        row = found[0]
-        batches = row.get("batches")
+        """The table's state, or None if it was never synced (with state).
+
+        When the stored row does not describe the current mirror (another OID, or none left),
+        only the snapshot number is returned: the stale check still applies, the rest does not.
+        The old layout, if still in the target schema, is moved into the state schema first.
+        """
+        migrate(self.cur, self.schema, self.state_schema)
+        version = sequence_value(self.cur, self.state_schema, version_sequence(self.schema, table))
+        row = None
+        if relation_exists(self.cur, self.state_schema, STATE_TABLE):
+            self.cur.execute(
+                sql.SQL(
+                    "SELECT table_oid, shape, cursor_column, watermark, batches FROM {} "
+                    "WHERE target_schema = %s AND table_name = %s"
+                ).format(self.ident),
+                (self.schema, table),
+            )
+            row = self.cur.fetchone()
+        if row is None:
+            return None if version is None else LastSync(None, version, None, None, None)
+        oid, shape, cursor_column, watermark, batches = row
+        if oid is None or oid != table_oid(self.cur, self.schema, table):
+            return LastSync(None, version, None, None, None)
         return LastSync(
-            shape=row.get("shape"),
-            snapshot_version=row.get("snapshot_version"),
-            cursor_column=row.get("cursor_column"),
-            watermark=_untagged(row.get("watermark")),
+            shape=shape,
+            snapshot_version=version,
+            cursor_column=cursor_column,
+            watermark=_untagged(watermark),
             digests=None
             if batches is None
             else BatchDigests(batches["read_path"], batches["batch_size"], tuple(batches["digests"])),
         )
-
-    def _ensure_table(self) -> None:
-        # Serialised per schema: two tables' first syncs must not both try to create the table.
-        self.cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"sqlite_pg_sync:{self.schema}",))
-        self.cur.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (table_name text PRIMARY KEY, cursor_column text, watermark jsonb, "
-                "batches jsonb, synced_at timestamptz NOT NULL DEFAULT now(), shape text, snapshot_version bigint)"
-            ).format(self.ident)
-        )
-        self.cur.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-            (self.ident.as_string(self.cur),),
-        )
-        have = {r[0] for r in self.cur.fetchall()}
-        for name, kind in _LATER_COLUMNS.items():
-            if name not in have:  # once per state table: ALTER locks it for the rest of the transaction
-                self.cur.execute(
-                    sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(self.ident, sql.Identifier(name), sql.SQL(kind))
-                )
 
     def save(
         self,
@@ -146,8 +160,27 @@ class SyncState:
         cursor: tuple[str, int | float | str] | None = None,
         digests: BatchDigests | None = None,
     ) -> None:
-        """Replace the table's state with what this sync read."""
-        self._ensure_table()
+        """Make the table's state what this sync read, writing its row only if that changed, and
+        move its snapshot number up to ``snapshot_version`` (never down; None: leave it).
+
+        The row: inserted if missing (``ON CONFLICT DO NOTHING`` inserts nothing and locks
+        nothing when it is there), then updated only where it differs. ``ON CONFLICT DO UPDATE
+        ... WHERE`` would lock, and so dirty, the row even when it changes nothing.
+
+        The number: a ``setval`` of the table's version sequence, last, once everything else of
+        the sync is done. ``setval`` is not transactional, so a sync that fails after it (its
+        commit, or the counts after it, fail) leaves the number moved on although its rows were
+        rolled back. That is safe: the number only ever decides which snapshots are refused, and
+        a higher one refuses more. A snapshot older than the failed one is refused although
+        PostgreSQL holds an even older state; the Dagster layer then reads the table again from
+        a fresh snapshot, newer than the failed one, and syncs it: conservative, never wrong.
+        The other way round cannot happen: a sync whose rows commit always moved the number
+        first. The sequence is created in this transaction if missing; a rollback then removes
+        it along with the row it came with.
+        """
+        ensure_state_schema(self.cur, self.state_schema)
+        oid = table_oid(self.cur, self.schema, table.name)
+        watermark = None if cursor is None else Json(_tagged(cursor[1]))
         batches = (
             None
             if digests is None
@@ -155,20 +188,28 @@ class SyncState:
                 {"read_path": digests.read_path, "batch_size": digests.batch_size, "digests": list(digests.digests)}
             )
         )
+        values = (oid, shape, None if cursor is None else cursor[0], watermark, batches)
         self.cur.execute(
             sql.SQL(
-                "INSERT INTO {} (table_name, cursor_column, watermark, batches, shape, snapshot_version) "
-                "VALUES (%s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (table_name) DO UPDATE SET cursor_column = EXCLUDED.cursor_column, "
-                "watermark = EXCLUDED.watermark, batches = EXCLUDED.batches, shape = EXCLUDED.shape, "
-                "snapshot_version = greatest({}.snapshot_version, EXCLUDED.snapshot_version), synced_at = now()"
-            ).format(self.ident, self.ident),
-            (
-                table.name,
-                None if cursor is None else cursor[0],
-                None if cursor is None else Json(_tagged(cursor[1])),
-                batches,
-                shape,
-                snapshot_version,
-            ),
+                "INSERT INTO {} (target_schema, table_name, table_oid, shape, cursor_column, watermark, batches) "
+                "VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s::jsonb) ON CONFLICT (target_schema, table_name) DO NOTHING"
+            ).format(self.ident),
+            (self.schema, table.name, *values),
         )
+        self.cur.execute(
+            sql.SQL(
+                "UPDATE {} SET table_oid = %s, shape = %s, cursor_column = %s, watermark = %s::jsonb, "
+                "batches = %s::jsonb, changed_at = now() WHERE target_schema = %s AND table_name = %s "
+                "AND (table_oid, shape, cursor_column, watermark, batches) "
+                "IS DISTINCT FROM (%s::oid, %s::text, %s::text, %s::jsonb, %s::jsonb)"
+            ).format(self.ident),
+            (*values, self.schema, table.name, *values),
+        )
+        if snapshot_version is not None:
+            raise_sequence(
+                self.cur,
+                self.state_schema,
+                version_sequence(self.schema, table.name),
+                snapshot_version,
+                version_about(self.schema, table.name),
+            )
