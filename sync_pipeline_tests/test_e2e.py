@@ -23,11 +23,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster_graphql import DagsterGraphQLClient
 from psycopg2 import sql
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 from sync_pipeline.demo import PROJECT_ROOT, generate
 from sync_pipeline.sensor import SENSOR_NAME
@@ -271,6 +275,33 @@ def test_a_commit_to_the_wal_file_starts_exactly_one_sensor_run(dagster_dev: Dag
     assert len(dagster_dev.sensor_runs()) == len(before) + 1
 
 
+SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
+
+
+def _screenshot_for_the_readme(page: Page, url: str) -> None:
+    """The pictures the README shows, taken on every run of this test so they stay current: the asset
+    page (metadata, the checks), its plots, and the Launchpad with the run config."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": 1400, "height": 2300})  # the page scrolls inside, so full_page would cut it
+    page.goto(f"{url}/assets/source_narratives", wait_until="networkidle")
+    page.get_by_text("columns_retyped").first.wait_for()
+    page.screenshot(path=str(SCREENSHOTS / "asset-page.png"))
+    page.get_by_role("button", name="Plots").first.click()
+    page.get_by_text("rows_changed").first.wait_for()
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=str(SCREENSHOTS / "asset-plots.png"))
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(f"{url}/assets/source_narratives", wait_until="networkidle")
+    page.keyboard.down("Shift")
+    page.get_by_role("button", name="Materialize").first.click()
+    page.keyboard.up("Shift")
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Loading pipeline").first.wait_for(state="detached")
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(1500)  # the config editor renders after the last response
+    page.screenshot(path=str(SCREENSHOTS / "launchpad.png"))
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
 def test_clicking_materialize_in_the_browser_syncs_the_asset(dagster_dev: DagsterDev):
     from playwright.sync_api import sync_playwright
@@ -300,13 +331,18 @@ def test_clicking_materialize_in_the_browser_syncs_the_asset(dagster_dev: Dagste
 
             def new_run() -> str | None:
                 with dagster_dev.instance() as instance:
-                    fresh = [r.run_id for r in instance.get_runs() if r.run_id not in runs_before]
+                    fresh = [
+                        r.run_id
+                        for r in instance.get_runs()
+                        if r.run_id not in runs_before and "dagster/sensor_name" not in r.tags  # not the sensor's
+                    ]
                 return fresh[0] if fresh else None
 
             run_id = str(wait_for(new_run, 60, "the run the button launched"))
             assert dagster_dev.wait_for_run(run_id) == "SUCCESS"
             page.goto(f"{dagster_dev.url}/runs/{run_id}", wait_until="networkidle")
             page.screenshot(path=str(ARTIFACTS / "materialize-run.png"), full_page=True)
+            _screenshot_for_the_readme(page, dagster_dev.url)
         finally:
             browser.close()
     with dagster_dev.instance() as instance:
