@@ -44,13 +44,14 @@ _CREATE_STATE_TABLE = (
     "CREATE TABLE IF NOT EXISTS {} ("
     "target_schema text NOT NULL, "
     "table_name text NOT NULL, "  # the SQLite name
+    "source_file text NOT NULL DEFAULT '', "  # the file's key when many files share the table (scope.py)
     "table_oid oid, "  # the mirror this row describes; another table of that name is not described by it
     "shape text, "
     "cursor_column text, "
     "watermark jsonb, "
     "batches jsonb, "
     "changed_at timestamptz NOT NULL DEFAULT now(), "  # when this row last changed, not the last sync
-    "PRIMARY KEY (target_schema, table_name))"
+    "PRIMARY KEY (target_schema, table_name, source_file))"
 )
 
 
@@ -63,10 +64,11 @@ def snapshot_sequence(target_schema: str) -> str:
     return f"_sps_snapshots_{_digest(target_schema, size=8)}"
 
 
-def version_sequence(target_schema: str, table: str) -> str:
+def version_sequence(target_schema: str, table: str, source_file: str = "") -> str:
     """The sequence holding the newest snapshot number a sync of ``target_schema``'s ``table``
-    (its SQLite name) has used (45 bytes)."""
-    return f"_sps_version_{_digest(target_schema, table, size=16)}"
+    (its SQLite name), of the file ``source_file`` when many share it, has used (45 bytes)."""
+    parts = (target_schema, table, source_file) if source_file else (target_schema, table)
+    return f"_sps_version_{_digest(*parts, size=16)}"
 
 
 def check_apart(target_schema: str, state_schema: str) -> None:
@@ -149,8 +151,9 @@ def raise_sequence(cur: psycopg2.extensions.cursor, schema: str, name: str, valu
         cur.execute("SELECT setval(%s::regclass, %s)", (sql.Identifier(schema, name).as_string(cur), value))
 
 
-def version_about(target_schema: str, table: str) -> str:
-    return f"sqlite-pg-sync: newest SQLite snapshot number synced into {target_schema}.{pg_name(table)}"
+def version_about(target_schema: str, table: str, source_file: str = "") -> str:
+    of_file = f" from file {source_file}" if source_file else ""
+    return f"sqlite-pg-sync: newest SQLite snapshot number synced into {target_schema}.{pg_name(table)}{of_file}"
 
 
 def snapshots_about(target_schema: str) -> str:
@@ -228,8 +231,8 @@ def _move_state_rows(cur: psycopg2.extensions.cursor, target_schema: str, state_
                 "INSERT INTO {} (target_schema, table_name, table_oid, shape, cursor_column, watermark, batches, "
                 "changed_at) VALUES (%s, %s, %s, %s, %s, nullif(%s::jsonb, 'null'), nullif(%s::jsonb, 'null'), "
                 "coalesce(%s::timestamptz, now())) "
-                "ON CONFLICT (target_schema, table_name) DO UPDATE SET shape = NULL, cursor_column = NULL, "
-                "watermark = NULL, batches = NULL, changed_at = now()"
+                "ON CONFLICT (target_schema, table_name, source_file) DO UPDATE SET shape = NULL, "
+                "cursor_column = NULL, watermark = NULL, batches = NULL, changed_at = now()"
             ).format(sql.Identifier(state_schema, STATE_TABLE)),
             (
                 target_schema,
@@ -265,11 +268,11 @@ def forget(cur: psycopg2.extensions.cursor, target_schema: str, state_schema: st
     tables: list[str] = []
     if relation_exists(cur, state_schema, STATE_TABLE):
         cur.execute(
-            sql.SQL("DELETE FROM {} WHERE target_schema = %s RETURNING table_name").format(
+            sql.SQL("DELETE FROM {} WHERE target_schema = %s RETURNING table_name, source_file").format(
                 sql.Identifier(state_schema, STATE_TABLE)
             ),
             (target_schema,),
         )
-        tables = [r[0] for r in cur.fetchall()]
-    for name in [*(version_sequence(target_schema, t) for t in tables), snapshot_sequence(target_schema)]:
+        tables = cur.fetchall()
+    for name in [*(version_sequence(target_schema, t, f) for t, f in tables), snapshot_sequence(target_schema)]:
         cur.execute(sql.SQL("DROP SEQUENCE IF EXISTS {}").format(sql.Identifier(state_schema, name)))

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import IO
 
 import psycopg2.extensions
 from psycopg2 import sql
 
 from .column_types import using
+from .errors import UnsupportedTableError
 from .naming import pg_table
+from .scope import SOURCE_FILE_COLUMN, Scope
 from .sqlite_source import TableInfo
 from .types import PgType
 
@@ -47,19 +50,44 @@ class PgTable:
     """One SQLite table's mirror in PostgreSQL, driven through one cursor.
 
     ``table`` describes it with SQLite's names (for messages and the reader), ``pg`` with the
-    names it has in PostgreSQL (naming.py); every statement here uses ``pg``.
+    names it has in PostgreSQL (naming.py); every statement here uses ``pg``. With a shared
+    ``scope`` (many files into one table, see scope.py), ``pg`` leads with ``_source_file``, and
+    every statement reads, compares, deletes and counts only the scope's rows.
     """
 
     def __init__(
-        self, cur: psycopg2.extensions.cursor, schema: str, table: TableInfo, notes: Mapping[str, str] | None = None
+        self,
+        cur: psycopg2.extensions.cursor,
+        schema: str,
+        table: TableInfo,
+        notes: Mapping[str, str] | None = None,
+        scope: Scope | None = None,
     ) -> None:
         self.cur = cur
         self.schema = schema
         self.table = table
         self.notes = notes or {}  # SQLite column -> why its type is what it is, for its COMMENT
-        self.pg = pg_table(table)
+        self.scope = scope or Scope()
+        named = pg_table(table)
+        # SQLite column name -> its PostgreSQL column (name and type).
+        self._pg_columns = dict(zip(table.column_names, named.columns, strict=True))
+        if self.scope.shared:
+            if SOURCE_FILE_COLUMN in named.column_names:
+                raise UnsupportedTableError(
+                    table.name,
+                    f"a column named {SOURCE_FILE_COLUMN!r} cannot be synced from many files (it holds the file)",
+                )
+            lead = self.scope.column()
+            named = replace(
+                named,
+                columns=(lead, *named.columns),
+                primary_key=(lead.name, *named.primary_key) if named.primary_key else (),
+            )
+        self.pg = named
         self.ident = sql.Identifier(schema, self.pg.name)
         self.columns = sql.SQL(", ").join(sql.Identifier(c) for c in self.pg.column_names)
+        # What COPY sends: SQLite's columns only (the scope's column comes from its DEFAULT).
+        self.copy_columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in self._pg_columns.values())
 
     @property
     def qualified_name(self) -> str:
@@ -81,7 +109,8 @@ class PgTable:
         return int(row[0]) if row else None
 
     def row_count(self) -> int:
-        self.cur.execute(sql.SQL("SELECT count(*) FROM {}").format(self.ident))
+        """The rows of the scope (all of them for a table of one file)."""
+        self.cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(self.ident, self.scope.where()))
         return int(self.cur.fetchone()[0])
 
     def total_bytes(self) -> int:
@@ -102,14 +131,12 @@ class PgTable:
     def types_in_pg(self) -> dict[str, str]:
         """SQLite column name -> the PostgreSQL type its column has (columns PostgreSQL lacks left out)."""
         types = dict(self.columns_in_pg())
-        return {
-            c.name: types[p.name] for c, p in zip(self.table.columns, self.pg.columns, strict=True) if p.name in types
-        }
+        return {name: types[p.name] for name, p in self._pg_columns.items() if p.name in types}
 
     def holds(self, column: str) -> tuple[bool, bool]:
         """(whether the column, by SQLite name, holds any value; whether its values are all within
         2^53, which is what a bigint column must be to become double precision exactly)."""
-        pg = self.pg.columns[self.table.column_names.index(column)]
+        pg = self._pg_columns[column]
         ident = sql.Identifier(pg.name)
         within = sql.SQL("true")
         if pg.pg_type.name == "bigint":
@@ -175,8 +202,16 @@ class PgTable:
         """
         return self._wait_for(
             sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"),
-            (f"sqlite_pg_sync:{self.qualified_name}",),
+            (self.scope.lock_key(self.qualified_name),),
             timeout_s,
+        )
+
+    def lock_for_ddl(self) -> None:
+        """For a shared table: the lock a whole-table sync takes, so that two files' syncs never
+        both create the table, or add or widen one column; held until the transaction ends. The
+        caller reads the catalog again after it, since another file may have done it meanwhile."""
+        self.cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (Scope().lock_key(self.qualified_name),)
         )
 
     def lock_exclusively(self, timeout_s: float) -> bool:
@@ -194,10 +229,13 @@ class PgTable:
         with a COMMENT naming the SQLite origin of the table and of each column."""
         ident = sql.Identifier(self.schema, name or self.pg.name)
         columns = sql.SQL(", ").join(
-            sql.SQL("{} {}{}").format(
+            sql.SQL("{} {}{}{}").format(
                 sql.Identifier(c.name),
                 sql.SQL(c.pg_type.name),
                 sql.SQL(" NOT NULL" if c.not_null or c.pk_position else ""),
+                sql.SQL(" ") + self.scope.default()
+                if c.name == SOURCE_FILE_COLUMN and self.scope.shared
+                else sql.SQL(""),
             )
             for c in self.pg.columns
         )
@@ -206,6 +244,14 @@ class PgTable:
             sql.SQL("COMMENT ON TABLE {} IS {}").format(ident, sql.Literal(f"SQLite table {self.table.name!r}"))
         ]
         comments += [self._column_comment(ident, c.name) for c in self.table.columns]
+        if self.scope.shared:
+            comments.append(
+                sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
+                    ident,
+                    sql.Identifier(SOURCE_FILE_COLUMN),
+                    sql.Literal("the SQLite file the row comes from (its partition key in Dagster)"),
+                )
+            )
         self.cur.execute(sql.SQL("; ").join(comments))
         return ident
 
@@ -216,7 +262,7 @@ class PgTable:
         if column in self.notes:
             text += f"; {self.notes[column]}"
         return sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
-            ident, sql.Identifier(self.pg.columns[index].name), sql.Literal(text)
+            ident, sql.Identifier(self._pg_columns[column].name), sql.Literal(text)
         )
 
     def free_key_name(self) -> str:
@@ -239,7 +285,7 @@ class PgTable:
     def add_column(self, name: str, timeout_s: float) -> bool:
         """Add a nullable column (``name`` as in SQLite) with its COMMENT; False if readers kept the
         table busy for ``timeout_s``."""
-        column = self.pg.columns[self.table.column_names.index(name)]
+        column = self._pg_columns[name]
         statement = sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
             self.ident, sql.Identifier(column.name), sql.SQL(column.pg_type.name)
         )
@@ -258,7 +304,7 @@ class PgTable:
         """
         clauses = []
         for column, (new, holds) in changes.items():
-            pg = self.pg.columns[self.table.column_names.index(column)]
+            pg = self._pg_columns[column]
             ident = sql.Identifier(pg.name)
             expression = using(ident, pg.pg_type.name, new) if holds else sql.SQL("NULL")
             clauses.append(sql.SQL("ALTER COLUMN {} TYPE {} USING {}").format(ident, sql.SQL(new.name), expression))
@@ -279,11 +325,7 @@ class PgTable:
             (self.oid(),),
         )
         comments = {name: text for name, text in self.cur.fetchall() if text}
-        return {
-            c.name: comments[p.name]
-            for c, p in zip(self.table.columns, self.pg.columns, strict=True)
-            if p.name in comments
-        }
+        return {name: comments[p.name] for name, p in self._pg_columns.items() if p.name in comments}
 
     def add_primary_key(self, ident: sql.Identifier, constraint: str) -> None:
         if not self.pg.primary_key:
@@ -317,7 +359,7 @@ class PgTable:
     def reload_from(self, source: sql.Identifier) -> None:
         """Replace every row in place: MVCC-safe, so no reader, at any isolation level,
         sees the table empty, and views, grants and indexes on it stay as they are."""
-        self.cur.execute(sql.SQL("DELETE FROM {}").format(self.ident))
+        self.cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(self.ident, self.scope.where()))
         self.cur.execute(
             sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s}").format(t=self.ident, c=self.columns, s=source)
         )
@@ -328,7 +370,7 @@ class PgTable:
     # --- data --------------------------------------------------------------------------
 
     def copy_into(self, ident: sql.Identifier, data: IO[bytes]) -> None:
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(ident, self.columns)
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(ident, self.copy_columns)
         self.cur.copy_expert(statement.as_string(self.cur), data)
 
     def savepoint(self, name: str = "_sps_attempt") -> None:
@@ -342,7 +384,9 @@ class PgTable:
         self.cur.execute(sql.SQL("RELEASE SAVEPOINT {}").format(sql.Identifier(name)))
 
     def create_stage(self) -> None:
-        self.cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(STAGE, self.ident))
+        self.cur.execute(
+            sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(STAGE, self.ident)
+        )
 
     def create_key_stage(self) -> None:
         keys = sql.SQL(", ").join(map(sql.Identifier, self.pg.primary_key))
@@ -351,6 +395,12 @@ class PgTable:
                 KEYS, keys, self.ident
             )
         )
+        if self.scope.shared:
+            self.cur.execute(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET {}").format(
+                    KEYS, sql.Identifier(SOURCE_FILE_COLUMN), self.scope.default()
+                )
+            )
 
     def _key_match(self, left: str, right: str) -> sql.Composable:
         return sql.SQL(" AND ").join(
@@ -408,27 +458,29 @@ class PgTable:
     def delete_orphans(self, keys: sql.Identifier) -> int:
         """Delete target rows whose key is not in ``keys`` (a stage): an anti-join in PostgreSQL."""
         self.cur.execute(
-            sql.SQL("DELETE FROM {target} AS t WHERE NOT EXISTS (SELECT 1 FROM {stage} AS s WHERE {match})").format(
-                target=self.ident, stage=keys, match=self._key_match("t", "s")
-            )
+            sql.SQL(
+                "DELETE FROM {target} AS t WHERE {mine} AND NOT EXISTS (SELECT 1 FROM {stage} AS s WHERE {match})"
+            ).format(target=self.ident, mine=self.scope.where("t"), stage=keys, match=self._key_match("t", "s"))
         )
         return self.cur.rowcount
 
     def multiset_differences(self) -> tuple[int, int]:
         """For a keyless table: (staged rows missing from target, target rows missing from stage)."""
         counts = []
+        mine = self.scope.where()
         for left, right in ((STAGE, self.ident), (self.ident, STAGE)):
             self.cur.execute(
-                sql.SQL("SELECT count(*) FROM (SELECT {c} FROM {l} EXCEPT ALL SELECT {c} FROM {r}) AS d").format(
-                    c=self.columns, l=left, r=right
-                )
+                sql.SQL(
+                    "SELECT count(*) FROM "
+                    "(SELECT {c} FROM {l} WHERE {mine} EXCEPT ALL SELECT {c} FROM {r} WHERE {mine}) AS d"
+                ).format(c=self.columns, l=left, r=right, mine=mine)
             )
             counts.append(int(self.cur.fetchone()[0]))
         return counts[0], counts[1]
 
     def append_missing_from_stage(self) -> None:
         self.cur.execute(
-            sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} EXCEPT ALL SELECT {c} FROM {t}").format(
-                t=self.ident, c=self.columns, s=STAGE
+            sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} EXCEPT ALL SELECT {c} FROM {t} WHERE {mine}").format(
+                t=self.ident, c=self.columns, s=STAGE, mine=self.scope.where()
             )
         )

@@ -27,6 +27,7 @@ from .errors import (
 from .keys import mixed_key_columns
 from .pg_target import KEYS, STAGE, PgTable, new_table_name
 from .reader import ProgressCallback, TableReader
+from .scope import Scope
 from .sqlite_source import SqliteSnapshot, TableInfo
 from .sync_state import BatchDigests, LastSync, SyncState, shape_of
 from .types import PgType
@@ -156,14 +157,18 @@ def _pg_error_text(exc: psycopg2.Error) -> str:
 
 
 def row_counts(
-    snapshot: SqliteSnapshot, conn: psycopg2.extensions.connection, table: TableInfo, schema: str
+    snapshot: SqliteSnapshot,
+    conn: psycopg2.extensions.connection,
+    table: TableInfo,
+    schema: str,
+    source_file: str | None = None,
 ) -> tuple[int, int | None]:
-    """(SQLite rows in the snapshot, PostgreSQL rows or None when the table is missing), read-only."""
+    """(SQLite rows in the snapshot, PostgreSQL rows of the file or None when the table is missing), read-only."""
     with _named_errors(table.name, conn):
         _use_utf8(conn)  # the table's name travels in the statement
         sqlite_rows = snapshot.count(table)
         with conn, conn.cursor() as cur:
-            target = PgTable(cur, schema, table)
+            target = PgTable(cur, schema, table, scope=Scope(source_file))
             return sqlite_rows, (target.row_count() if target.oid() is not None else None)
 
 
@@ -173,12 +178,13 @@ def retyped_columns(
     table: TableInfo,
     schema: str,
     options: SyncOptions,
+    source_file: str | None = None,
 ) -> tuple[ColumnRetype, ...] | None:
     """What ``TableSyncResult.columns_retyped`` would say now, read-only; None when the table is missing."""
     with _named_errors(table.name, conn):
         _use_utf8(conn)
         with conn, conn.cursor() as cur:
-            target = PgTable(cur, schema, table)
+            target = PgTable(cur, schema, table, scope=Scope(source_file))
             if target.oid() is None:
                 return None
             types = ColumnTypes(table, options.strict_types, resolve_pins(cur, table, options.column_types))
@@ -192,12 +198,16 @@ def sync_table(
     schema: str,
     options: SyncOptions,
     on_progress: ProgressCallback | None = None,
+    source_file: str | None = None,
 ) -> TableSyncResult:
     """Make ``schema.<table>`` in PostgreSQL equal to the table in the SQLite snapshot.
 
     Everything happens in one PostgreSQL transaction: on any error it is rolled back and
     PostgreSQL is exactly as it was, and the error (a :class:`SyncError`) names the table.
+    ``source_file``: the snapshot is one of many files sharing the table (see scope.py); the
+    sync then owns, reads and counts only the rows of that file.
     """
+    scope = Scope(source_file)
     if conn.server_version < MIN_SERVER_VERSION:
         raise SyncError(
             table.name, f"PostgreSQL 15 or newer is needed (for MERGE); this server is {conn.server_version // 10000}"
@@ -210,7 +220,7 @@ def sync_table(
         _use_utf8(conn)
         total = snapshot.count(table)
         with conn, conn.cursor() as cur:
-            target = PgTable(cur, schema, table)
+            target = PgTable(cur, schema, table, scope=scope)
             if not target.schema_exists():
                 raise SyncError(table.name, f"PostgreSQL schema {schema!r} does not exist; create it or set PG_SCHEMA")
             if not target.lock(options.lock_timeout_s):
@@ -219,18 +229,23 @@ def sync_table(
                     f"another sync of {target.qualified_name} held its lock for {options.lock_timeout_s:g} s; "
                     "try again when it has finished",
                 )
+            scope.enter(cur)
             existed = target.oid() is not None
+            if scope.shared and not existed:
+                target.lock_for_ddl()  # two files' first syncs: one creates the table, the other merges
+                existed = target.oid() is not None
             rows_before = target.row_count() if existed else 0
             bytes_before = target.total_bytes()
-            fresh = options.full_refresh or not existed
+            # A shared table keeps its types (other files' values are in it): full_refresh reloads in place.
+            fresh = not existed or (options.full_refresh and not scope.shared)
             types = ColumnTypes(table, options.strict_types, resolve_pins(cur, table, options.column_types))
             typed = (
                 types.start(None) if fresh else types.start(target.types_in_pg(), repaired_in(target.comments_in_pg()))
             )
-            added = [] if fresh else _evolve_shape(PgTable(cur, schema, typed), options)
-            state = SyncState(cur, schema, options.state_schema)
+            added = [] if fresh else _evolve_shape(PgTable(cur, schema, typed, scope=scope), options)
+            state = SyncState(cur, schema, options.state_schema, scope.state_key())
             while True:  # once, unless a value does not fit its column's type (column_types.py)
-                target = PgTable(cur, schema, typed, types.notes(typed))
+                target = PgTable(cur, schema, typed, types.notes(typed), scope)
                 shape = shape_of(typed, snapshot.schema_version())
                 last = _last_sync(state, snapshot, target, shape)
                 plan = cursor.CursorPlan(None, None)
@@ -244,13 +259,19 @@ def sync_table(
                     counts = _load(target, reader, options, rows_before if existed else None, total, last)
                 except ValueMismatchError as misfit:
                     target.rollback_to_savepoint(_TYPES_SAVEPOINT)
+                    if scope.shared and not fresh:
+                        target.lock_for_ddl()
+                        if target.types_in_pg() != {c.name: c.pg_type.name for c in typed.columns}:
+                            # Another file's sync widened a column meanwhile: start again from its types.
+                            typed = types.start(target.types_in_pg(), repaired_in(target.comments_in_pg()))
+                            continue
                     changes = types.widen(snapshot, typed, misfit, None if fresh else target.holds)
                     typed = replace(
                         typed,
                         columns=tuple(replace(c, pg_type=changes.get(c.name, (c.pg_type,))[0]) for c in typed.columns),
                     )
                     if not fresh:
-                        _alter_types(PgTable(cur, schema, target.table, types.notes(typed)), changes, options)
+                        _alter_types(PgTable(cur, schema, target.table, types.notes(typed), scope), changes, options)
                     continue
                 except psycopg2.DataError as exc:
                     misfit = pinned_misfit(snapshot, typed, target.pg.column_names, types.pins, exc)
@@ -381,8 +402,23 @@ def _expected_columns(target: PgTable) -> list[tuple[str, str]]:
 
 
 def _shape_problem(target: PgTable, actual: list[tuple[str, str]], key: tuple[str, ...]) -> str | None:
-    """Why a PostgreSQL table with these columns and key no longer has the shape SQLite maps to."""
+    """Why a PostgreSQL table with these columns and key no longer has the shape SQLite maps to.
+
+    A table shared by many files holds the union of their columns, in the order they came: it
+    must have each of this file's columns with its type and the same key, in any order.
+    """
     expected = _expected_columns(target)
+    if target.scope.shared:
+        have = dict(actual)
+        differences = [f"{name!r} is missing in PostgreSQL" for name, _ in expected if name not in have]
+        differences += [
+            f"{name!r} is {have[name]} in PostgreSQL but {typ} in this file"
+            for name, typ in expected
+            if name in have and have[name] != typ
+        ]
+        if differences:
+            return f"columns of {target.qualified_name} differ: " + "; ".join(differences)
+        actual = expected
     if actual != expected:
         pg_types, sqlite_types = dict(actual), dict(expected)
         differences = [f"{name!r} is gone from SQLite" for name in pg_types if name not in sqlite_types]
@@ -409,6 +445,8 @@ def _evolve_shape(target: PgTable, options: SyncOptions) -> list[str]:
     """
     expected = _expected_columns(target)
     actual, key = target.columns_in_pg(), target.primary_key_in_pg()
+    if target.scope.shared:
+        return _union_columns(target, actual, key, options)
     added = list(target.table.column_names[len(actual) :])  # SQLite's names
     if added and target.pg.primary_key and actual == expected[: len(actual)] and key == target.pg.primary_key:
         for name in added:
@@ -422,6 +460,37 @@ def _evolve_shape(target: PgTable, options: SyncOptions) -> list[str]:
     problem = _shape_problem(target, actual, key)
     if problem:
         raise SchemaMismatchError(target.table.name, f"{problem}; run with full_refresh to rebuild it")
+    return added
+
+
+def _union_columns(
+    target: PgTable, actual: list[tuple[str, str]], key: tuple[str, ...], options: SyncOptions
+) -> list[str]:
+    """A table shared by many files holds the union of their columns: add this file's columns it
+    lacks (under the table's DDL lock, checking again, since another file may be adding them
+    too). Files must agree on the key. Returns the names of the columns added."""
+    have = {name for name, _ in actual}
+    missing = [c for c, p in zip(target.table.column_names, target.pg.columns[1:], strict=True) if p.name not in have]
+    added = []
+    if missing:
+        target.lock_for_ddl()
+        have = {name for name, _ in target.columns_in_pg()}
+        for column, pg in zip(target.table.column_names, target.pg.columns[1:], strict=True):
+            if pg.name in have:
+                continue
+            if not target.add_column(column, options.lock_timeout_s):
+                raise SyncError(
+                    target.table.name,
+                    f"other sessions kept {target.qualified_name} in use for {options.lock_timeout_s:g} s, so "
+                    f"column {column!r} could not be added; nothing changed (look for sessions idle in transaction)",
+                )
+            added.append(column)
+        actual = target.columns_in_pg()
+    problem = _shape_problem(target, actual, key)
+    if problem:
+        raise SchemaMismatchError(
+            target.table.name, f"{problem}; the files sharing this table must agree on its key and column types"
+        )
     return added
 
 
@@ -445,7 +514,10 @@ def _load_fresh(target: PgTable, reader: TableReader, options: SyncOptions, rows
     if rows_before is None:
         _create_and_load(target, reader)
         return _Counts(inserted=reader.rows_read)
-    if _shape_problem(target, target.columns_in_pg(), target.primary_key_in_pg()) is None:
+    problem = _shape_problem(target, target.columns_in_pg(), target.primary_key_in_pg())
+    if problem is not None and target.scope.shared:
+        raise SchemaMismatchError(table.name, f"{problem}; a table shared by many files is never rebuilt")
+    if problem is None:
         _stage_all(target, reader)
         target.reload_from(STAGE)
         return _Counts(inserted=reader.rows_read, deleted=rows_before)
@@ -511,7 +583,7 @@ def _stage_keys(target: PgTable, reader: TableReader) -> None:
     keys = replace(reader.table, columns=tuple(c for c in reader.table.columns if c.pk_position))
     key_reader = TableReader(reader.snapshot, keys, reader.batch_size, 0, None)
     target.create_key_stage()
-    key_reader.copy_into(PgTable(target.cur, target.schema, keys), KEYS)
+    key_reader.copy_into(PgTable(target.cur, target.schema, keys, scope=target.scope), KEYS)
 
 
 def _stage_all(target: PgTable, reader: TableReader, skip: BatchDigests | None = None) -> None:

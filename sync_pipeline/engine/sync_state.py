@@ -111,11 +111,18 @@ class SyncState:
     sequence is race-free.
     """
 
-    def __init__(self, cur: psycopg2.extensions.cursor, schema: str, state_schema: str = DEFAULT_STATE_SCHEMA) -> None:
+    def __init__(
+        self,
+        cur: psycopg2.extensions.cursor,
+        schema: str,
+        state_schema: str = DEFAULT_STATE_SCHEMA,
+        source_file: str = "",
+    ) -> None:
         check_apart(schema, state_schema)
         self.cur = cur
         self.schema = schema
         self.state_schema = state_schema
+        self.source_file = source_file  # '' for a table of one file; else each file has its own state
         self.ident = sql.Identifier(state_schema, STATE_TABLE)
 
     def load(self, table: str) -> LastSync | None:
@@ -126,15 +133,15 @@ class SyncState:
         The old layout, if still in the target schema, is moved into the state schema first.
         """
         migrate(self.cur, self.schema, self.state_schema)
-        version = sequence_value(self.cur, self.state_schema, version_sequence(self.schema, table))
+        version = sequence_value(self.cur, self.state_schema, version_sequence(self.schema, table, self.source_file))
         row = None
         if relation_exists(self.cur, self.state_schema, STATE_TABLE):
             self.cur.execute(
                 sql.SQL(
                     "SELECT table_oid, shape, cursor_column, watermark, batches FROM {} "
-                    "WHERE target_schema = %s AND table_name = %s"
+                    "WHERE target_schema = %s AND table_name = %s AND source_file = %s"
                 ).format(self.ident),
-                (self.schema, table),
+                (self.schema, table, self.source_file),
             )
             row = self.cur.fetchone()
         if row is None:
@@ -191,25 +198,27 @@ class SyncState:
         values = (oid, shape, None if cursor is None else cursor[0], watermark, batches)
         self.cur.execute(
             sql.SQL(
-                "INSERT INTO {} (target_schema, table_name, table_oid, shape, cursor_column, watermark, batches) "
-                "VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s::jsonb) ON CONFLICT (target_schema, table_name) DO NOTHING"
+                "INSERT INTO {} (target_schema, table_name, source_file, table_oid, shape, cursor_column, watermark, "
+                "batches) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb) "
+                "ON CONFLICT (target_schema, table_name, source_file) DO NOTHING"
             ).format(self.ident),
-            (self.schema, table.name, *values),
+            (self.schema, table.name, self.source_file, *values),
         )
         self.cur.execute(
             sql.SQL(
                 "UPDATE {} SET table_oid = %s, shape = %s, cursor_column = %s, watermark = %s::jsonb, "
-                "batches = %s::jsonb, changed_at = now() WHERE target_schema = %s AND table_name = %s "
+                "batches = %s::jsonb, changed_at = now() "
+                "WHERE target_schema = %s AND table_name = %s AND source_file = %s "
                 "AND (table_oid, shape, cursor_column, watermark, batches) "
                 "IS DISTINCT FROM (%s::oid, %s::text, %s::text, %s::jsonb, %s::jsonb)"
             ).format(self.ident),
-            (*values, self.schema, table.name, *values),
+            (*values, self.schema, table.name, self.source_file, *values),
         )
         if snapshot_version is not None:
             raise_sequence(
                 self.cur,
                 self.state_schema,
-                version_sequence(self.schema, table.name),
+                version_sequence(self.schema, table.name, self.source_file),
                 snapshot_version,
-                version_about(self.schema, table.name),
+                version_about(self.schema, table.name, self.source_file),
             )
