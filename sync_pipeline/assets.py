@@ -24,9 +24,11 @@ from dagster import (
     AssetKey,
     AssetOut,
     AssetsDefinition,
+    BackfillPolicy,
     Failure,
     MaterializeResult,
     MetadataValue,
+    PartitionsDefinition,
     TableColumn,
     TableMetadataValue,
     TableRecord,
@@ -236,9 +238,15 @@ def build_sync_assets(
     translator: SqliteTableTranslator | None = None,
     name: str = OP_NAME,
     selection: Selection | None = None,
+    partitions_def: PartitionsDefinition | None = None,
 ) -> AssetsDefinition:
     """The multi-asset syncing ``tables`` (as read from the file when definitions load, ``selection``
-    applied); each run reads the tables again from its snapshot, through the same ``selection``."""
+    applied); each run reads the tables again from its snapshot, through the same ``selection``.
+
+    ``partitions_def`` (many files, see partitions.py): each run syncs one partition, the file of
+    its key, into tables shared by every file; a backfill makes one run per file, and the pool's
+    limit says how many run at once.
+    """
     translator = translator or SqliteTableTranslator()
     selection = selection or Selection()
     specs = specs_by_table(tables, translator)
@@ -253,6 +261,8 @@ def build_sync_assets(
         check_specs=check_specs,
         can_subset=True,
         pool=POOL,
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.multi_run(1) if partitions_def is not None else None,
         description="Sync the selected SQLite tables into PostgreSQL, each in one transaction.",
     )
     def _sync(
@@ -274,6 +284,7 @@ def build_sync_assets(
             checks_alone,
             selection,
             config.parallel_tables,
+            context.partition_key if context.has_partition_key else None,
         )
 
     return _sync
@@ -297,9 +308,11 @@ class _Target:
         postgres: PostgresTarget,
         clock: SnapshotClock,
         selection: Selection,
+        source_file: str | None = None,
     ) -> None:
         self.context = context
         self.sqlite = sqlite
+        self.source_file = source_file  # the partition's file key, when many files share the tables
         self.selection = selection
         self.postgres = postgres
         self.clock = clock
@@ -315,7 +328,7 @@ class _Target:
                     self.conn = self.postgres.connect()
                 if attempt == 1:
                     return self._sync(snapshot, table, options)
-                with self.sqlite.snapshot(clock=self.clock) as fresh:
+                with self.sqlite.snapshot(clock=self.clock, key=self.source_file) as fresh:
                     return self._sync(fresh, self.selection.columns_of(fresh.table(table.name)), options)
             except (SyncError, TargetUnavailableError) as exc:
                 stale = isinstance(exc, StaleSnapshotError)
@@ -332,7 +345,13 @@ class _Target:
 
     def _sync(self, snapshot: SqliteSnapshot, table: TableInfo, options: SyncOptions) -> TableSyncResult:
         return sync_table(
-            snapshot, self.conn, table, self.postgres.pg_schema, options, on_progress=_ProgressLog(self.context)
+            snapshot,
+            self.conn,
+            table,
+            self.postgres.pg_schema,
+            options,
+            on_progress=_ProgressLog(self.context),
+            source_file=self.source_file,
         )
 
 
@@ -402,13 +421,16 @@ def _run(
     checks_alone: list[str],
     selection: Selection,
     parallel: int = 1,
+    source_file: str | None = None,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     """Sync ``selected`` tables, up to ``parallel`` at a time, then run the checks selected alone.
 
     Each worker thread has its own PostgreSQL connection and its own reader of the one SQLite
-    snapshot; results are yielded here, in the op's thread, as tables finish.
+    snapshot; results are yielded here, in the op's thread, as tables finish. ``source_file``:
+    the partition (one of many files); a table that file does not have is left out, saying so.
     """
-    context.log.info(f"SQLite source: {sqlite.path}; PostgreSQL target: {postgres.describe()}")
+    where = sqlite.path if source_file is None else f"{sqlite.file(source_file)} (partition {source_file})"
+    context.log.info(f"SQLite source: {where}; PostgreSQL target: {postgres.describe()}")
     if selected:
         context.log.info(mode_line(options))
     results: list[TableSyncResult] = []
@@ -416,14 +438,21 @@ def _run(
     workers = max(1, min(parallel, len(selected)))
     clock = SnapshotClock(postgres.connect, postgres.pg_schema, postgres.state_schema)
     try:
-        with sqlite.snapshot(readers=workers, clock=clock) as snapshot:
+        with sqlite.snapshot(readers=workers, clock=clock, key=source_file) as snapshot:
             skipped = snapshot.skipped_tables()
             if skipped:
                 context.log.info(f"Not synced (not tables of data): {', '.join(skipped)}")
-            targets = [_Target(context, sqlite, postgres, clock, selection)]
+            if source_file is not None:
+                present = {t.name for t in snapshot.tables()}
+                absent = [name for name in selected if name not in present]
+                if absent:
+                    context.log.info(f"Not in the file of partition {source_file}: {', '.join(absent)}")
+                selected = [name for name in selected if name in present]
+                checks_alone = [name for name in checks_alone if name in present]
+            targets = [_Target(context, sqlite, postgres, clock, selection, source_file)]
             workers: _Workers | None = None
             try:
-                targets += [_Target(context, sqlite, postgres, clock, selection) for _ in snapshot.views]
+                targets += [_Target(context, sqlite, postgres, clock, selection, source_file) for _ in snapshot.views]
                 readers = [snapshot, *snapshot.views]
                 workers = _Workers(context, list(zip(readers, targets, strict=True)), selected, options)
                 for _ in selected:
@@ -449,7 +478,10 @@ def _run(
                     ]
                     yield MaterializeResult(
                         asset_key=key,
-                        metadata=materialization_metadata(outcome, table),
+                        metadata={
+                            **materialization_metadata(outcome, table),
+                            **({"source_file": source_file} if source_file is not None else {}),
+                        },
                         check_results=[c for c in check_results if AssetCheckKey(key, c.check_name) in checked],
                     )
                 for table_name in checks_alone:
@@ -457,9 +489,11 @@ def _run(
                     key = translator.get_asset_key(table)
                     conn = targets[0].conn
                     if AssetCheckKey(key, ROW_COUNT_CHECK) in checked:
-                        yield row_count_check(key, *row_counts(snapshot, conn, table, postgres.pg_schema))
+                        counts = row_counts(snapshot, conn, table, postgres.pg_schema, source_file)
+                        yield row_count_check(key, *counts)
                     if AssetCheckKey(key, TYPES_CHECK) in checked:
-                        yield types_check(key, retyped_columns(snapshot, conn, table, postgres.pg_schema, options))
+                        retyped = retyped_columns(snapshot, conn, table, postgres.pg_schema, options, source_file)
+                        yield types_check(key, retyped)
             finally:
                 if workers is not None:
                     workers.stop()  # before the connections close under a worker still syncing

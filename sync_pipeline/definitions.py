@@ -4,7 +4,8 @@ Which tables exist is read from the SQLite file when the code location loads, so
 in the file becomes a new asset at the next reload. Environment:
 
 - ``SQLITE_PATH``: the file to mirror; unset means the demo file ``state/demo.sqlite``,
-  generated on first use.
+  generated on first use. A directory or a glob makes every matching file a partition
+  (``sqlite_files``) of the same assets (see partitions.py).
 - ``PG_CONN_STR``: the target; unset means the embedded PostgreSQL in ``state/pgdata``.
 - ``PG_SCHEMA``: target schema, default ``public``.
 - ``PG_STATE_SCHEMA``: schema of the sync's bookkeeping (snapshot numbers, watermarks, batch
@@ -22,6 +23,7 @@ from .demo import DEFAULT_DEMO_PATH, generate
 from .engine import list_tables
 from .engine.bookkeeping import DEFAULT_STATE_SCHEMA
 from .engine.selection import Selection, parse_globs
+from .partitions import SQLITE_FILES, discover, is_many, union_tables
 from .resources import PostgresTarget, SQLiteSource
 from .sensor import build_sensor
 from .translator import SqliteTableTranslator
@@ -64,7 +66,11 @@ def build_definitions() -> Definitions:
     schema, target_label, postgres = _target()
     translator = SqliteTableTranslator(pg_schema=schema, target_label=target_label)
     selection = _selection()
-    tables = build_sync_assets(selection.apply(list_tables(path)), translator, selection=selection)
+    if is_many(path):  # every file a partition of the same assets (partitions.py)
+        found = union_tables(list_tables(file) for file in discover(path).values())
+        tables = build_sync_assets(selection.apply(found), translator, selection=selection, partitions_def=SQLITE_FILES)
+    else:
+        tables = build_sync_assets(selection.apply(list_tables(path)), translator, selection=selection)
     return Definitions(
         assets=[tables],
         # One op per run: a step process of its own would add a process start to every sync, and

@@ -12,7 +12,8 @@ from .assets import SYNC_NUMBERS
 from .instance import project_instance
 from .translator import asset_key_for
 
-COLUMNS = ["timestamp", "table", "run_id", "mode", *SYNC_NUMBERS, "duration_s"]
+# partition: the file's key when SQLITE_PATH names many files (None for one file).
+COLUMNS = ["timestamp", "table", "partition", "run_id", "mode", *SYNC_NUMBERS, "duration_s"]
 
 
 def _sync_keys(instance: DagsterInstance) -> list[AssetKey]:
@@ -39,8 +40,9 @@ def sync_history(table: str | None = None, instance: DagsterInstance | None = No
                 {
                     "timestamp": pd.Timestamp(record.timestamp, unit="s", tz="UTC"),
                     "table": metadata.get("dagster/table_name", key.to_user_string()),
+                    "partition": materialization.partition,
                     "run_id": record.run_id,
-                    **{c: metadata.get(c) for c in COLUMNS[3:]},
+                    **{c: metadata.get(c) for c in COLUMNS[4:]},
                 }
             )
     frame = pd.DataFrame(rows, columns=COLUMNS)

@@ -17,6 +17,7 @@ from dagster import DagsterInstance
 
 from .assets import POOL
 from .demo import PROJECT_ROOT
+from .partitions import is_many
 from .run_reaper import fail_runs_whose_processes_died
 
 
@@ -35,18 +36,34 @@ def project_instance() -> Iterator[DagsterInstance]:
         yield instance
 
 
-def ensure_pool_limit(instance: DagsterInstance, pool: str = POOL, limit: int = 1) -> bool:
-    """Give ``pool`` an explicit limit unless someone set one already; True when it was set here."""
+def max_concurrent_runs(many_files: bool) -> tuple[int, bool]:
+    """(the pool's limit, whether it was asked for explicitly). One file: one sync at a time, always.
+    Many files: ``SYNC_MAX_CONCURRENT_RUNS``, by default the number of cores (runs of different files
+    touch different rows, and each waits on PostgreSQL about as much as it computes)."""
+    if not many_files:
+        return 1, False
+    raw = os.environ.get("SYNC_MAX_CONCURRENT_RUNS", "").strip()
+    if not raw:
+        return max(1, os.cpu_count() or 1), False
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"environment variable SYNC_MAX_CONCURRENT_RUNS must be a positive integer, got {raw!r}")
+    return int(raw), True
+
+
+def ensure_pool_limit(instance: DagsterInstance, pool: str = POOL, limit: int = 1, force: bool = False) -> bool:
+    """Give ``pool`` an explicit limit unless someone set one already (``force``: set it anyway, for
+    a limit the user asked for); True when it was set here."""
     existing = {p.name: p for p in instance.event_log_storage.get_pool_limits()}
-    if pool in existing and not existing[pool].from_default:
+    if pool in existing and not existing[pool].from_default and (not force or existing[pool].limit == limit):
         return False
     instance.event_log_storage.set_concurrency_slots(pool, limit)
     return True
 
 
 def main() -> None:
+    limit, asked = max_concurrent_runs(is_many(os.environ.get("SQLITE_PATH", "")))
     with project_instance() as instance:
-        changed = ensure_pool_limit(instance)
+        changed = ensure_pool_limit(instance, limit=limit, force=asked)
         limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
         failed = fail_runs_whose_processes_died(instance)
     print(f"concurrency pool {POOL}: limit {limits.get(POOL)}" + (" (set now)" if changed else ""))

@@ -4,16 +4,19 @@
 never its value; everything this module logs or raises goes through ``mask_dsn``/``redact``.
 """
 
+from pathlib import Path
+
 import psycopg2
 import psycopg2.extensions
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from .embedded_pg import DEFAULT_PGDATA, embedded_dsn
-from .engine import SqliteSnapshot, redact
+from .engine import SourceUnavailableError, SqliteSnapshot, redact
 from .engine.bookkeeping import DEFAULT_STATE_SCHEMA
 from .engine.secrets import mask_dsn
 from .engine.versions import SnapshotClock
+from .partitions import discover, is_many
 
 
 class TargetUnavailableError(Exception):
@@ -21,13 +24,28 @@ class TargetUnavailableError(Exception):
 
 
 class SQLiteSource(ConfigurableResource):
-    """The SQLite file to mirror (``SQLITE_PATH``)."""
+    """The SQLite file to mirror (``SQLITE_PATH``), or a directory or glob of many (see partitions.py)."""
 
-    path: str = Field(description="Path of the SQLite file to mirror (SQLITE_PATH).")
+    path: str = Field(
+        description="Path of the SQLite file to mirror, or a directory or glob of many files (SQLITE_PATH)."
+    )
 
-    def snapshot(self, readers: int = 1, clock: SnapshotClock | None = None) -> SqliteSnapshot:
+    @property
+    def many(self) -> bool:
+        return is_many(self.path)
+
+    def file(self, key: str | None = None) -> Path:
+        """The file to read: the one file, or the file of partition ``key``."""
+        if key is None:
+            return Path(self.path)
+        files = discover(self.path)
+        if key not in files:
+            raise SourceUnavailableError(f"no SQLite file for partition {key!r} under {self.path!r} any more")
+        return files[key]
+
+    def snapshot(self, readers: int = 1, clock: SnapshotClock | None = None, key: str | None = None) -> SqliteSnapshot:
         # Arrow readers (child processes) only for files big enough to repay a process start.
-        return SqliteSnapshot(self.path, arrow="auto", readers=readers, clock=clock)
+        return SqliteSnapshot(self.file(key), arrow="auto", readers=readers, clock=clock)
 
 
 class PostgresTarget(ConfigurableResource):

@@ -31,9 +31,11 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from dagster import (
     AssetSelection,
+    DagsterInstance,
     DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -46,7 +48,8 @@ from dagster import (
 )
 
 from .engine.fingerprint import file_state
-from .instance import ensure_pool_limit
+from .instance import ensure_pool_limit, max_concurrent_runs
+from .partitions import PARTITIONS_NAME, SQLITE_FILES, discover
 from .resources import SQLiteSource
 from .run_reaper import fail_runs_whose_processes_died
 
@@ -85,11 +88,17 @@ class _Cursor:
         return f"{self.requested}#{self.attempt}"
 
 
-def _last_run(context: SensorEvaluationContext, cursor: _Cursor) -> DagsterRun | None:
+def _run_key(cursor: _Cursor, key: str | None) -> str:
+    """Run keys are per file when there are many (a partition key never holds a ``|``-free clash:
+    it is followed by the fingerprint)."""
+    return cursor.run_key if key is None else f"{key}|{cursor.run_key}"
+
+
+def _last_run(instance: DagsterInstance, cursor: _Cursor, key: str | None) -> DagsterRun | None:
     """The run the last request became; None before any request or if the instance has no such run."""
     if cursor.requested is None:
         return None
-    runs = context.instance.get_runs(RunsFilter(tags={"dagster/run_key": cursor.run_key}), limit=1)
+    runs = instance.get_runs(RunsFilter(tags={"dagster/run_key": _run_key(cursor, key)}), limit=1)
     return runs[0] if runs else None
 
 
@@ -108,14 +117,15 @@ def _times(n: int) -> str:
     return "1 time" if n == 1 else f"{n} times"
 
 
-def _request(fingerprint: str, attempt: int, failures: int, reason: str) -> SensorResult:
+def _request(fingerprint: str, attempt: int, failures: int, reason: str, key: str | None) -> SensorResult:
     cursor = _Cursor(seen=fingerprint, requested=fingerprint, attempt=attempt, failures=failures)
     tags = {"sqlite_fingerprint": fingerprint, "sync_reason": reason}
-    return SensorResult(run_requests=[RunRequest(run_key=cursor.run_key, tags=tags)], cursor=cursor.dump())
+    request = RunRequest(run_key=_run_key(cursor, key), tags=tags, partition_key=key)
+    return SensorResult(run_requests=[request], cursor=cursor.dump())
 
 
 def _unchanged(
-    fingerprint: str, cursor: _Cursor, run: DagsterRun | None, failures: int, now: datetime
+    fingerprint: str, cursor: _Cursor, run: DagsterRun | None, failures: int, now: datetime, key: str | None
 ) -> SensorResult | SkipReason:
     """The file still holds the content last requested: wait for that run, or retry it."""
     if run is None:
@@ -131,7 +141,7 @@ def _unchanged(
             "no new request until it ends"
         )
     if failures < MAX_ATTEMPTS:
-        return _request(fingerprint, cursor.attempt + 1, failures, "retry")
+        return _request(fingerprint, cursor.attempt + 1, failures, "retry", key)
 
     # The wait counts from the first tick that sees this failure (one interval after it while the sensor runs); the
     # cursor keeps its end so that every later tick, and the skip reason, agree on it.
@@ -143,7 +153,7 @@ def _unchanged(
     if retry_at is None:
         retry_at = now + wait
     elif now >= retry_at:
-        return _request(fingerprint, cursor.attempt + 1, failures, "retry after backoff")
+        return _request(fingerprint, cursor.attempt + 1, failures, "retry after backoff", key)
 
     how = "was canceled" if run.status == DagsterRunStatus.CANCELED else "failed"
     reason = (
@@ -163,25 +173,71 @@ def evaluate(
     context: SensorEvaluationContext, sqlite: SQLiteSource, now: datetime | None = None
 ) -> SensorResult | SkipReason:
     """One tick's decision; ``now`` (UTC) is injectable so tests can step through the backoff."""
-    now = now or _utc_now()
-    state = file_state(sqlite.path)
+    if sqlite.many:
+        return evaluate_many(context, sqlite, now)
+    return _evaluate_file(context.instance, sqlite.path, context.cursor, now or _utc_now(), None)
+
+
+def _evaluate_file(
+    instance: DagsterInstance, path: str | Path, raw_cursor: str | None, now: datetime, key: str | None
+) -> SensorResult | SkipReason:
+    """The decision for one file (``key``: its partition, when there are many)."""
+    state = file_state(path)
     if state.missing:
-        return SkipReason(f"SQLite file {sqlite.path} does not exist; waiting for it")
+        return SkipReason(f"SQLite file {path} does not exist; waiting for it")
     if state.writing:
-        return SkipReason(f"{sqlite.path}-journal holds a transaction: a write is in progress; looking again next tick")
-    cursor = _Cursor.parse(context.cursor)
+        return SkipReason(f"{path}-journal holds a transaction: a write is in progress; looking again next tick")
+    cursor = _Cursor.parse(raw_cursor)
     fingerprint = state.fingerprint
     assert fingerprint is not None
-    last = _last_run(context, cursor)
+    last = _last_run(instance, cursor, key)
     failures = _failures_in_a_row(cursor, last)
     if fingerprint == cursor.requested:
-        return _unchanged(fingerprint, cursor, last, failures, now)
+        return _unchanged(fingerprint, cursor, last, failures, now, key)
     if fingerprint != cursor.seen and cursor.waited + 1 < MAX_WAIT_TICKS:
         return SensorResult(
             skip_reason=SkipReason("the SQLite file changed; waiting one tick for the writer to settle"),
             cursor=replace(cursor, seen=fingerprint, waited=cursor.waited + 1).dump(),
         )
-    return _request(fingerprint, 1, failures, "changed" if fingerprint == cursor.seen else "still changing")
+    return _request(fingerprint, 1, failures, "changed" if fingerprint == cursor.seen else "still changing", key)
+
+
+def evaluate_many(
+    context: SensorEvaluationContext, sqlite: SQLiteSource, now: datetime | None = None
+) -> SensorResult | SkipReason:
+    """Every file of a directory or glob, each decided as the single file is (settling, retries,
+    backoff), with a cursor of its own; a new file becomes a partition and gets its first sync at
+    once. A removed file keeps its rows (and its partition, so its history stays)."""
+    now = now or _utc_now()
+    files = discover(sqlite.path)
+    known = set(context.instance.get_dynamic_partitions(PARTITIONS_NAME))
+    new = [key for key in files if key not in known]
+    cursors: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    requests: list[RunRequest] = []
+    skipped: list[str] = []
+    for key, path in files.items():
+        raw = cursors.get(key)
+        if key in new and raw is None:
+            # Seen for the first time: a sync now, not after the one quiet tick a change waits for.
+            raw = _Cursor(seen=file_state(path).fingerprint).dump()
+        decision = _evaluate_file(context.instance, path, raw, now, key)
+        if isinstance(decision, SkipReason):
+            skipped.append(f"{key}: {decision.skip_message}")
+            cursors[key] = raw or _Cursor().dump()
+            continue
+        requests += decision.run_requests or []
+        if decision.skip_reason is not None:
+            skipped.append(f"{key}: {decision.skip_reason.skip_message}")
+        cursors[key] = decision.cursor or raw or _Cursor().dump()
+    gone = sorted(known - set(files))
+    if gone:
+        skipped.append(f"gone from {sqlite.path}, rows kept: {', '.join(gone)}")
+    return SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[SQLITE_FILES.build_add_request(new)] if new else [],
+        skip_reason=None if requests else SkipReason("; ".join(skipped) or f"no SQLite file matches {sqlite.path}"),
+        cursor=json.dumps({key: cursors[key] for key in files}, sort_keys=True),
+    )
 
 
 def build_sensor(selection: AssetSelection, clock: Callable[[], datetime] = _utc_now):
@@ -199,7 +255,8 @@ def build_sensor(selection: AssetSelection, clock: Callable[[], datetime] = _utc
         "15 minutes, until one succeeds. Turn it off in the UI (Automation) or set SYNC_SENSOR=off.",
     )
     def _sensor(context: SensorEvaluationContext, sqlite: SQLiteSource) -> SensorResult | SkipReason:
-        ensure_pool_limit(context.instance)
+        limit, asked = max_concurrent_runs(sqlite.many)
+        ensure_pool_limit(context.instance, limit=limit, force=asked)
         # A run whose processes died with their code server would hold the pool for ever.
         for failed in fail_runs_whose_processes_died(context.instance):
             context.log.warning(f"run {failed.run_id}: {failed.message}")

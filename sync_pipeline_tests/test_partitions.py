@@ -1,0 +1,112 @@
+"""Many files through Dagster: each file a partition of ``sqlite_files``, synced by the sensor."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, SensorResult, build_sensor_context, materialize
+
+from sync_pipeline.assets import OP_NAME, build_sync_assets
+from sync_pipeline.demo import generate
+from sync_pipeline.engine import list_tables
+from sync_pipeline.history import sync_history
+from sync_pipeline.partitions import PARTITIONS_NAME, SQLITE_FILES, FileKeyCollisionError, discover, union_tables
+from sync_pipeline.resources import PostgresTarget, SQLiteSource
+from sync_pipeline.sensor import evaluate
+from sync_pipeline.translator import SqliteTableTranslator
+
+from .conftest import query
+
+
+def test_a_files_key_is_its_path_under_the_directory_without_extension_and_clashes_are_refused(tmp_path):
+    for name in ("a.sqlite", "sub/b.db", "c.sqlite3", "notes.txt", "a.sqlite-wal"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert list(discover(str(tmp_path))) == ["a", "c", "sub/b"]
+    assert list(discover(str(tmp_path / "*.sqlite"))) == ["a"]
+    assert list(discover(str(tmp_path / "**" / "*.db"))) == ["sub/b"]
+    (tmp_path / "a.db").write_bytes(b"")
+    with pytest.raises(FileKeyCollisionError, match=r"would both be partition 'a'"):
+        discover(str(tmp_path))
+
+
+def _directory(tmp_path: Path, keys: tuple[str, ...] = ("run_a", "run_b")) -> Path:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for i, key in enumerate(keys):
+        generate(runs / f"{key}.sqlite", rows=200 + 50 * i, seed=i)
+    return runs
+
+
+def _materialize(runs: Path, dsn: str, schema: str, instance: DagsterInstance, key: str, **config: object):
+    files = discover(str(runs))
+    assets = build_sync_assets(
+        union_tables(list_tables(f) for f in files.values()),
+        SqliteTableTranslator(pg_schema=schema),
+        partitions_def=SQLITE_FILES,
+    )
+    return materialize(
+        [assets],
+        instance=instance,
+        partition_key=key,
+        resources={"sqlite": SQLiteSource(path=str(runs)), "postgres": PostgresTarget(conn_str=dsn, pg_schema=schema)},
+        run_config={"ops": {OP_NAME: {"config": config}}},
+        raise_on_error=False,
+    )
+
+
+def test_each_file_is_a_partition_whose_run_syncs_only_its_rows_and_history_names_it(tmp_path, pg_dsn, schema):
+    runs = _directory(tmp_path)
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(PARTITIONS_NAME, list(discover(str(runs))))
+
+    for key in ("run_a", "run_b"):
+        result = _materialize(runs, pg_dsn, schema, instance, key)
+        assert result.success
+        materializations = result.asset_materializations_for_node(OP_NAME)
+        assert {m.partition for m in materializations} == {key}
+        assert {m.metadata["source_file"].value for m in materializations} == {key}
+
+    counts = dict(
+        query(pg_dsn, f'SELECT _source_file, count(*) FROM "{schema}".narrative_results GROUP BY 1 ORDER BY 1')
+    )
+    for key, path in discover(str(runs)).items():
+        conn = sqlite3.connect(path)
+        assert counts[key] == conn.execute("SELECT count(*) FROM narrative_results").fetchone()[0]
+        conn.close()
+    history = sync_history("narrative_results", instance=instance)
+    assert sorted(history["partition"]) == ["run_a", "run_b"]
+
+
+def test_the_sensor_adds_new_files_as_partitions_and_syncs_each_changed_file_once(tmp_path):
+    runs = _directory(tmp_path)
+    instance = DagsterInstance.ephemeral()
+    sqlite = SQLiteSource(path=str(runs))
+
+    def tick(cursor: str | None) -> SensorResult:
+        result = evaluate(build_sensor_context(instance=instance, cursor=cursor), sqlite)
+        assert isinstance(result, SensorResult)
+        for request in result.dynamic_partitions_requests or []:
+            instance.add_dynamic_partitions(PARTITIONS_NAME, list(request.partition_keys))
+        return result
+
+    first = tick(None)
+    assert sorted(r.partition_key for r in first.run_requests) == ["run_a", "run_b"]
+    assert sorted(instance.get_dynamic_partitions(PARTITIONS_NAME)) == ["run_a", "run_b"]
+
+    generate(runs / "run_c.sqlite", rows=100, seed=7)  # a file dropped into the directory
+    second = tick(first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["run_c"]
+    assert "run_c" in instance.get_dynamic_partitions(PARTITIONS_NAME)
+
+    conn = sqlite3.connect(runs / "run_b.sqlite")
+    conn.execute("UPDATE experiments SET notes = 'changed' WHERE experiment_id = 1")
+    conn.commit()
+    conn.close()
+    waiting = tick(second.cursor)  # the writer may still be busy: one quiet tick first
+    assert waiting.run_requests == []
+    settled = tick(waiting.cursor)
+    assert [r.partition_key for r in settled.run_requests] == ["run_b"]
+    assert settled.run_requests[0].run_key.startswith("run_b|")
