@@ -34,11 +34,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dagster import (
+    AddDynamicPartitionsRequest,
     AssetSelection,
     DagsterInstance,
     DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
+    DeleteDynamicPartitionsRequest,
     RunRequest,
     RunsFilter,
     SensorEvaluationContext,
@@ -47,10 +49,12 @@ from dagster import (
     sensor,
 )
 
+from .config import env_flag
 from .engine.fingerprint import file_state
+from .engine.scope import delete_source_file
 from .instance import ensure_pool_limit, max_concurrent_runs
 from .partitions import PARTITIONS_NAME, SQLITE_FILES, discover
-from .resources import SQLiteSource
+from .resources import PostgresTarget, SQLiteSource
 from .run_reaper import fail_runs_whose_processes_died
 
 SENSOR_NAME = "sqlite_file_changed"
@@ -170,11 +174,15 @@ def _unchanged(
 
 
 def evaluate(
-    context: SensorEvaluationContext, sqlite: SQLiteSource, now: datetime | None = None
+    context: SensorEvaluationContext,
+    sqlite: SQLiteSource,
+    now: datetime | None = None,
+    postgres: PostgresTarget | None = None,
 ) -> SensorResult | SkipReason:
-    """One tick's decision; ``now`` (UTC) is injectable so tests can step through the backoff."""
+    """One tick's decision; ``now`` (UTC) is injectable so tests can step through the backoff.
+    ``postgres`` is needed only to delete a removed file's rows (many files, SYNC_DELETE_REMOVED_FILES=1)."""
     if sqlite.many:
-        return evaluate_many(context, sqlite, now)
+        return evaluate_many(context, sqlite, now, postgres)
     return _evaluate_file(context.instance, sqlite.path, context.cursor, now or _utc_now(), None)
 
 
@@ -203,11 +211,15 @@ def _evaluate_file(
 
 
 def evaluate_many(
-    context: SensorEvaluationContext, sqlite: SQLiteSource, now: datetime | None = None
+    context: SensorEvaluationContext,
+    sqlite: SQLiteSource,
+    now: datetime | None = None,
+    postgres: PostgresTarget | None = None,
 ) -> SensorResult | SkipReason:
     """Every file of a directory or glob, each decided as the single file is (settling, retries,
     backoff), with a cursor of its own; a new file becomes a partition and gets its first sync at
-    once. A removed file keeps its rows (and its partition, so its history stays)."""
+    once. A removed file keeps its rows (and its partition, so its history stays), unless
+    ``SYNC_DELETE_REMOVED_FILES=1``: then its rows go, in one transaction, and so does its partition."""
     now = now or _utc_now()
     files = discover(sqlite.path)
     known = set(context.instance.get_dynamic_partitions(PARTITIONS_NAME))
@@ -230,11 +242,26 @@ def evaluate_many(
             skipped.append(f"{key}: {decision.skip_reason.skip_message}")
         cursors[key] = decision.cursor or raw or _Cursor().dump()
     gone = sorted(known - set(files))
-    if gone:
-        skipped.append(f"gone from {sqlite.path}, rows kept: {', '.join(gone)}")
+    partition_requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = []
+    if new:
+        partition_requests.append(SQLITE_FILES.build_add_request(new))
+    if gone and env_flag("SYNC_DELETE_REMOVED_FILES") and postgres is not None:
+        conn = postgres.connect()
+        try:
+            for key in gone:
+                deleted = delete_source_file(conn, postgres.pg_schema, key, postgres.state_schema)
+                context.log.info(f"{key}: file removed; deleted its rows ({deleted}) and its partition")
+        finally:
+            conn.close()
+        partition_requests.append(SQLITE_FILES.build_delete_request(gone))
+    elif gone:
+        context.log.info(f"gone from {sqlite.path}, rows kept: {', '.join(gone)}")
+        skipped.append(
+            f"gone from {sqlite.path}, rows kept (SYNC_DELETE_REMOVED_FILES=1 deletes them): {', '.join(gone)}"
+        )
     return SensorResult(
         run_requests=requests,
-        dynamic_partitions_requests=[SQLITE_FILES.build_add_request(new)] if new else [],
+        dynamic_partitions_requests=partition_requests,
         skip_reason=None if requests else SkipReason("; ".join(skipped) or f"no SQLite file matches {sqlite.path}"),
         cursor=json.dumps({key: cursors[key] for key in files}, sort_keys=True),
     )
@@ -254,12 +281,14 @@ def build_sensor(selection: AssetSelection, clock: Callable[[], datetime] = _utc
         "Runs once on start-up so PostgreSQL catches up; retries a failed sync, backing off up to every "
         "15 minutes, until one succeeds. Turn it off in the UI (Automation) or set SYNC_SENSOR=off.",
     )
-    def _sensor(context: SensorEvaluationContext, sqlite: SQLiteSource) -> SensorResult | SkipReason:
+    def _sensor(
+        context: SensorEvaluationContext, sqlite: SQLiteSource, postgres: PostgresTarget
+    ) -> SensorResult | SkipReason:
         limit, asked = max_concurrent_runs(sqlite.many)
         ensure_pool_limit(context.instance, limit=limit, force=asked)
         # A run whose processes died with their code server would hold the pool for ever.
         for failed in fail_runs_whose_processes_died(context.instance):
             context.log.warning(f"run {failed.run_id}: {failed.message}")
-        return evaluate(context, sqlite, now=clock())
+        return evaluate(context, sqlite, now=clock(), postgres=postgres)
 
     return _sensor

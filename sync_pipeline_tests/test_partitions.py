@@ -110,3 +110,35 @@ def test_the_sensor_adds_new_files_as_partitions_and_syncs_each_changed_file_onc
     settled = tick(waiting.cursor)
     assert [r.partition_key for r in settled.run_requests] == ["run_b"]
     assert settled.run_requests[0].run_key.startswith("run_b|")
+
+
+def test_a_removed_file_keeps_its_rows_unless_asked_then_they_go_in_one_transaction(
+    tmp_path, pg_dsn, schema, monkeypatch
+):
+    runs = _directory(tmp_path)
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(PARTITIONS_NAME, list(discover(str(runs))))
+    for key in ("run_a", "run_b"):
+        assert _materialize(runs, pg_dsn, schema, instance, key).success
+    cursor = evaluate(build_sensor_context(instance=instance), SQLiteSource(path=str(runs))).cursor
+    (runs / "run_a.sqlite").unlink()
+    postgres = PostgresTarget(conn_str=pg_dsn, pg_schema=schema)
+    counts = f'SELECT _source_file, count(*) > 0 FROM "{schema}".experiments GROUP BY 1 ORDER BY 1'
+
+    kept = evaluate(
+        build_sensor_context(instance=instance, cursor=cursor), SQLiteSource(path=str(runs)), postgres=postgres
+    )
+    assert not kept.dynamic_partitions_requests
+    assert query(pg_dsn, counts) == [("run_a", True), ("run_b", True)]
+
+    monkeypatch.setenv("SYNC_DELETE_REMOVED_FILES", "1")
+    removed = evaluate(
+        build_sensor_context(instance=instance, cursor=cursor), SQLiteSource(path=str(runs)), postgres=postgres
+    )
+    assert [list(r.partition_keys) for r in removed.dynamic_partitions_requests] == [["run_a"]]
+    assert query(pg_dsn, counts) == [("run_b", True)]
+    assert query(
+        pg_dsn,
+        "SELECT count(*) FROM sqlite_pg_sync._sps_table_state WHERE target_schema = %s AND source_file = 'run_a'",
+        (schema,),
+    ) == [(0,)]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import psycopg2.extensions
 from psycopg2 import sql
 
+from .bookkeeping import STATE_TABLE, relation_exists
 from .sqlite_source import ColumnInfo
 from .types import TEXT
 
@@ -64,3 +65,39 @@ class Scope:
     def state_key(self) -> str:
         """The bookkeeping key part of the file ('' for a whole table)."""
         return self.source_file or ""
+
+
+def delete_source_file(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    source_file: str,
+    state_schema: str,
+    lock_timeout_s: float = 300.0,
+) -> dict[str, int]:
+    """Delete every row of ``source_file`` from the tables of ``schema`` that many files share, in one
+    transaction (all of them or none); table -> rows deleted. For a file that is gone, when the user
+    asked for its rows to go too (``SYNC_DELETE_REMOVED_FILES``). Each table's (table, file) lock is
+    taken first, so a sync of that file still running finishes before. The file's bookkeeping goes
+    too: digests of rows no longer there would let a file of that name, back later, skip its batches."""
+    deleted: dict[str, int] = {}
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_timeout_s * 1000)}ms",))
+        cur.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = %s AND NOT a.attisdropped "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY 1",
+            (SOURCE_FILE_COLUMN, schema),
+        )
+        for (table,) in cur.fetchall():
+            scope = Scope(source_file)
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (scope.lock_key(f"{schema}.{table}"),))
+            cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(schema, table), scope.where()))
+            deleted[table] = cur.rowcount
+        if relation_exists(cur, state_schema, STATE_TABLE):
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE target_schema = %s AND source_file = %s").format(
+                    sql.Identifier(state_schema, STATE_TABLE)
+                ),
+                (schema, source_file),
+            )
+    return deleted
