@@ -297,9 +297,13 @@ def sync(
             out.write(line + "\n")
             out.flush()
 
+    try:
+        tables = select_tables(defs, request.tables)
+    except UsageError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_USAGE
     with _instance() as instance:
         try:
-            tables = select_tables(defs, request.tables)
             first = defs.resolve_assets_def(next(iter(tables)))
             partitions_def, batches = plan_batches(first, instance, request.files)
         except UsageError as exc:
