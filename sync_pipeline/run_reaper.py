@@ -21,7 +21,9 @@ A pid says nothing about another machine's processes, so a run is judged only wh
 launched through a code server on this machine (its ``.dagster/grpc_info`` tag names a Unix
 socket, a loopback address or this machine): so ``dagster dev`` launches every run. Runs
 executed in the process that created them (``dagster asset materialize``) record no host and
-are left alone. A pid reused by a newer process does not count as the run's process.
+are left alone, except ``python -m sync_pipeline sync`` runs, which name their machine in the tag
+``sync_pipeline/cli_host`` (their RUN_START event carries the CLI process's pid).
+A pid reused by a newer process does not count as the run's process.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunSta
 from .assets import POOL
 
 GRPC_INFO_TAG = ".dagster/grpc_info"  # set by the DefaultRunLauncher: where it reached the code server
+CLI_HOST_TAG = "sync_pipeline/cli_host"  # set by `python -m sync_pipeline sync`: the machine its run executes on
 # Statuses in which a run holds its pool (Dagster's ACTIVE_RUN_STATUSES).
 HOLDING_STATUSES = (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
 # Events written by the processes doing a run's work, each carrying the writer's pid.
@@ -54,7 +57,10 @@ class FailedRun:
 
 
 def launched_on_this_host(tags: Mapping[str, str]) -> bool:
-    """True when the run's code server, so its run worker, was on this machine."""
+    """True when the run's code server, so its run worker, was on this machine (or the run is a
+    ``python -m sync_pipeline sync`` run executing in a process on this machine)."""
+    if tags.get(CLI_HOST_TAG) in (socket.gethostname(), socket.getfqdn()):
+        return True
     raw = tags.get(GRPC_INFO_TAG)
     if not raw:
         return False

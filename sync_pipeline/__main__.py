@@ -1,0 +1,47 @@
+"""``python -m sync_pipeline sync [--full-refresh] [--delete-orphans] [--batch-size N] [--tables GLOB]
+[--files GLOB]``: see sync_pipeline/cli.py and the README's "Headless" section."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="python -m sync_pipeline", description="Keep PostgreSQL in step with SQLite, through Dagster."
+    )
+    commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sync = commands.add_parser(
+        "sync",
+        help="materialize the table assets now, in this process, recorded in the project's Dagster instance",
+        description="Materialize the selected tables (every partition in multi-file mode) against the project's "
+        "Dagster instance. Exit 0: every table synced; 1: a table or the run failed; 2: bad arguments.",
+    )
+    sync.add_argument("--full-refresh", action="store_true", help="replace every row (one transaction per table)")
+    sync.add_argument("--delete-orphans", action="store_true", help="delete rows whose key is gone from SQLite")
+    sync.add_argument("--batch-size", type=int, metavar="N", help="rows per batch (1 to 1,000,000)")
+    sync.add_argument("--tables", metavar="GLOB", help="only tables whose SQLite name matches (e.g. 'exp*')")
+    sync.add_argument("--files", metavar="GLOB", help="multi-file mode: only the files (partition keys) matching")
+    return main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)  # exits 2 on a malformed command line
+    warnings.filterwarnings("ignore")  # Dagster's preview/supersession warnings would mail cron on every run
+    from .cli import SyncRequest, sync
+
+    request = SyncRequest(
+        full_refresh=args.full_refresh,
+        delete_orphans=args.delete_orphans,
+        batch_size=args.batch_size,
+        tables=args.tables,
+        files=args.files,
+    )
+    return sync(request, live=sys.stdout.isatty())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""``python -m sync_pipeline sync``: a Dagster materialization of the selected tables, from a shell.
+
+It loads ``sync_pipeline.definitions:defs``, selects the table assets whose SQLite table name
+matches ``--tables``, and executes them in this process against the project's instance (the
+one ``dagster dev`` records in: ``DAGSTER_HOME``, else the repo's ``dagster.yaml``), so every
+run and materialization shows in the catalog's history.
+
+- Exit codes: 0 every table synced; 1 a table (or the run) failed, or the definitions could not
+  load; 2 bad arguments, reported before any database is touched.
+- One sync at a time: the run executes here, not through the run queue, so before each run the
+  command waits while the pool ``sqlite_pg_sync`` is full of active runs (as the daemon would), and
+  its own run counts against the pool while it runs, so the daemon holds queued runs back.
+  Between that check and the run's start (about a second) a dequeued run can still start; the
+  engine's per-table advisory locks keep the two apart in that window.
+- Partitions (multi-file mode): when the selected assets are partitioned, their keys come from
+  the instance and ``--files`` (a glob) selects some; contiguous keys go in one run when the
+  assets' backfill policy allows runs over many partitions, else one run per partition.
+- Output: on a terminal, live lines per table (start, rows done of total and rows/s, done); when
+  piped, only the summary (stdout) and errors (stderr).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from dagster import (
+    AssetKey,
+    AssetsDefinition,
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+    LoggerDefinition,
+    PartitionsDefinition,
+    RunsFilter,
+)
+from pydantic import ValidationError
+
+from .assets import OP_NAME, POOL, SYNC_NUMBERS
+from .engine import SyncOptions, TableSyncResult, redact
+from .engine.summary import mode_line, run_summary, table_line
+from .run_reaper import CLI_HOST_TAG, HOLDING_STATUSES, fail_runs_whose_processes_died
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SINGLE_FILE_ERROR = "SQLITE_PATH names a single file; --files needs a directory or glob"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+LIVE_PREFIXES = ("📥", "…", "⟳", "✓")  # the op's per-table lines (assets.py): start, progress, retry, done
+POOL_POLL_S = 1.0
+LOGGER_NAME = "sync_cli"
+
+
+class UsageError(Exception):
+    """Bad arguments: exit 2, nothing touched."""
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    full_refresh: bool = False
+    delete_orphans: bool = False
+    batch_size: int | None = None
+    tables: str | None = None  # glob on SQLite table names
+    files: str | None = None  # glob on partition keys (multi-file mode)
+
+    def config_overrides(self) -> dict[str, Any]:
+        """Only the flags given: the rest keep the run config's defaults (FULL_REFRESH... env)."""
+        overrides: dict[str, Any] = {}
+        if self.full_refresh:
+            overrides["full_refresh"] = True
+        if self.delete_orphans:
+            overrides["delete_orphans"] = True
+        if self.batch_size is not None:
+            overrides["batch_size"] = self.batch_size
+        return overrides
+
+    def run_config(self) -> dict[str, Any]:
+        # Dagster starts only the loggers the run config names, and then none of its console one.
+        return {"ops": {OP_NAME: {"config": self.config_overrides()}}, "loggers": {LOGGER_NAME: {}}}
+
+    def options(self) -> SyncOptions:
+        """The run's options as the op will see them, validated the way the op validates them."""
+        try:
+            from .config import SyncConfig  # its defaults read FULL_REFRESH, BATCH_SIZE... (ValueError)
+
+            return SyncConfig(**self.config_overrides()).to_options()
+        except ValidationError as exc:  # a ValueError too: first
+            raise UsageError("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One run: no partition, one partition, or a contiguous range of partitions."""
+
+    partitions: tuple[str, ...] = ()
+
+    def label(self) -> str:
+        if not self.partitions:
+            return ""
+        if len(self.partitions) == 1:
+            return self.partitions[0]
+        return f"{self.partitions[0]}...{self.partitions[-1]} ({len(self.partitions)} files)"
+
+    def execute_args(self) -> dict[str, Any]:
+        if len(self.partitions) == 1:
+            return {"partition_key": self.partitions[0]}
+        if self.partitions:
+            return {"tags": {RANGE_START_TAG: self.partitions[0], RANGE_END_TAG: self.partitions[-1]}}
+        return {}
+
+
+def select_tables(defs: Definitions, pattern: str | None) -> dict[AssetKey, str]:
+    """Asset key -> SQLite table name, for the table assets whose table matches ``pattern``."""
+    tables = {
+        spec.key: str(spec.metadata["sqlite_table"])
+        for spec in defs.resolve_all_asset_specs()
+        if "sqlite_table" in spec.metadata
+    }
+    chosen = {k: t for k, t in tables.items() if pattern is None or fnmatch.fnmatchcase(t, pattern)}
+    if not chosen:
+        raise UsageError(f"no table matches --tables {pattern!r}; tables: {', '.join(sorted(tables.values()))}")
+    return chosen
+
+
+def plan_batches(
+    assets: AssetsDefinition, instance: DagsterInstance, pattern: str | None
+) -> tuple[PartitionsDefinition | None, list[Batch]]:
+    """The runs to launch: one unpartitioned run, or the selected partitions grouped into runs."""
+    partitions_def = assets.partitions_def
+    if partitions_def is None:
+        if pattern is not None:
+            raise UsageError(SINGLE_FILE_ERROR)
+        return None, [Batch()]
+    keys = list(partitions_def.get_partition_keys(dynamic_partitions_store=instance))
+    chosen = {k for k in keys if pattern is None or fnmatch.fnmatchcase(k, pattern)}
+    if not chosen:
+        known = f"{len(keys)} known" if keys else "none known to the instance yet"
+        raise UsageError(f"no file (partition) matches --files {pattern or '*'!r} ({known})")
+    policy = assets.backfill_policy
+    # A run over a range of partitions needs a backfill policy that allows it; without one, Dagster
+    # (and the op) expect one partition per run.
+    per_run = 1 if policy is None else (policy.max_partitions_per_run or len(keys))
+    batches: list[Batch] = []
+    current: list[str] = []
+    for key in keys:  # the definition's order: a run covers a contiguous range of it
+        if key in chosen and len(current) < per_run:
+            current.append(key)
+            continue
+        if current:
+            batches.append(Batch(tuple(current)))
+        current = [key] if key in chosen else []
+    if current:
+        batches.append(Batch(tuple(current)))
+    return partitions_def, batches
+
+
+def active_runs_in_pool(instance: DagsterInstance, pool: str = POOL) -> list[str]:
+    records = instance.get_run_records(RunsFilter(statuses=list(HOLDING_STATUSES)))
+    return [
+        r.dagster_run.run_id
+        for r in records
+        if r.dagster_run.run_op_concurrency is not None and pool in (r.dagster_run.run_op_concurrency.all_pools or ())
+    ]
+
+
+def pool_limit(instance: DagsterInstance, pool: str = POOL) -> int:
+    limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
+    return int(limits.get(pool) or instance.global_op_concurrency_default_limit or 1)
+
+
+def wait_for_pool(instance: DagsterInstance, say: Callable[[str], None], pool: str = POOL) -> None:
+    """Wait while the pool is full of active runs (a dagster dev run, another CLI run)."""
+    told: set[str] = set()
+    while True:
+        fail_runs_whose_processes_died(instance, pool)  # a run whose processes died holds the pool for ever
+        active = active_runs_in_pool(instance, pool)
+        if len(active) < pool_limit(instance, pool):
+            return
+        new = [r for r in active if r not in told]
+        if new:
+            say(f"waiting for run(s) {', '.join(new)} to finish (pool {pool}: one sync at a time)")
+            told.update(new)
+        time.sleep(POOL_POLL_S)
+
+
+class RunLog(logging.Handler):
+    """Receives the run's log records (a Dagster logger on the job): prints the op's per-table lines
+    live when ``live``, and keeps the error lines for the end."""
+
+    def __init__(self, out: TextIO, live: bool, prefix: str = "") -> None:
+        super().__init__(logging.DEBUG)
+        self.out, self.live, self.prefix = out, live, prefix
+        self.errors: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "dagster_meta", None) or {}
+        if meta.get("dagster_event") is not None:
+            return  # Dagster's own events (step started...), not the op's lines
+        message = str(meta.get("orig_message", record.getMessage()))
+        if record.levelno >= logging.ERROR:
+            self.errors.append(message)
+        elif self.live and message.startswith(LIVE_PREFIXES):
+            self.out.write(f"{self.prefix}{message}\n")
+            self.out.flush()
+
+
+def _logger_def(handler: RunLog) -> LoggerDefinition:
+    def make(_: Any) -> logging.Logger:
+        logger = logging.Logger("sync_pipeline.cli", logging.DEBUG)  # not registered: no propagation
+        logger.addHandler(handler)
+        return logger
+
+    return LoggerDefinition(make, description="python -m sync_pipeline sync: live lines and errors")
+
+
+def table_results(
+    result: ExecuteInProcessResult, tables: Mapping[AssetKey, str], label_partitions: bool
+) -> list[TableSyncResult]:
+    """The engine's numbers back from the materializations' metadata."""
+    results = []
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        name = tables.get(materialization.asset_key)
+        md = {k: v.value for k, v in materialization.metadata.items()}
+        if name is None or "rows_changed" not in md:
+            continue
+        if label_partitions and materialization.partition:
+            name = f"{name} [{materialization.partition}]"
+        numbers = {k: int(md.get(k, 0)) for k in SYNC_NUMBERS if k not in ("rows_changed", "table_bytes_delta")}
+        results.append(
+            TableSyncResult(
+                table=name,
+                pg_table=str(md.get("dagster/table_name", "")),
+                mode=str(md.get("mode", "")),
+                duration_s=float(md.get("duration_s", 0.0)),
+                table_created=False,
+                cursor_column=str(md["cursor_column"]) if "cursor_column" in md else None,
+                **numbers,
+            )
+        )
+    return results
+
+
+def failure_message(result: ExecuteInProcessResult, errors: Sequence[str]) -> str:
+    """The step's failure description (it names the tables, passwords masked), else the errors logged."""
+    messages = []
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            messages.append(data.user_failure_data.description)
+        elif data.error is not None:
+            messages.append(data.error.message.strip())
+    return "\n".join(messages or errors or [f"run {result.run_id} failed"])
+
+
+@contextmanager
+def _instance() -> Iterator[DagsterInstance]:
+    from .instance import ensure_pool_limit, project_instance
+
+    with project_instance() as instance:
+        ensure_pool_limit(instance)  # so the daemon enforces it for the runs queued behind ours
+        yield instance
+
+
+def sync(
+    request: SyncRequest,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    live: bool = False,
+    defs: Definitions | None = None,
+) -> int:
+    """Run the sync; return the exit code. ``live``: print per-table lines as they happen.
+    ``defs``: ``sync_pipeline.definitions:defs`` unless given (tests)."""
+    try:
+        options = request.options()  # bad flags fail here, before anything is loaded or touched
+    except UsageError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    try:
+        if defs is None:
+            from .definitions import defs
+    except Exception as exc:  # noqa: BLE001 - any load error is one line and exit 1
+        err.write(f"error: cannot load sync_pipeline.definitions: {redact(str(exc), os.environ.get('PG_CONN_STR'))}\n")
+        return EXIT_FAILED
+
+    def say(line: str) -> None:
+        if live:
+            out.write(line + "\n")
+            out.flush()
+
+    try:
+        tables = select_tables(defs, request.tables)
+    except UsageError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    with _instance() as instance:
+        try:
+            first = defs.resolve_assets_def(next(iter(tables)))
+            partitions_def, batches = plan_batches(first, instance, request.files)
+        except UsageError as exc:
+            err.write(f"error: {exc}\n")
+            return EXIT_USAGE
+        keys = sorted(tables, key=lambda k: k.to_user_string())
+        results: list[TableSyncResult] = []
+        failures: list[str] = []
+        for batch in batches:
+            handler = RunLog(out, live, prefix=f"[{batch.label()}] " if batch.partitions else "")
+            job = Definitions.merge(defs, Definitions(loggers={LOGGER_NAME: _logger_def(handler)}))
+            job_def = job.resolve_implicit_job_def_def_for_assets(keys)
+            if job_def is None:
+                raise RuntimeError("no job for the selected assets")  # not reachable: keys are assets of defs
+            wait_for_pool(instance, say)
+            args = batch.execute_args()
+            tags = {CLI_HOST_TAG: socket.gethostname(), **args.pop("tags", {})}
+            say(f"run for {batch.label() or 'every selected table'}: {', '.join(sorted(tables.values()))}")
+            result = job_def.execute_in_process(
+                run_config=request.run_config(),
+                instance=instance,
+                asset_selection=keys,
+                raise_on_error=False,
+                tags=tags,
+                **args,
+            )
+            results += table_results(result, tables, partitions_def is not None)
+            if not result.success:
+                where = f" (files {batch.label()})" if batch.partitions else ""
+                failures.append(f"✗ run {result.run_id} failed{where}: {failure_message(result, handler.errors)}")
+    done = {r.table for r in results}
+    failed_tables = sorted(t for t in tables.values() if partitions_def is None and t not in done)
+    out.write(mode_line(options) + "\n")
+    out.writelines(table_line(r) + "\n" for r in sorted(results, key=lambda r: r.table))
+    out.write(run_summary(results, options, failed=failed_tables) + "\n")
+    out.flush()
+    for failure in failures:
+        err.write(failure + "\n")
+    err.flush()
+    return EXIT_FAILED if failures else EXIT_OK

@@ -1,0 +1,250 @@
+"""``python -m sync_pipeline sync``: run as cron runs it (a subprocess, output piped), against a
+Dagster instance of the test's own (DAGSTER_HOME) and the test's PostgreSQL schema."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pty
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import (
+    AssetKey,
+    AssetSpec,
+    BackfillPolicy,
+    DagsterInstance,
+    Definitions,
+    DynamicPartitionsDefinition,
+    MaterializeResult,
+    multi_asset,
+)
+
+from sync_pipeline.assets import OP_NAME
+from sync_pipeline.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SINGLE_FILE_ERROR, RunLog, SyncRequest, sync
+from sync_pipeline.demo import PROJECT_ROOT, generate
+from sync_pipeline.run_reaper import CLI_HOST_TAG
+
+from .conftest import query
+
+TABLES = ("experiments", "narrative_results", "source_narratives")
+
+
+def dagster_home(tmp_path: Path) -> Path:
+    """A DAGSTER_HOME holding the repo's dagster.yaml, its storage moved under the temp dir."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    text = (PROJECT_ROOT / "dagster.yaml").read_text()
+    assert "base_dir: state/dagster" in text
+    (home / "dagster.yaml").write_text(text.replace("base_dir: state/dagster", f"base_dir: {home / 'storage'}"))
+    return home
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, pg_dsn: str, schema: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "PG_", "DAGSTER_", "SQLITE_"))}
+    env.pop("FULL_REFRESH", None)
+    env.pop("DELETE_ORPHANS", None)
+    env.pop("BATCH_SIZE", None)
+    env.update(
+        SQLITE_PATH=str(generate(tmp_path / "demo.sqlite", rows=500, seed=11)),
+        PG_CONN_STR=pg_dsn,
+        PG_SCHEMA=schema,
+        DAGSTER_HOME=str(dagster_home(tmp_path)),
+    )
+    return env
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sync_pipeline", "sync", *args],
+        env=env,
+        cwd=Path(env["DAGSTER_HOME"]).parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def pg_tables(dsn: str, schema: str) -> set[str]:
+    rows = query(dsn, "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,))
+    return {str(r[0]) for r in rows}
+
+
+def test_sync_prints_the_summary_and_records_the_runs_in_the_instance(
+    cli_env: dict[str, str], pg_dsn: str, schema: str
+) -> None:
+    done = run_cli(cli_env)
+    assert done.returncode == EXIT_OK, done.stderr
+    assert done.stderr == ""  # piped: quiet (no Dagster console log, no warnings)
+    assert "INCREMENTAL mode" in done.stdout
+    assert "PostgreSQL before/after:" in done.stdout
+    assert "  narrative_results: 0 -> 500 (processed 500 rows, 500 changed)" in done.stdout
+    assert "📥" not in done.stdout and "…" not in done.stdout  # no live lines when piped
+    assert query(pg_dsn, f'SELECT count(*) FROM "{schema}".narrative_results') == [(500,)]
+    assert pg_tables(pg_dsn, schema) == set(TABLES)
+
+    with DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
+        for table in TABLES:
+            records = instance.fetch_materializations(AssetKey(table), limit=10).records
+            assert len(records) == 1, table
+            metadata = records[0].asset_materialization.metadata
+            assert metadata["dagster/table_name"].value == f"{schema}.{table}"
+            run = instance.get_run_by_id(records[0].run_id)
+            assert run is not None and run.is_success
+            assert CLI_HOST_TAG in run.tags  # the run reaper can judge it if this process dies
+            assert run.run_op_concurrency is not None and "sqlite_pg_sync" in run.run_op_concurrency.all_pools
+
+    again = run_cli(cli_env, "--delete-orphans")
+    assert again.returncode == EXIT_OK, again.stderr
+    assert "delete_orphans=on" in again.stdout
+    assert re.search(r"⚡ Incremental sync: processed \d+ rows, 0 actually changed/inserted/deleted", again.stdout)
+
+
+def test_tables_glob_syncs_only_the_matching_tables(cli_env: dict[str, str], pg_dsn: str, schema: str) -> None:
+    done = run_cli(cli_env, "--tables", "exp*", "--full-refresh", "--batch-size", "2")
+    assert done.returncode == EXIT_OK, done.stderr
+    assert pg_tables(pg_dsn, schema) == {"experiments"}
+    assert "FULL REFRESH mode" in done.stdout and "batch_size=2" in done.stdout
+    assert "SQLite source: experiments=" in done.stdout and "narrative_results" not in done.stdout
+
+    nothing = run_cli(cli_env, "--tables", "nope*")
+    assert nothing.returncode == EXIT_USAGE
+    assert "no table matches --tables 'nope*'" in nothing.stderr
+
+
+def test_a_failing_table_exits_1_naming_it_without_the_password(
+    cli_env: dict[str, str], pg_dsn: str, schema: str
+) -> None:
+    with sqlite3.connect(cli_env["SQLITE_PATH"]) as conn:
+        conn.execute(
+            "UPDATE experiments SET prompt_version = 'seven' WHERE rowid = (SELECT min(rowid) FROM experiments)"
+        )
+    conn.close()
+    secret = "s3cret-pw"
+    with_password = pg_dsn.replace("postgres@", f"postgres:{secret}@") if "postgres@" in pg_dsn else pg_dsn
+    done = run_cli({**cli_env, "SYNC_STRICT_TYPES": "1", "PG_CONN_STR": with_password})
+    assert done.returncode == EXIT_FAILED
+    assert "✗ failed: experiments" in done.stdout  # the summary names it
+    assert "tables failed to sync: experiments" in done.stderr
+    assert "'seven'" in done.stderr and "prompt_version" in done.stderr
+    assert secret not in done.stdout + done.stderr
+    assert pg_tables(pg_dsn, schema) == {"narrative_results", "source_narratives"}  # the others synced
+
+
+def test_bad_arguments_exit_2_before_anything_is_touched(cli_env: dict[str, str]) -> None:
+    unreachable = {**cli_env, "PG_CONN_STR": "postgresql://nobody@127.0.0.1:1/none"}
+    done = run_cli(unreachable, "--batch-size", "0")
+    assert done.returncode == EXIT_USAGE
+    assert "batch_size must be between 1 and 1,000,000" in done.stderr
+    assert not (Path(cli_env["DAGSTER_HOME"]) / "storage").exists()  # the instance was not even opened
+
+    files = run_cli(cli_env, "--files", "*.sqlite")
+    assert files.returncode == EXIT_USAGE
+    assert SINGLE_FILE_ERROR in files.stderr
+
+    assert run_cli(cli_env, "--batch-size", "ten").returncode == EXIT_USAGE  # argparse
+
+
+def test_a_terminal_shows_live_lines_per_table(cli_env: dict[str, str]) -> None:
+    parent, child = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sync_pipeline", "sync"],
+        env=cli_env,
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        cwd=Path(cli_env["DAGSTER_HOME"]).parent,
+    )
+    os.close(child)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(parent, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(parent)
+    assert process.wait(timeout=120) == EXIT_OK
+    text = output.decode()
+    for table in TABLES:
+        assert f"📥 Syncing {table}..." in text
+    assert text.index("📥 Syncing") < text.index("PostgreSQL before/after:")
+
+
+def _record(message: str, level: int = logging.INFO) -> logging.LogRecord:
+    record = logging.LogRecord("x", level, __file__, 1, message, (), None)
+    record.dagster_meta = {"dagster_event": None, "orig_message": message}  # as Dagster's log manager sets it
+    return record
+
+
+def test_progress_lines_are_printed_live_on_a_terminal_only() -> None:
+    progress = "… narrative_results: 20,000 of 100,000 rows (20%), 4,000 rows/s"
+    terminal, piped = io.StringIO(), io.StringIO()
+    for out, live in ((terminal, True), (piped, False)):
+        log = RunLog(out, live)
+        log.handle(_record(progress))
+        log.handle(_record("SQLite source: x; PostgreSQL target: y"))
+        log.handle(_record("✗ table 'x': boom", logging.ERROR))
+        assert log.errors == ["✗ table 'x': boom"]
+    assert terminal.getvalue() == progress + "\n"
+    assert piped.getvalue() == ""
+
+
+# Multi-file mode, against the contract (DESIGN.md section 6) with a hand-built partitioned multi-asset.
+
+FILES = DynamicPartitionsDefinition(name="sqlite_files")
+
+
+def _partitioned_defs(single_run: bool) -> Definitions:
+    @multi_asset(
+        name=OP_NAME,
+        specs=[AssetSpec("experiments", metadata={"sqlite_table": "experiments"})],
+        partitions_def=FILES,
+        backfill_policy=BackfillPolicy.single_run() if single_run else None,
+    )
+    def _sync(context):  # type: ignore[no-untyped-def]
+        for key in context.partition_keys:
+            context.log.info(f"📥 Syncing experiments of {key}...")
+        yield MaterializeResult(
+            asset_key="experiments",
+            metadata={
+                "mode": "incremental",
+                "rows_changed": 0,
+                "sqlite_rows": len(context.partition_keys),
+                "pg_rows_after": len(context.partition_keys),
+            },
+        )
+
+    return Definitions(assets=[_sync])
+
+
+@pytest.mark.parametrize("single_run", [False, True])
+def test_files_glob_syncs_the_matching_partitions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, single_run: bool
+) -> None:
+    home = dagster_home(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("sqlite_files", ["lab-a-1", "lab-a-2", "lab-b-1", "lab-a-3"])
+    out, err = io.StringIO(), io.StringIO()
+    code = sync(SyncRequest(files="lab-a-*"), out=out, err=err, defs=_partitioned_defs(single_run))
+    assert code == EXIT_OK, err.getvalue()
+    with DagsterInstance.get() as instance:
+        records = instance.fetch_materializations(AssetKey("experiments"), limit=10).records
+        runs = {r.run_id for r in records}
+        assert sorted(r.partition_key for r in records) == ["lab-a-1", "lab-a-2", "lab-a-3"]
+    # Without a backfill policy, one run per partition; with a single-run policy, one run per
+    # contiguous range of the selected keys (lab-b-1 splits them in two).
+    assert len(runs) == (2 if single_run else 3)
+    assert "[lab-a-1]" in out.getvalue() or "[lab-a-1...lab-a-2 (2 files)]" in out.getvalue()
+
+    none = sync(SyncRequest(files="lab-z-*"), out=out, err=err, defs=_partitioned_defs(single_run))
+    assert none == EXIT_USAGE and "no file (partition) matches --files 'lab-z-*'" in err.getvalue()
