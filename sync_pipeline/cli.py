@@ -47,6 +47,7 @@ from pydantic import ValidationError
 from .assets import OP_NAME, POOL, SYNC_NUMBERS
 from .engine import SyncOptions, TableSyncResult, redact
 from .engine.summary import mode_line, run_summary, table_line
+from .partitions import is_many, register_files
 from .run_reaper import CLI_HOST_TAG, HOLDING_STATUSES, fail_runs_whose_processes_died
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -264,10 +265,11 @@ def failure_message(result: ExecuteInProcessResult, errors: Sequence[str]) -> st
 
 @contextmanager
 def _instance() -> Iterator[DagsterInstance]:
-    from .instance import ensure_pool_limit, project_instance
+    from .instance import ensure_pool_limit, max_concurrent_runs, project_instance
 
+    limit, asked = max_concurrent_runs(is_many(os.environ.get("SQLITE_PATH", "")))
     with project_instance() as instance:
-        ensure_pool_limit(instance)  # so the daemon enforces it for the runs queued behind ours
+        ensure_pool_limit(instance, limit=limit, force=asked)  # the daemon enforces it for runs queued behind ours
         yield instance
 
 
@@ -305,6 +307,8 @@ def sync(
     with _instance() as instance:
         try:
             first = defs.resolve_assets_def(next(iter(tables)))
+            if first.partitions_def is not None and is_many(os.environ.get("SQLITE_PATH", "")):
+                register_files(instance, os.environ["SQLITE_PATH"])
             partitions_def, batches = plan_batches(first, instance, request.files)
         except UsageError as exc:
             err.write(f"error: {exc}\n")

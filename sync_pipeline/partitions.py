@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from dagster import DynamicPartitionsDefinition
+from dagster import DagsterInstance, DynamicPartitionsDefinition
 
 from .engine import TableInfo
 
@@ -33,8 +33,8 @@ class FileKeyCollisionError(ValueError):
 
 
 def is_many(path: str) -> bool:
-    """Whether ``SQLITE_PATH`` names many files (a directory or a glob) rather than one."""
-    return Path(path).is_dir() or bool(_WILDCARDS & set(path))
+    """Whether ``SQLITE_PATH`` names many files (a directory or a glob) rather than one ('' names none)."""
+    return bool(path) and (Path(path).is_dir() or bool(_WILDCARDS & set(path)))
 
 
 def _root(path: str) -> Path:
@@ -74,6 +74,16 @@ def discover(path: str) -> dict[str, Path]:
             )
         found[key] = file
     return dict(sorted(found.items()))
+
+
+def register_files(instance: DagsterInstance, path: str) -> list[str]:
+    """Add the partitions of files ``path`` names now that the instance does not know yet (what the
+    sensor does on its tick), so a headless sync sees every file without a sensor; the keys added."""
+    known = set(instance.get_dynamic_partitions(PARTITIONS_NAME))
+    new = [key for key in discover(path) if key not in known]
+    if new:
+        instance.add_dynamic_partitions(PARTITIONS_NAME, new)
+    return new
 
 
 def union_tables(per_file: Iterable[Sequence[TableInfo]]) -> list[TableInfo]:

@@ -248,3 +248,28 @@ def test_files_glob_syncs_the_matching_partitions(
 
     none = sync(SyncRequest(files="lab-z-*"), out=out, err=err, defs=_partitioned_defs(single_run))
     assert none == EXIT_USAGE and "no file (partition) matches --files 'lab-z-*'" in err.getvalue()
+
+
+def test_a_directory_of_files_syncs_every_file_as_its_partition_and_files_selects_some(
+    cli_env: dict[str, str], tmp_path: Path, pg_dsn: str, schema: str
+):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for i, key in enumerate(("lab_a", "lab_b", "other")):
+        generate(runs / f"{key}.sqlite", rows=120 + 10 * i, seed=i)
+    env = {**cli_env, "SQLITE_PATH": str(runs)}
+
+    every = run_cli(env, "--files", "lab_*")
+
+    assert every.returncode == EXIT_OK, every.stderr
+    counts = query(pg_dsn, f'SELECT _source_file, count(*) FROM "{schema}".narrative_results GROUP BY 1 ORDER BY 1')
+    assert [key for key, _ in counts] == ["lab_a", "lab_b"]
+    with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        assert sorted(instance.get_dynamic_partitions("sqlite_files")) == ["lab_a", "lab_b", "other"]
+        partitions = {r.tags.get("dagster/partition") for r in instance.get_runs()}
+    assert partitions == {"lab_a", "lab_b"}
+
+    rest = run_cli(env)
+    assert rest.returncode == EXIT_OK, rest.stderr
+    counts = dict(query(pg_dsn, f'SELECT _source_file, count(*) FROM "{schema}".narrative_results GROUP BY 1'))
+    assert sorted(counts) == ["lab_a", "lab_b", "other"]
