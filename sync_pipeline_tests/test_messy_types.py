@@ -331,3 +331,58 @@ def test_the_catalog_shows_columns_retyped_the_check_warns_and_the_run_log_says_
     assert "movieId (INTEGER -> text)" in check.description
     logs = log_text(instance, result)
     assert "column 'movieId' (declared 'INTEGER', maps to bigint) widened now to text in PostgreSQL" in logs
+
+
+def test_a_double_column_meeting_integers_past_2_53_widens_to_numeric_exactly(tmp_path, pg_dsn, schema):
+    path = _file(tmp_path / "d.sqlite", "CREATE TABLE t (id INTEGER PRIMARY KEY, u INTEGER);", {"t": [(1, 1.5)]})
+    assert sync_all(path, pg_dsn, schema)["t"].columns_widened == ("u",)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE t SET u = 2")
+    conn.execute("INSERT INTO t VALUES (2, 9007199254740993)")  # 2^53 + 1: no double holds it
+    conn.commit()
+    conn.close()
+
+    result = sync_all(path, pg_dsn, schema)["t"]
+
+    assert result.columns_widened == ("u",) and _pg_type(pg_dsn, schema, "t", "u") == "numeric"
+    assert _pg(pg_dsn, f'SELECT id, u::text FROM "{schema}".t ORDER BY id') == [(1, "2"), (2, "9007199254740993")]
+
+
+def test_with_strict_types_a_column_whose_postgresql_type_is_not_its_mapping_fails_until_full_refresh(
+    tmp_path, pg_dsn, schema
+):
+    path = _file(tmp_path / "s.sqlite", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);", {"t": [(1, "a")]})
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE t ADD COLUMN s TEXT")
+    conn.commit()
+    sync_all(path, pg_dsn, schema, strict_types=True)
+    conn.execute("ALTER TABLE t DROP COLUMN s")
+    conn.execute("ALTER TABLE t ADD COLUMN s INTEGER DEFAULT 0")
+    conn.commit()
+    conn.close()
+    before = _pg(pg_dsn, f'SELECT * FROM "{schema}".t')
+
+    with pytest.raises(SyncError, match=r"'s' is text in PostgreSQL but maps to bigint now; run with full_refresh"):
+        sync_all(path, pg_dsn, schema, strict_types=True)
+    assert _pg(pg_dsn, f'SELECT * FROM "{schema}".t') == before
+
+    kept = sync_all(path, pg_dsn, schema)["t"]  # types from the data: never narrowed, and reported
+    assert [(r.column, r.mapped, r.pg_type) for r in kept.columns_retyped] == [("s", "bigint", "text")]
+    assert sync_all(path, pg_dsn, schema, strict_types=True, full_refresh=True)["t"].columns_retyped == ()
+    assert _pg_type(pg_dsn, schema, "t", "s") == "bigint"
+
+
+def test_keys_that_become_one_only_through_the_repair_fail_naming_the_key_and_lose_nothing(tmp_path, pg_dsn, schema):
+    path = _file(tmp_path / "k.sqlite", "CREATE TABLE w (a TEXT PRIMARY KEY, b TEXT);", {})
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO w VALUES (CAST(x'636166e9' AS TEXT), 'one')")  # 'caf' and an invalid byte
+    conn.commit()
+    assert sync_all(path, pg_dsn, schema)["w"].columns_retyped[0].values_changed == 1
+    conn.execute("INSERT INTO w VALUES (CAST(x'636166e8' AS TEXT), 'two')")  # another invalid byte: same repair
+    conn.commit()
+    conn.close()
+    before = _pg(pg_dsn, f'SELECT * FROM "{schema}".w')
+
+    with pytest.raises(SyncError, match=r"two SQLite rows have the key \(a='caf\ufffd'\)"):
+        sync_all(path, pg_dsn, schema)
+    assert _pg(pg_dsn, f'SELECT * FROM "{schema}".w') == before == [("caf\ufffd", "one")]

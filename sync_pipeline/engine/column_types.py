@@ -151,8 +151,9 @@ def needed(profile: Profile, mapped: PgType) -> PgType:
     return mapped
 
 
-def join(current: PgType, wanted: PgType, current_ints_within_double: bool) -> PgType:
-    """The narrowest type holding both what a PostgreSQL column of type ``current`` holds and ``wanted``."""
+def join(current: PgType, wanted: PgType, ints_within_double: bool) -> PgType:
+    """The narrowest type holding both what a PostgreSQL column of type ``current`` holds and ``wanted``;
+    ``ints_within_double``: every integer of both sides is within 2^53."""
     if current == wanted:
         return current
     pair = {current, wanted}
@@ -165,7 +166,7 @@ def join(current: PgType, wanted: PgType, current_ints_within_double: bool) -> P
     if BOOLEAN in pair:
         return (pair - {BOOLEAN}).pop()
     # bigint and double precision
-    return DOUBLE if current_ints_within_double else NUMERIC
+    return DOUBLE if ints_within_double else NUMERIC
 
 
 def using(column: sql.Identifier, old: str, new: PgType) -> sql.Composable:
@@ -277,14 +278,19 @@ class ColumnTypes:
     def start(self, in_pg: Mapping[str, str] | None, repaired: Iterable[str] = ()) -> TableInfo:
         """The table with the types to start from: the declared mapping (pins first) for a table
         built from nothing, else the types PostgreSQL has (never narrowed; ``repaired``: text
-        columns known to hold values text cannot), the declared mapping for columns it lacks."""
+        columns known to hold values text cannot), the declared mapping for columns it lacks.
+
+        With ``strict_types`` every column starts from (and stays at) its declared mapping, so a
+        column PostgreSQL holds under another type, widened earlier or declared otherwise since,
+        fails the sync as a changed shape ("run with full_refresh"), as before types from the data.
+        """
         repaired = set(repaired)
         columns = []
         for column in self.table.columns:
             pg_type = self.mapped(column.name)
-            if in_pg is not None and column.name in in_pg and column.name not in self.pins:
+            if in_pg is not None and column.name in in_pg and column.name not in self.pins and not self.strict:
                 pg_type = _by_name(in_pg[column.name], pg_type)
-                if pg_type is TEXT and column.name in repaired and not self.strict:
+                if pg_type is TEXT and column.name in repaired:
                     pg_type = REPAIRED_TEXT
             columns.append(replace(column, pg_type=pg_type))
         return replace(self.table, columns=tuple(columns))
@@ -315,6 +321,8 @@ class ColumnTypes:
                 continue
             wanted = needed(found, self.mapped(column.name))
             holds, within_double = pg_holds(column.name) if pg_holds is not None else (False, True)
+            # Integers PostgreSQL keeps and those SQLite holds now must all fit a double.
+            within_double = within_double and found.ints_within(-MAX_EXACT_DOUBLE_INT, MAX_EXACT_DOUBLE_INT)
             new = join(column.pg_type, wanted, within_double) if holds else wanted
             if new == column.pg_type:
                 continue  # cannot happen (``needed`` always fits); guards the caller's loop all the same
