@@ -130,6 +130,17 @@ def test_k8s_run_launcher_config_is_valid_for_dagster_k8s_and_gives_run_pods_the
     manifests = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(MANIFESTS.read_text())}
     settings = manifests["ConfigMap", "sqlite-pg-sync-env"]["data"]
     assert RUN_POD_ENV - set(settings) == {"PG_CONN_STR", "DAGSTER_PG_PASSWORD"}  # the two secrets
+    assert "SYNC_IMAGE" in settings  # every process that builds the launcher resolves job_image
+    # The three long-lived processes get the same environment, and the instance file in dagster_home.
+    for name in ("sqlite-pg-sync-code", "dagster-daemon", "dagster-webserver"):
+        (server,) = manifests["Deployment", name]["spec"]["template"]["spec"]["containers"]
+        assert {next(iter(ref.values()))["name"] for ref in server["envFrom"]} == env_from, name
+        assert {
+            "name": "instance",
+            "mountPath": f"{config['dagster_home']}/dagster.yaml",
+            "subPath": "dagster.yaml",
+        } in server["volumeMounts"], name
+    assert f"DAGSTER_HOME={config['dagster_home']}" in (DEPLOY / "Dockerfile").read_text()
     assert settings["SQLITE_PATH"].startswith(mount.mount_path + "/")
     code_server = manifests["Deployment", "sqlite-pg-sync-code"]["spec"]["template"]["spec"]
     assert {"name": "sqlite-files", "persistentVolumeClaim": {"claimName": "sqlite-files"}} in code_server["volumes"]
