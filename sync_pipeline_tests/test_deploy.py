@@ -302,3 +302,25 @@ def test_the_image_installs_the_deploy_extra_and_serves_the_location_the_workspa
     (location,) = yaml.safe_load((DEPLOY / "workspace.yaml").read_text())["load_from"]
     assert location["grpc_server"]["location_name"] == args["--location-name"]
     assert location["grpc_server"]["port"] == int(args["--port"])
+
+
+def test_a_multi_file_sync_keeps_each_files_history_on_the_postgres_instance(
+    production_instance: DagsterInstance, instance_db: dict[str, str], pg_dsn: str, schema: str, tmp_path: Path
+) -> None:
+    from sync_pipeline.partitions import PARTITIONS_NAME, discover
+
+    from .test_partitions import _directory, _materialize
+
+    instance = production_instance
+    runs = _directory(tmp_path, ("lab_a", "lab_b"))
+    instance.add_dynamic_partitions(PARTITIONS_NAME, list(discover(str(runs))))
+    for key in ("lab_a", "lab_b"):
+        assert _materialize(runs, pg_dsn, schema, instance, key).success
+
+    history = sync_history("narrative_results", instance=instance)
+    assert sorted(history["partition"]) == ["lab_a", "lab_b"]
+    dsn = psycopg2.extensions.make_dsn(**instance_db)
+    partitions = query(
+        dsn, "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = %s ORDER BY 1", (PARTITIONS_NAME,)
+    )
+    assert partitions == [("lab_a",), ("lab_b",)]
