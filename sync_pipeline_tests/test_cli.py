@@ -269,7 +269,24 @@ def test_a_directory_of_files_syncs_every_file_as_its_partition_and_files_select
         partitions = {r.tags.get("dagster/partition") for r in instance.get_runs()}
     assert partitions == {"lab_a", "lab_b"}
 
-    rest = run_cli(env)
+    rest = run_cli(env)  # lab_a and lab_b are unchanged since their sync: only `other` runs
     assert rest.returncode == EXIT_OK, rest.stderr
     counts = dict(query(pg_dsn, f'SELECT _source_file, count(*) FROM "{schema}".narrative_results GROUP BY 1'))
     assert sorted(counts) == ["lab_a", "lab_b", "other"]
+
+    def partitions_run() -> list[str]:
+        with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            return sorted(r.tags["dagster/partition"] for r in instance.get_runs())
+
+    assert partitions_run() == ["lab_a", "lab_b", "other"]
+    conn = sqlite3.connect(runs / "lab_b.sqlite")
+    conn.execute("UPDATE experiments SET notes = 'changed' WHERE experiment_id = 1")
+    conn.commit()
+    conn.close()
+    assert run_cli(env).returncode == EXIT_OK
+    assert partitions_run() == ["lab_a", "lab_b", "lab_b", "other"]  # only the changed file ran again
+    assert query(
+        pg_dsn, f"SELECT notes FROM \"{schema}\".experiments WHERE _source_file = 'lab_b' AND experiment_id = 1"
+    ) == [("changed",)]
+    assert run_cli(env, "--delete-orphans").returncode == EXIT_OK  # asked to clean: every file runs
+    assert len(partitions_run()) == 7
