@@ -166,16 +166,21 @@ def _cursor_metadata(result: TableSyncResult) -> dict[str, Any]:
     }
 
 
+def _not_synced_yet(key: AssetKey, check_name: str, metadata: dict[str, Any] | None = None) -> AssetCheckResult:
+    return AssetCheckResult(
+        asset_key=key,
+        check_name=check_name,
+        passed=False,
+        severity=AssetCheckSeverity.WARN,
+        metadata=metadata,
+        description="the PostgreSQL table does not exist yet: materialize the asset",
+    )
+
+
 def types_check(key: AssetKey, retyped: Sequence[ColumnRetype] | None) -> AssetCheckResult:
     """Fails (WARN) while a column's type is not its declared mapping or its values were changed."""
     if retyped is None:
-        return AssetCheckResult(
-            asset_key=key,
-            check_name=TYPES_CHECK,
-            passed=False,
-            severity=AssetCheckSeverity.WARN,
-            description="the PostgreSQL table does not exist yet: materialize the asset",
-        )
+        return _not_synced_yet(key, TYPES_CHECK)
     return AssetCheckResult(
         asset_key=key,
         check_name=TYPES_CHECK,
@@ -192,14 +197,7 @@ def types_check(key: AssetKey, retyped: Sequence[ColumnRetype] | None) -> AssetC
 def row_count_check(key: AssetKey, sqlite_rows: int, pg_rows: int | None) -> AssetCheckResult:
     """PostgreSQL rows against the rows of the SQLite snapshot the sync read."""
     if pg_rows is None:
-        return AssetCheckResult(
-            asset_key=key,
-            check_name=ROW_COUNT_CHECK,
-            passed=False,
-            severity=AssetCheckSeverity.WARN,
-            metadata={"sqlite_rows": sqlite_rows},
-            description="the PostgreSQL table does not exist yet: materialize the asset",
-        )
+        return _not_synced_yet(key, ROW_COUNT_CHECK, {"sqlite_rows": sqlite_rows})
     difference = pg_rows - sqlite_rows
     return AssetCheckResult(
         asset_key=key,

@@ -47,21 +47,28 @@ def server_dsn() -> Iterator[str]:
     yield embedded_dsn(Path(tempfile.mkdtemp(prefix="sps-test-pg-")) / "pgdata", cleanup_mode="delete")
 
 
-@pytest.fixture(scope="session")
-def pg_dsn(server_dsn: str) -> Iterator[str]:
-    """A database of this test session's own."""
-    name = f"sps_test_{uuid.uuid4().hex[:10]}"
+@contextmanager
+def scratch_database(server_dsn: str, prefix: str) -> Iterator[str]:
+    """A database created for the block and dropped after it (its sessions ended first); its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(server_dsn)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        yield _with_dbname(server_dsn, name)
+        yield name
     finally:
         with admin.cursor() as cur:
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
             cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(server_dsn: str) -> Iterator[str]:
+    """A database of this test session's own."""
+    with scratch_database(server_dsn, "sps_test") as name:
+        yield _with_dbname(server_dsn, name)
 
 
 @pytest.fixture

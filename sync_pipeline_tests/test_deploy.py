@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,12 @@ from dagster import (
     validate_run_config,
 )
 from dagster_k8s import DagsterK8sJobConfig, K8sRunLauncher, construct_dagster_k8s_job
-from psycopg2 import sql
 
 from sync_pipeline.demo import generate
 from sync_pipeline.history import sync_history
 from sync_pipeline.instance import ensure_pool_limit
 
-from .conftest import query, sqlite_rows
+from .conftest import query, scratch_database, sqlite_rows
 from .test_dagster_assets import INT_KEYS, metadata_by_table, run_sync
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -185,18 +183,8 @@ def test_k8s_run_launcher_config_needs_the_image_variable(monkeypatch: pytest.Mo
 def instance_db(server_dsn: str) -> Iterator[dict[str, str]]:
     """A database of its own for Dagster's storage, dropped at the end; its libpq parameters."""
     params = psycopg2.extensions.parse_dsn(server_dsn)
-    name = f"sps_instance_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(server_dsn)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
+    with scratch_database(server_dsn, "sps_instance") as name:
         yield {**params, "dbname": name}
-    finally:
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        admin.close()
 
 
 @pytest.fixture
