@@ -25,7 +25,7 @@ from dagster import (
 
 from sync_pipeline.assets import POOL
 from sync_pipeline.engine.fingerprint import file_state
-from sync_pipeline.resources import SQLiteSource
+from sync_pipeline.resources import PostgresTarget, SQLiteSource
 from sync_pipeline.sensor import MAX_WAIT_TICKS, build_sensor
 
 
@@ -71,7 +71,10 @@ class Ticker:
 
     def tick(self) -> SensorResult | SkipReason:
         context = build_sensor_context(
-            cursor=self.cursor, resources={"sqlite": SQLiteSource(path=str(self.path))}, instance=self.instance
+            cursor=self.cursor,
+            # PostgreSQL is only reached to delete a removed file's rows (many files): never here.
+            resources={"sqlite": SQLiteSource(path=str(self.path)), "postgres": PostgresTarget()},
+            instance=self.instance,
         )
         result = self.sensor(context)
         if isinstance(result, SensorResult):
