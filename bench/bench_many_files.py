@@ -4,8 +4,10 @@
 
 Builds ``--files`` demo files (the demo's three tables, ``--rows`` narrative results each) in a
 directory, then runs ``python -m sync_pipeline sync`` with ``SQLITE_PATH`` set to it, against an
-instance of its own (a temporary ``DAGSTER_HOME``) and a schema of its own, three times: the first
-sync, a re-sync with no change, and a re-sync after 5 files changed (1% of their results updated).
+instance of its own (a temporary ``DAGSTER_HOME``) and a schema of its own, four times: the first
+sync, a re-sync with no change (which skips every file whose fingerprint is its last successful
+sync's), the same re-sync forced through every file (``--delete-orphans``), and a re-sync after 5
+files changed (1% of their results updated and as many added).
 Reports wall time, rows/s (rows in the files over wall time), Dagster runs launched, and the
 command's peak RSS.
 """
@@ -51,10 +53,11 @@ def _runs(home: Path) -> int:
         return len(instance.get_runs())
 
 
-def _scenario(name: str, env: dict[str, str], home: Path, rows: int) -> dict[str, object]:
+def _scenario(name: str, env: dict[str, str], home: Path, rows: int, *flags: str) -> dict[str, object]:
     before = _runs(home)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "sync_pipeline", "sync"], env=env, capture_output=True, text=True)
+    command = [sys.executable, "-m", "sync_pipeline", "sync", *flags]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{name}: exit {done.returncode}\n{done.stderr[-2000:]}")
@@ -101,7 +104,11 @@ def main() -> None:
             "PG_SCHEMA": schema,
             "DAGSTER_HOME": str(home),
         }
-        results = [_scenario("first sync", env, home, rows), _scenario("no change", env, home, rows)]
+        results = [
+            _scenario("first sync", env, home, rows),
+            _scenario("no change (unchanged files skipped by fingerprint)", env, home, rows),
+            _scenario("no change, every file synced anyway (--delete-orphans)", env, home, rows, "--delete-orphans"),
+        ]
         for file in files[:CHANGED_FILES]:
             mutate(file, 1.0)
         results.append(_scenario(f"{CHANGED_FILES} files changed (1% of their results)", env, home, rows))
