@@ -119,7 +119,7 @@ def test_with_strict_types_a_value_postgres_refuses_rolls_arrow_back_and_is_name
 
 def _arrow_text(arrow: ArrowChild, query: str, params: tuple[object, ...] = ()) -> bytes:
     """``query`` (one bigint column, then the guard) read through an Arrow child as COPY text."""
-    return b"".join(chunk for chunk, _ in arrow.query(query, params, ["bigint"], 100))
+    return b"".join(chunk or b"" for chunk, _, _ in arrow.query(query, params, ["bigint"], 100))
 
 
 def test_every_reader_of_a_snapshot_sees_the_same_state_even_when_a_writer_commits_while_they_open(

@@ -73,3 +73,27 @@ def test_a_failed_sync_leaves_the_digests_of_the_last_good_one(demo_db, pg_dsn, 
     _execute(demo_db, "UPDATE narrative_results SET tokens_in = 5 WHERE result_id = 10")
     result = _synced(demo_db, pg_dsn, schema)["narrative_results"]
     assert result.rows_updated == 1 and result.rows_skipped == result.sqlite_rows - BATCH
+
+
+def test_an_unchanged_batch_never_leaves_the_arrow_child(demo_db, pg_dsn, schema, monkeypatch):
+    """The child takes each batch's digest and keeps a batch whose digest is the last sync's: a no-change
+    sync moves digests through the pipe, not the table's COPY text."""
+    from sync_pipeline.engine import arrow_child
+
+    _synced(demo_db, pg_dsn, schema)
+    received: list[int] = []
+    frame = arrow_child.ArrowChild._frame
+
+    def counting(self: arrow_child.ArrowChild) -> tuple[bytes, int, bytes, str]:
+        kind, rows, payload, digest = frame(self)
+        received.append(len(payload))
+        return kind, rows, payload, digest
+
+    monkeypatch.setattr(arrow_child.ArrowChild, "_frame", counting)
+    result = _synced(demo_db, pg_dsn, schema)["narrative_results"]
+    assert result.read_path == "arrow" and result.rows_skipped == result.sqlite_rows
+    assert sum(received) < 100 * len(received)  # digests (32 bytes) and frame ends only, no batch text
+    _execute(demo_db, "UPDATE narrative_results SET tokens_in = tokens_in + 1 WHERE result_id = 10")
+    received.clear()
+    changed = _synced(demo_db, pg_dsn, schema)["narrative_results"]
+    assert changed.rows_updated == 1 and max(received) > 1000  # the changed batch did cross

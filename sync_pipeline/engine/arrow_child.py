@@ -17,8 +17,11 @@ PATH is the snapshot's private copy), answers OPENED, then obeys commands read f
 
 * ``begin``: end any read transaction, start one and read, so its snapshot is fixed; BEGUN.
 * ``query``: a SELECT whose columns are COPY text of the given PostgreSQL types plus the guard
-  of :mod:`.arrow_reader`; CHUNK frames of COPY text (Arrow's buffers, written as they are),
-  then END, or UNFIT with the reason (:class:`ArrowUnfit`), or ERROR with any other error.
+  of :mod:`.arrow_reader`; a frame per chunk, then END, or UNFIT with the reason
+  (:class:`ArrowUnfit`), or ERROR with any other error. Each chunk's digest (BLAKE2b of its
+  COPY text) is taken here: a chunk whose digest is the one the command lists for its position
+  (``skip``: the last sync's batch digests) is a SKIPPED frame holding only the digest, so an
+  unchanged batch never crosses the pipe; any other is a CHUNK frame, the digest then the text.
 * ``close``, or the end of stdin: exit.
 
 Commands are a 4-byte length and a JSON object; replies are a header (kind, rows, payload
@@ -33,6 +36,7 @@ child's is about 100 MB, 57 MB of it before the first batch).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import select
@@ -40,7 +44,7 @@ import signal
 import struct
 import subprocess
 import sys
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -52,7 +56,16 @@ CLOSE_TIMEOUT_S = 5.0
 
 _HEADER = struct.Struct("<cqQ")  # kind, rows, payload length
 _COMMAND = struct.Struct("<I")  # length of the JSON command that follows
-OPENED, BEGUN, CHUNK, END, UNFIT, ERROR = b"O", b"B", b"C", b"E", b"U", b"X"
+OPENED, BEGUN, CHUNK, SKIPPED, END, UNFIT, ERROR = b"O", b"B", b"C", b"S", b"E", b"U", b"X"
+DIGEST_BYTES = 16  # the batch digest: BLAKE2b of the COPY text, as hex (32 characters)
+_DIGEST_HEX = 2 * DIGEST_BYTES
+
+
+def digest_of(data: bytes | memoryview) -> str:
+    """The digest a batch is remembered by (sync_state.BatchDigests); both processes take it so."""
+    return hashlib.blake2b(data, digest_size=DIGEST_BYTES).hexdigest()
+
+
 # The child imports this module and adbc_sqlite without running the packages' __init__ (which
 # imports sqlite3, psycopg2 and the rest of the engine): 0.05 s and 12 MB less per child, and
 # no second SQLite library in its process at all. Nor numpy, which pyarrow (16+) can do without
@@ -150,9 +163,15 @@ class ArrowChild:
         return self._expect(BEGUN, timeout)
 
     def query(
-        self, query: str, params: tuple[object, ...], pg_types: list[str], batch_rows: int
-    ) -> Generator[tuple[bytes, int], None, None]:
-        """(COPY text, rows) chunks of ``query``'s result, or :class:`ArrowUnfit`.
+        self,
+        query: str,
+        params: tuple[object, ...],
+        pg_types: list[str],
+        batch_rows: int,
+        skip: Sequence[str] = (),
+    ) -> Generator[tuple[bytes | None, int, str], None, None]:
+        """(COPY text, rows, digest) chunks of ``query``'s result, or :class:`ArrowUnfit`; the text is
+        None for a chunk whose digest is ``skip``'s at its position (it stayed in the child).
 
         Closing the generator before its end kills the child (see the module docstring).
         """
@@ -162,14 +181,17 @@ class ArrowChild:
             "params": [_encode_param(p) for p in params],
             "types": pg_types,
             "batch_rows": batch_rows,
+            "skip": list(skip),
         }
         self._send(command)
         finished = False
         try:
             while True:
-                kind, rows, payload = self._frame()
+                kind, rows, payload, digest = self._frame()
                 if kind == CHUNK:
-                    yield payload, rows
+                    yield payload, rows, digest
+                elif kind == SKIPPED:
+                    yield None, rows, payload.decode()
                 elif kind == END:
                     finished = True
                     return
@@ -236,7 +258,7 @@ class ArrowChild:
             self.kill(f"no answer within {timeout:.0f} s")
             return False
         try:
-            got, _, payload = self._frame()
+            got, _, payload, _ = self._frame()
         except ArrowUnfit:
             return False
         if got == kind:
@@ -244,13 +266,18 @@ class ArrowChild:
         self.kill(payload.decode("utf-8", "replace") if got in (UNFIT, ERROR) else f"unexpected {got!r} frame")
         return False
 
-    def _frame(self) -> tuple[bytes, int, bytes]:
+    def _frame(self) -> tuple[bytes, int, bytes, str]:
+        """(kind, rows, payload, digest): a CHUNK's digest is read apart from its text, which is then
+        handed on as read, without a copy; other frames have no digest ('')."""
         header = self._stdout.read(_HEADER.size)
         if len(header) == _HEADER.size:
             kind, rows, length = _HEADER.unpack(header)
+            digest = ""
+            if kind == CHUNK and length >= _DIGEST_HEX:
+                digest, length = self._stdout.read(_DIGEST_HEX).decode("ascii", "replace"), length - _DIGEST_HEX
             payload = self._stdout.read(length) if length else b""
             if len(payload) == length:
-                return kind, rows, payload
+                return kind, rows, payload, digest
         self.kill(self._ended())
         raise ArrowUnfit(f"the Arrow reader stopped ({self.failure})")
 
@@ -296,9 +323,11 @@ def serve(path: str) -> None:
 
 
 def _reply(out: IO[bytes], kind: bytes, rows: int = 0, payload: object = b"") -> None:
-    data = payload.encode() if isinstance(payload, str) else payload
-    out.write(_HEADER.pack(kind, rows, memoryview(data).nbytes))  # type: ignore[arg-type]
-    out.write(data)  # type: ignore[arg-type]
+    """One frame; ``payload`` is text, bytes, or a list of byte strings sent one after another."""
+    parts = [p.encode() if isinstance(p, str) else p for p in (payload if isinstance(payload, list) else [payload])]
+    out.write(_HEADER.pack(kind, rows, sum(memoryview(p).nbytes for p in parts)))  # type: ignore[arg-type]
+    for part in parts:
+        out.write(part)  # type: ignore[arg-type]
     out.flush()
 
 
@@ -334,8 +363,13 @@ def _serve(path: Path, stdin: IO[bytes], out: IO[bytes]) -> int:
                 params = tuple(_decode_param(p) for p in command["params"])  # type: ignore[attr-defined]
                 chunks = copy_text(conn, str(command["sql"]), params, command["types"], command["batch_rows"])  # type: ignore[arg-type]
                 try:
-                    for data, rows in chunks:
-                        _reply(out, CHUNK, rows, data)
+                    skip = command.get("skip") or []
+                    for index, (data, rows) in enumerate(chunks):
+                        digest = digest_of(memoryview(data))
+                        if index < len(skip) and skip[index] == digest:  # type: ignore[index]
+                            _reply(out, SKIPPED, rows, digest)
+                        else:
+                            _reply(out, CHUNK, rows, [digest.encode(), data])
                 except BrokenPipeError:
                     raise
                 except ArrowUnfit as exc:

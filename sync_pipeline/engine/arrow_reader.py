@@ -27,7 +27,7 @@ loads it or names the table, column and row key of the value that cannot be stor
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 
 from .arrow_child import ArrowUnfit
 from .sqlite_source import Since, SqliteSnapshot, TableInfo, quote_sqlite_identifier
@@ -56,9 +56,14 @@ def _guard(table: TableInfo) -> str:
 
 
 def text_chunks(
-    snapshot: SqliteSnapshot, table: TableInfo, batch_size: int, since: Since | None = None
-) -> Generator[tuple[bytes, int], None, None]:
-    """The table as COPY text chunks of up to ``batch_size`` rows, or :class:`ArrowUnfit`."""
+    snapshot: SqliteSnapshot,
+    table: TableInfo,
+    batch_size: int,
+    since: Since | None = None,
+    skip: Sequence[str] = (),
+) -> Generator[tuple[bytes | None, int, str], None, None]:
+    """The table as (COPY text, rows, digest) chunks of up to ``batch_size`` rows, or :class:`ArrowUnfit`;
+    the text is None for a chunk whose digest is ``skip``'s at its position (the child kept it)."""
     arrow = snapshot.arrow
     if arrow is None:
         raise ArrowUnfit("the snapshot has no Arrow reader")
@@ -68,4 +73,4 @@ def text_chunks(
     if since is not None:
         query += since.where()
         params = (since.watermark,)
-    yield from arrow.query(query, params, [c.pg_type.name for c in table.columns], batch_size)
+    yield from arrow.query(query, params, [c.pg_type.name for c in table.columns], batch_size, skip)

@@ -15,7 +15,6 @@ to the exact path, which loads it or names the value that cannot be stored.
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import sqlite3
 import threading
@@ -27,6 +26,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
+from .arrow_child import digest_of
 from .arrow_reader import ArrowUnfit, text_chunks
 from .errors import ValueMismatchError
 from .pg_target import PgTable
@@ -38,7 +38,9 @@ QUEUED_BATCHES = 2
 READ_ARROW = "arrow"
 READ_EXACT = "exact"
 
-Chunks = Generator[tuple[str | bytes, int], None, None]  # (COPY text, rows in it)
+# (COPY text, rows in it, its digest when the reader took it already). The text is None for a batch the
+# Arrow child found unchanged (its digest is the last sync's): it never crossed the pipe.
+Chunks = Generator[tuple[str | bytes | None, int, str | None], None, None]
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ class TableReader:
     def _chunks(self) -> Chunks:
         try:
             for batch in self.snapshot.batches(self.table, self.batch_size, self.since):
-                yield self._encode(batch), len(batch)
+                yield self._encode(batch), len(batch), None
                 self._rows_encoded += len(batch)
         except sqlite3.OperationalError as exc:
             if "decode" not in str(exc):
@@ -148,7 +150,9 @@ class TableReader:
         if self.snapshot.arrow is not None:
             target.savepoint()
             try:
-                chunks = text_chunks(self.snapshot, self.table, self.batch_size, self.since)
+                chunks = text_chunks(
+                    self.snapshot, self.table, self.batch_size, self.since, self._unchanged(skip, READ_ARROW)
+                )
                 self._stream(target, ident, chunks, READ_ARROW, skip)
             except (ArrowUnfit, psycopg2.DataError, psycopg2.IntegrityError) as exc:
                 target.rollback_to_savepoint()
@@ -164,8 +168,7 @@ class TableReader:
         self.read_path = path
         self.rows_sent = self.rows_skipped = 0
         self.digests = []
-        unchanged = skip.digests if skip is not None and skip.matches(path, self.batch_size) else ()
-        stream = _QueueStream(self, chunks, unchanged)
+        stream = _QueueStream(self, chunks, self._unchanged(skip, path))
         producer = threading.Thread(target=stream.produce, name=f"sqlite-read-{self.table.name}", daemon=True)
         producer.start()
         try:
@@ -178,6 +181,10 @@ class TableReader:
             stream.stop(producer)
         if stream.error is not None:
             raise stream.error
+
+    def _unchanged(self, skip: BatchDigests | None, path: str) -> tuple[str, ...]:
+        """The last sync's batch digests, if they apply to a read by ``path`` at this batch size."""
+        return skip.digests if skip is not None and skip.matches(path, self.batch_size) else ()
 
     def _took(self, rows: int) -> None:
         self.rows_sent += rows
@@ -199,13 +206,15 @@ class _QueueStream:
 
     def produce(self) -> None:
         try:
-            for index, (text, rows) in enumerate(self.chunks):
+            for index, (text, rows, taken) in enumerate(self.chunks):
                 data = text.encode() if isinstance(text, str) else text
-                digest = hashlib.blake2b(data, digest_size=16).hexdigest()  # releases the GIL
+                digest = taken or digest_of(data)  # type: ignore[arg-type]  # (blake2b releases the GIL)
                 self.reader.digests.append(digest)
                 if index < len(self.unchanged) and self.unchanged[index] == digest:
                     self.reader.rows_skipped += rows
                     continue
+                if data is None:  # the child kept a batch it took for unchanged: it must be so here too
+                    raise ArrowUnfit(f"the Arrow reader skipped batch {index}, which differs from the last sync's")
                 if not self._put((data, rows)):
                     return
             self._put(_END)
