@@ -16,8 +16,9 @@ flags a row.
 
 from __future__ import annotations
 
+import hashlib
 import struct
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -149,13 +150,64 @@ def _text(column: pa.Array) -> pa.Array:
     return column
 
 
+# Part of every batch digest: a change to how batches become COPY text must change their digests.
+_DIGEST_VERSION = b"sqlite-pg-sync arrow batch digest 1"
+
+
+def _content(column: pa.Array) -> Iterator[memoryview]:
+    """The bytes that say what ``column`` holds, and nothing else: a buffer's padding, a validity
+    bitmap without nulls, or a value slot under a null may hold anything (they did, between two
+    reads of one file), so they are left out or normalised."""
+    if column.null_count:
+        yield from _content(pc.indices_nonzero(pc.is_null(column)))  # where the NULLs are
+        column = pc.fill_null(column, _FILL[str(column.type)])
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        size = 8 if pa.types.is_large_string(column.type) else 4
+        offsets = memoryview(column.buffers()[1])[column.offset * size : (column.offset + len(column) + 1) * size]
+        yield offsets
+        first = int.from_bytes(offsets[:size], "little", signed=True)
+        last = int.from_bytes(offsets[-size:], "little", signed=True)
+        data = column.buffers()[2]
+        yield memoryview(data)[first:last] if data is not None else memoryview(b"")
+        return
+    width = column.type.bit_width // 8
+    data = column.buffers()[1]
+    yield memoryview(data)[column.offset * width : (column.offset + len(column)) * width]
+
+
+_FILL = {"int64": arrow_literal(0)[0], "double": arrow_literal(0.0)[0], "string": arrow_literal("")[0]}
+_FILL["large_string"] = _FILL["string"]
+
+
+def batch_digest(batch: pa.RecordBatch, width: int) -> str:
+    """A digest of what a batch's first ``width`` columns hold, as Arrow holds it (see :func:`_content`).
+
+    Equal digests mean equal values, so equal COPY text: an unchanged batch is recognised without
+    building its text (about a third of the child's work on a no-change sync of 1M rows). The
+    column types are part of it, and a version: a change to how batches become text must change it.
+    """
+    digest = hashlib.blake2b(_DIGEST_VERSION, digest_size=16)
+    for column in batch.columns[:width]:
+        digest.update(f"|{column.type}|{len(column)}|".encode())
+        for part in _content(column):
+            digest.update(len(part).to_bytes(8, "little"))
+            digest.update(part)
+    return digest.hexdigest()
+
+
 def copy_text(
-    arrow: ArrowConnection, query: str, params: tuple[object, ...], pg_types: list[str], batch_rows: int
-) -> Generator[tuple[pa.Buffer, int], None, None]:
-    """COPY text chunks of up to ``batch_rows`` rows of ``query``, or :class:`ArrowUnfit`.
+    arrow: ArrowConnection,
+    query: str,
+    params: tuple[object, ...],
+    pg_types: list[str],
+    batch_rows: int,
+    skip: Sequence[str] = (),
+) -> Generator[tuple[pa.Buffer | None, int, str], None, None]:
+    """(COPY text, rows, digest) chunks of up to ``batch_rows`` rows of ``query``, or :class:`ArrowUnfit`.
 
     ``query`` selects one column per entry of ``pg_types`` (PostgreSQL type names), then the
-    guard: 1 for a row the driver would convert silently.
+    guard: 1 for a row the driver would convert silently. A batch whose digest (:func:`batch_digest`)
+    is ``skip``'s at its position (the last sync's) comes without text: it is not built at all.
     """
     width = len(pg_types)
     try:
@@ -163,16 +215,20 @@ def copy_text(
             for pg_type, field in zip(pg_types, batches.schema, strict=False):
                 if field.type not in _ACCEPTED.get(pg_type, ()):  # a pinned type of no mapping: exact path
                     raise ArrowUnfit(f"column {field.name!r} reads as Arrow {field.type}")
-            for batch in batches:
+            for index, batch in enumerate(batches):
                 if pc.max(batch.column(width)).as_py():
                     raise ArrowUnfit("a value needs the exact encoder")
+                digest = batch_digest(batch, width)
+                if index < len(skip) and skip[index] == digest:
+                    yield None, batch.num_rows, digest
+                    continue
                 fields = [_text(batch.column(i)) for i in range(width)]
                 # The last field gets the line end first: one join of the whole batch, not two.
                 fields[-1] = pc.binary_join_element_wise(fields[-1], _EMPTY, _NEWLINE, options=_NULL_AS_COPY_NULL)
                 lines = pc.binary_join_element_wise(*fields, _TAB, options=_NULL_AS_COPY_NULL)
                 # The lines lie end to end in the result's data buffer: no copy, no Python strings.
                 size = pc.sum(pc.binary_length(lines)).as_py() or 0
-                yield lines.buffers()[2][:size], batch.num_rows
+                yield lines.buffers()[2][:size], batch.num_rows, digest
     except (Error, pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         # A later value of another storage class than the first batch's (pyarrow raises OSError).
         raise ArrowUnfit(f"the Arrow reader stopped: {exc}") from None

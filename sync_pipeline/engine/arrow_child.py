@@ -18,10 +18,10 @@ PATH is the snapshot's private copy), answers OPENED, then obeys commands read f
 * ``begin``: end any read transaction, start one and read, so its snapshot is fixed; BEGUN.
 * ``query``: a SELECT whose columns are COPY text of the given PostgreSQL types plus the guard
   of :mod:`.arrow_reader`; a frame per chunk, then END, or UNFIT with the reason
-  (:class:`ArrowUnfit`), or ERROR with any other error. Each chunk's digest (BLAKE2b of its
-  COPY text) is taken here: a chunk whose digest is the one the command lists for its position
-  (``skip``: the last sync's batch digests) is a SKIPPED frame holding only the digest, so an
-  unchanged batch never crosses the pipe; any other is a CHUNK frame, the digest then the text.
+  (:class:`ArrowUnfit`), or ERROR with any other error. Each batch's digest is taken here, from
+  its Arrow buffers (``adbc_sqlite.batch_digest``): a batch whose digest is the one the command
+  lists for its position (``skip``: the last sync's) is a SKIPPED frame holding only the digest,
+  its COPY text never built nor sent; any other is a CHUNK frame, the digest then the text.
 * ``close``, or the end of stdin: exit.
 
 Commands are a 4-byte length and a JSON object; replies are a header (kind, rows, payload
@@ -36,7 +36,6 @@ child's is about 100 MB, 57 MB of it before the first batch).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import select
@@ -57,13 +56,7 @@ CLOSE_TIMEOUT_S = 5.0
 _HEADER = struct.Struct("<cqQ")  # kind, rows, payload length
 _COMMAND = struct.Struct("<I")  # length of the JSON command that follows
 OPENED, BEGUN, CHUNK, SKIPPED, END, UNFIT, ERROR = b"O", b"B", b"C", b"S", b"E", b"U", b"X"
-DIGEST_BYTES = 16  # the batch digest: BLAKE2b of the COPY text, as hex (32 characters)
-_DIGEST_HEX = 2 * DIGEST_BYTES
-
-
-def digest_of(data: bytes | memoryview) -> str:
-    """The digest a batch is remembered by (sync_state.BatchDigests); both processes take it so."""
-    return hashlib.blake2b(data, digest_size=DIGEST_BYTES).hexdigest()
+_DIGEST_HEX = 32  # a batch digest (adbc_sqlite.batch_digest) as hex, at the head of a CHUNK frame
 
 
 # The child imports this module and adbc_sqlite without running the packages' __init__ (which
@@ -361,12 +354,11 @@ def _serve(path: Path, stdin: IO[bytes], out: IO[bytes]) -> int:
                     _reply(out, BEGUN)
             elif command["op"] == "query":
                 params = tuple(_decode_param(p) for p in command["params"])  # type: ignore[attr-defined]
-                chunks = copy_text(conn, str(command["sql"]), params, command["types"], command["batch_rows"])  # type: ignore[arg-type]
+                skip = command.get("skip") or []
+                chunks = copy_text(conn, str(command["sql"]), params, command["types"], command["batch_rows"], skip)  # type: ignore[arg-type]
                 try:
-                    skip = command.get("skip") or []
-                    for index, (data, rows) in enumerate(chunks):
-                        digest = digest_of(memoryview(data))
-                        if index < len(skip) and skip[index] == digest:  # type: ignore[index]
+                    for data, rows, digest in chunks:
+                        if data is None:
                             _reply(out, SKIPPED, rows, digest)
                         else:
                             _reply(out, CHUNK, rows, [digest.encode(), data])
