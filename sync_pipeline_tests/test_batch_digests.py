@@ -97,3 +97,28 @@ def test_an_unchanged_batch_never_leaves_the_arrow_child(demo_db, pg_dsn, schema
     received.clear()
     changed = _synced(demo_db, pg_dsn, schema)["narrative_results"]
     assert changed.rows_updated == 1 and max(received) > 1000  # the changed batch did cross
+
+
+@pytest.mark.parametrize(
+    ("declared", "before", "after"),
+    [("INTEGER", None, 0), ("INTEGER", 0, None), ("TEXT", None, ""), ("TEXT", "", None), ("REAL", 0.0, None)],
+)
+def test_a_null_becoming_a_value_or_a_value_becoming_null_is_never_taken_for_unchanged(
+    tmp_path, pg_dsn, schema, declared, before, after
+):
+    # Digests on the Arrow path are of Arrow buffers, where a NULL's slot holds a filler: the null
+    # positions are part of the digest, so NULL and 0 (or '') never look alike.
+    db = tmp_path / "n.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute(f"CREATE TABLE t (id INTEGER PRIMARY KEY, v {declared})")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, before if i == 3 else i) for i in range(1, 6)])
+    conn.commit()
+    assert sync_all(db, pg_dsn, schema, batch_size=BATCH)["t"].read_path == "arrow"
+    conn.execute("UPDATE t SET v = ? WHERE id = 3", (after,))
+    conn.commit()
+    conn.close()
+
+    result = sync_all(db, pg_dsn, schema, batch_size=BATCH)["t"]
+
+    assert (result.read_path, result.rows_updated, result.rows_skipped) == ("arrow", 1, 0)
+    assert [v for k, v in pg_rows(pg_dsn, schema, "t") if k == 3] == [after]
