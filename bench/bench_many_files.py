@@ -17,18 +17,14 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import psycopg2
-from psycopg2 import sql
+from workspace import workspace
 
-from sync_pipeline.demo import PROJECT_ROOT, generate, mutate
+from sync_pipeline.demo import generate, mutate
 
 CHANGED_FILES = 5
 
@@ -80,30 +76,15 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="sps-many-"))
-    runs, home = work / "runs", work / "dagster_home"
-    runs.mkdir()
-    home.mkdir()
-    text = (
-        (PROJECT_ROOT / "dagster.yaml").read_text().replace("base_dir: state/dagster", f"base_dir: {home / 'storage'}")
-    )
-    (home / "dagster.yaml").write_text(text)
-    schema = f"bench_many_{uuid.uuid4().hex[:8]}"
-    conn = psycopg2.connect(args.dsn)
-    conn.autocommit = True
-    conn.cursor().execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
+    with workspace(args.dsn, "many_files") as ws:
+        runs = ws.work / "runs"
+        runs.mkdir()
         started = time.perf_counter()
         files = [generate(runs / f"run_{i:03d}.sqlite", rows=args.rows, seed=i) for i in range(args.files)]
         rows = sum(_rows(f) for f in files)
         print(f"{args.files} files, {rows:,} rows in all, built in {time.perf_counter() - started:.1f} s", flush=True)
-        env = {
-            **os.environ,
-            "SQLITE_PATH": str(runs),
-            "PG_CONN_STR": args.dsn,
-            "PG_SCHEMA": schema,
-            "DAGSTER_HOME": str(home),
-        }
+        env = {**os.environ, **ws.env(args.dsn), "SQLITE_PATH": str(runs)}
+        home = ws.home
         results = [
             _scenario("first sync", env, home, rows),
             _scenario("no change (unchanged files skipped by fingerprint)", env, home, rows),
@@ -117,10 +98,6 @@ def main() -> None:
             print(
                 f"| {r['scenario']} | {r['wall_s']:.1f} | {r['rows_per_s']:,.0f} | {r['runs']} | {r['peak_mb']:.0f} |"
             )
-    finally:
-        conn.cursor().execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-        conn.close()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

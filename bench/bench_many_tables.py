@@ -34,23 +34,18 @@ import pstats
 import random
 import re
 import resource
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
-from psycopg2 import sql
-
-from sync_pipeline.demo import PROJECT_ROOT
+from workspace import workspace
 
 ROWS_PER_TABLE = 50
 PROFILE_TOP = 15
@@ -330,18 +325,8 @@ def main() -> None:
         print(json.dumps(report))
         return
 
-    work = Path(tempfile.mkdtemp(prefix="sps-many-tables-"))
-    home = work / "dagster_home"
-    home.mkdir()
-    text = (
-        (PROJECT_ROOT / "dagster.yaml").read_text().replace("base_dir: state/dagster", f"base_dir: {home / 'storage'}")
-    )
-    (home / "dagster.yaml").write_text(text)
-    schema = f"bench_mt_{uuid.uuid4().hex[:8]}"
-    conn = psycopg2.connect(args.dsn)
-    conn.autocommit = True
-    conn.cursor().execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
+    with workspace(args.dsn, "mt") as ws:
+        work, home, schema = ws.work, ws.home, ws.schema
         path = work / f"tables_{args.tables}.sqlite"
         started = time.perf_counter()
         build_file(path, args.tables)
@@ -387,11 +372,6 @@ def main() -> None:
                     )
                     print("| cum s | own s | calls | function |\n|---|---|---|---|")
                     print("\n".join(profiled[f"profile_{thread}_{order}"]))
-    finally:
-        conn.cursor().execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-        conn.cursor().execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(f"{schema}_state")))
-        conn.close()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

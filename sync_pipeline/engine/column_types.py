@@ -275,22 +275,24 @@ class ColumnTypes:
             self.table.columns[self.table.column_names.index(column)].declared_type
         )
 
-    def start(self, in_pg: Mapping[str, str] | None, repaired: Iterable[str] = ()) -> TableInfo:
+    def start(self, in_pg: Mapping[str, tuple[str, str | None]] | None) -> TableInfo:
         """The table with the types to start from: the declared mapping (pins first) for a table
-        built from nothing, else the types PostgreSQL has (never narrowed; ``repaired``: text
-        columns known to hold values text cannot), the declared mapping for columns it lacks.
+        built from nothing, else the types PostgreSQL has (``in_pg``: ``PgTable.catalog()``, type and
+        COMMENT per column; never narrowed), the declared mapping for columns it lacks. A text column
+        whose COMMENT (written from :meth:`notes`) says its values are repaired is read as such at
+        once, instead of failing on the first such value again.
 
         With ``strict_types`` every column starts from (and stays at) its declared mapping, so a
         column PostgreSQL holds under another type, widened earlier or declared otherwise since,
         fails the sync as a changed shape ("run with full_refresh"), as before types from the data.
         """
-        repaired = set(repaired)
         columns = []
         for column in self.table.columns:
             pg_type = self.mapped(column.name)
             if in_pg is not None and column.name in in_pg and column.name not in self.pins and not self.strict:
-                pg_type = _by_name(in_pg[column.name], pg_type)
-                if pg_type is TEXT and column.name in repaired:
+                name, comment = in_pg[column.name]
+                pg_type = _by_name(name, pg_type)
+                if pg_type is TEXT and REPAIRS in (comment or ""):
                     pg_type = REPAIRED_TEXT
             columns.append(replace(column, pg_type=pg_type))
         return replace(self.table, columns=tuple(columns))
@@ -369,12 +371,6 @@ class ColumnTypes:
                 )
             )
         return tuple(entries)
-
-
-def repaired_in(comments: Mapping[str, str]) -> list[str]:
-    """The columns whose COMMENT (written from :meth:`ColumnTypes.notes`) says their values are repaired:
-    the next sync reads them as such at once, instead of failing on the first such value again."""
-    return [column for column, comment in comments.items() if REPAIRS in comment]
 
 
 def _by_name(name: str, mapped: PgType) -> PgType:

@@ -128,10 +128,16 @@ class PgTable:
         )
         return [(name, typ) for name, typ in self.cur.fetchall()]
 
-    def types_in_pg(self) -> dict[str, str]:
-        """SQLite column name -> the PostgreSQL type its column has (columns PostgreSQL lacks left out)."""
-        types = dict(self.columns_in_pg())
-        return {name: types[p.name] for name, p in self._pg_columns.items() if p.name in types}
+    def catalog(self) -> dict[str, tuple[str, str | None]]:
+        """SQLite column name -> (the PostgreSQL type its column has, its COMMENT), in one query;
+        columns PostgreSQL lacks are left out."""
+        self.cur.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), col_description(a.attrelid, a.attnum) "
+            "FROM pg_attribute a WHERE a.attrelid = %s::oid AND a.attnum > 0 AND NOT a.attisdropped",
+            (self.oid(),),
+        )
+        found = {name: (typ, comment) for name, typ, comment in self.cur.fetchall()}
+        return {name: found[p.name] for name, p in self._pg_columns.items() if p.name in found}
 
     def holds(self, column: str) -> tuple[bool, bool]:
         """(whether the column, by SQLite name, holds any value; whether its values are all within
@@ -316,16 +322,6 @@ class PgTable:
         """Write the COMMENT of these columns (by SQLite name) again, with their :attr:`notes`."""
         if columns:
             self.cur.execute(sql.SQL("; ").join(self._column_comment(self.ident, c) for c in columns))
-
-    def comments_in_pg(self) -> dict[str, str]:
-        """SQLite column name -> its column's COMMENT in PostgreSQL, for columns that have one."""
-        self.cur.execute(
-            "SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a "
-            "WHERE a.attrelid = %s::oid AND a.attnum > 0 AND NOT a.attisdropped",
-            (self.oid(),),
-        )
-        comments = {name: text for name, text in self.cur.fetchall() if text}
-        return {name: comments[p.name] for name, p in self._pg_columns.items() if p.name in comments}
 
     def add_primary_key(self, ident: sql.Identifier, constraint: str) -> None:
         if not self.pg.primary_key:

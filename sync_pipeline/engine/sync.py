@@ -16,7 +16,7 @@ import psycopg2
 import psycopg2.extensions
 
 from . import cursor
-from .column_types import ColumnRetype, ColumnTypes, pinned_misfit, repaired_in, resolve_pins
+from .column_types import ColumnRetype, ColumnTypes, pinned_misfit, resolve_pins
 from .errors import (
     OrphanDeletionRefused,
     SchemaMismatchError,
@@ -188,7 +188,7 @@ def retyped_columns(
             if target.oid() is None:
                 return None
             types = ColumnTypes(table, options.strict_types, resolve_pins(cur, table, options.column_types))
-            return types.report(snapshot, types.start(target.types_in_pg(), repaired_in(target.comments_in_pg())))
+            return types.report(snapshot, types.start(target.catalog()))
 
 
 def sync_table(
@@ -239,9 +239,7 @@ def sync_table(
             # A shared table keeps its types (other files' values are in it): full_refresh reloads in place.
             fresh = not existed or (options.full_refresh and not scope.shared)
             types = ColumnTypes(table, options.strict_types, resolve_pins(cur, table, options.column_types))
-            typed = (
-                types.start(None) if fresh else types.start(target.types_in_pg(), repaired_in(target.comments_in_pg()))
-            )
+            typed = types.start(None if fresh else target.catalog())
             added = [] if fresh else _evolve_shape(PgTable(cur, schema, typed, scope=scope), options)
             state = SyncState(cur, schema, options.state_schema, scope.state_key())
             while True:  # once, unless a value does not fit its column's type (column_types.py)
@@ -261,9 +259,10 @@ def sync_table(
                     target.rollback_to_savepoint(_TYPES_SAVEPOINT)
                     if scope.shared and not fresh:
                         target.lock_for_ddl()
-                        if target.types_in_pg() != {c.name: c.pg_type.name for c in typed.columns}:
+                        catalog = target.catalog()
+                        if {n: t for n, (t, _) in catalog.items()} != {c.name: c.pg_type.name for c in typed.columns}:
                             # Another file's sync widened a column meanwhile: start again from its types.
-                            typed = types.start(target.types_in_pg(), repaired_in(target.comments_in_pg()))
+                            typed = types.start(catalog)
                             continue
                     changes = types.widen(snapshot, typed, misfit, None if fresh else target.holds)
                     typed = replace(
