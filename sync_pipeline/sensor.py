@@ -299,7 +299,8 @@ def build_sensor(
         "Runs once on start-up so PostgreSQL catches up; retries a failed sync, backing off up to every "
         "15 minutes, until one succeeds. Turn it off in the UI (Automation) or set SYNC_SENSOR=off.",
     )
-    def _sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+    def _sensor(context: SensorEvaluationContext, **_resources: object) -> SensorResult | SkipReason:
+        # Called directly (tests), Dagster passes the required resources as keyword arguments too.
         sqlite: SQLiteSource = getattr(context.resources, sqlite_key)
         postgres: PostgresTarget = getattr(context.resources, postgres_key)
         limit, asked = max_concurrent_runs(sqlite.many)

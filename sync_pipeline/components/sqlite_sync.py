@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 
 import dagster as dg
 from dagster import AssetSelection, DynamicPartitionsDefinition, EnvVar, RetryPolicy
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from ..assets import build_sync_assets
 from ..config import MAX_PARALLEL_TABLES, sync_config_class
@@ -32,6 +32,7 @@ from ..partitions import PARTITIONS_NAME, SQLITE_FILES, discover, is_many, union
 from ..resources import PostgresTarget, SQLiteSource
 from ..sensor import DEFAULT_INTERVAL_S, build_sensor
 from ..translator import CHECKS, KINDS, SqliteTableTranslator
+from .scaffolder import SqliteSyncScaffolder
 
 _ENV_TEMPLATE = re.compile(r"^\{\{\s*env(?:\.(\w+)|\(\s*['\"](\w+)['\"]\s*\))\s*\}\}$")
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
@@ -57,16 +58,20 @@ def _raw(context: dg.ResolutionContext, raw: str | None) -> str | None:
 
 
 class SqliteAttributes(dg.Resolvable, dg.Model):
-    path: str | None = Field(
-        default=None,
-        description="SQLite file to mirror, or a directory or glob of many (each file a partition). Relative "
-        "paths are relative to the project root. Unset: SQLITE_PATH, else the demo file state/demo.sqlite.",
-    )
-    demo: bool = Field(
-        default=False,
-        description="Mirror the demo data: `path` (default state/demo.sqlite) is generated when missing, and "
-        "SQLITE_PATH is ignored.",
-    )
+    path: Annotated[
+        str | None,
+        dg.Resolver.default(
+            description="SQLite file to mirror, or a directory or glob of many (each file a partition). Relative "
+            "paths are relative to the project root. Unset: SQLITE_PATH, else the demo file state/demo.sqlite."
+        ),
+    ] = None
+    demo: Annotated[
+        bool,
+        dg.Resolver.default(
+            description="Mirror the demo data: `path` (default state/demo.sqlite) is generated when missing, and "
+            "SQLITE_PATH is ignored."
+        ),
+    ] = False
 
 
 class PostgresAttributes(dg.Resolvable, dg.Model):
@@ -75,182 +80,254 @@ class PostgresAttributes(dg.Resolvable, dg.Model):
 
     conn_str: Annotated[
         EnvVar | str | None,
-        dg.Resolver(_conn_str, model_field_type=str | None, inject_before_resolve=False),
-    ] = Field(
-        default=None,
-        description="libpq URI or key=value string. Write `{{ env.PG_CONN_STR }}` (any variable name) so the "
-        "UI shows the variable's name, never the password. Unset: PG_CONN_STR, else the embedded server.",
-    )
-    embedded: bool = Field(
-        default=False,
-        description="Use the embedded PostgreSQL in state/pgdata, whatever PG_CONN_STR says.",
-    )
-    pg_schema: str | None = Field(default=None, description="Target schema. Unset: PG_SCHEMA, else `public`.")
-    state_schema: str | None = Field(
-        default=None,
-        description="Schema of the sync's bookkeeping, apart from the mirrored tables; several instances may "
-        "share it. Unset: PG_STATE_SCHEMA, else `sqlite_pg_sync`.",
-    )
-    create_schema: bool = Field(
-        default=False, description="Create the target schema on the first sync when it is missing."
-    )
+        dg.Resolver(
+            _conn_str,
+            model_field_type=str | None,
+            inject_before_resolve=False,
+            description="libpq URI or key=value string. Write `{{ env.PG_CONN_STR }}` (any variable name) so the "
+            "UI shows the variable's name, never the password. Unset: PG_CONN_STR, else the embedded server.",
+        ),
+    ] = None
+    embedded: Annotated[
+        bool, dg.Resolver.default(description="Use the embedded PostgreSQL in state/pgdata, whatever PG_CONN_STR says.")
+    ] = False
+    pg_schema: Annotated[
+        str | None, dg.Resolver.default(description="Target schema. Unset: PG_SCHEMA, else `public`.")
+    ] = None
+    state_schema: Annotated[
+        str | None,
+        dg.Resolver.default(
+            description="Schema of the sync's bookkeeping, apart from the mirrored tables; several instances may "
+            "share it. Unset: PG_STATE_SCHEMA, else `sqlite_pg_sync`."
+        ),
+    ] = None
+    create_schema: Annotated[
+        bool, dg.Resolver.default(description="Create the target schema on the first sync when it is missing.")
+    ] = False
 
 
 class TableOptions(dg.Resolvable, dg.Model):
-    cursor_column: str | None = Field(
-        default=None,
-        description="Cursor mode: a column the application bumps on every write (updated_at-like); only rows "
-        "at or past the last sync's watermark are read.",
-    )
-    column_types: dict[str, str] = Field(
-        default_factory=dict,
-        description="Pinned PostgreSQL types by column, e.g. {config: jsonb}: the column never widens, and a "
-        "value it cannot hold fails the table.",
-    )
-    exclude_columns: list[str] = Field(
-        default_factory=list,
-        description="Columns (globs) never read from SQLite nor created in PostgreSQL; not a key column.",
-    )
+    cursor_column: Annotated[
+        str | None,
+        dg.Resolver.default(
+            description="Cursor mode: a column the application bumps on every write (updated_at-like); only rows "
+            "at or past the last sync's watermark are read."
+        ),
+    ] = None
+    column_types: Annotated[
+        dict[str, str],
+        dg.Resolver.default(
+            description="Pinned PostgreSQL types by column, e.g. {config: jsonb}: the column never widens, and a "
+            "value it cannot hold fails the table."
+        ),
+    ] = Field(default_factory=dict)
+    exclude_columns: Annotated[
+        list[str],
+        dg.Resolver.default(
+            description="Columns (globs) never read from SQLite nor created in PostgreSQL; not a key column."
+        ),
+    ] = Field(default_factory=list)
 
 
 class TablesAttributes(dg.Resolvable, dg.Model):
-    include: list[str] | None = Field(
-        default=None,
-        description="Globs on SQLite table names to mirror. Unset: SYNC_TABLES, else every table.",
-    )
-    exclude: list[str] | None = Field(
-        default=None, description="Globs on SQLite table names left out. Unset: SYNC_EXCLUDE_TABLES."
-    )
-    exclude_columns: list[str] | None = Field(
-        default=None,
-        description="`table.column` globs never read, in every table. Unset: SYNC_EXCLUDE_COLUMNS.",
-    )
-    options: dict[str, TableOptions] = Field(
-        default_factory=dict, description="Per-table options, by SQLite table name."
-    )
+    include: Annotated[
+        list[str] | None,
+        dg.Resolver.default(description="Globs on SQLite table names to mirror. Unset: SYNC_TABLES, else every table."),
+    ] = None
+    exclude: Annotated[
+        list[str] | None,
+        dg.Resolver.default(description="Globs on SQLite table names left out. Unset: SYNC_EXCLUDE_TABLES."),
+    ] = None
+    exclude_columns: Annotated[
+        list[str] | None,
+        dg.Resolver.default(
+            description="`table.column` globs never read, in every table. Unset: SYNC_EXCLUDE_COLUMNS."
+        ),
+    ] = None
+    options: Annotated[
+        dict[str, TableOptions], dg.Resolver.default(description="Per-table options, by SQLite table name.")
+    ] = Field(default_factory=dict)
 
 
 class RunConfigAttributes(dg.Resolvable, dg.Model):
     """Defaults of the Launchpad's run config; a field left out keeps the environment's default."""
 
-    full_refresh: bool | None = Field(
-        default=None, description="Replace every row instead of merging changes. Unset: FULL_REFRESH, else false."
-    )
-    delete_orphans: bool | None = Field(
-        default=None,
-        description="Also delete PostgreSQL rows whose key is gone from SQLite. Unset: DELETE_ORPHANS, else false.",
-    )
-    batch_size: int | None = Field(
-        default=None,
-        ge=1,
-        le=MAX_BATCH_SIZE,
-        description=f"Rows read and sent per step, 1 to {MAX_BATCH_SIZE:,}. Unset: BATCH_SIZE, else 10000.",
-    )
-    strict_types: bool | None = Field(
-        default=None,
-        description="Fail a table on a value that does not fit its declared type instead of widening the column. "
-        "Unset: SYNC_STRICT_TYPES, else false.",
-    )
-    parallel_tables: int | None = Field(
-        default=None,
-        ge=1,
-        le=MAX_PARALLEL_TABLES,
-        description="Tables synced at once, each on its own connection. Unset: SYNC_PARALLEL_TABLES, else one "
-        "per two cores.",
-    )
+    full_refresh: Annotated[
+        bool | None,
+        dg.Resolver.default(
+            description="Replace every row instead of merging changes. Unset: FULL_REFRESH, else false."
+        ),
+    ] = None
+    delete_orphans: Annotated[
+        bool | None,
+        dg.Resolver.default(
+            description="Also delete PostgreSQL rows whose key is gone from SQLite. Unset: DELETE_ORPHANS, else false."
+        ),
+    ] = None
+    batch_size: Annotated[
+        int | None,
+        dg.Resolver.default(
+            description=f"Rows read and sent per step, 1 to {MAX_BATCH_SIZE:,}. Unset: BATCH_SIZE, else 10000."
+        ),
+    ] = None
+    strict_types: Annotated[
+        bool | None,
+        dg.Resolver.default(
+            description="Fail a table on a value that does not fit its declared type instead of widening the column. "
+            "Unset: SYNC_STRICT_TYPES, else false."
+        ),
+    ] = None
+    parallel_tables: Annotated[
+        int | None,
+        dg.Resolver.default(
+            description="Tables synced at once, each on its own connection. Unset: SYNC_PARALLEL_TABLES, else one "
+            "per two cores."
+        ),
+    ] = Field(default=None, ge=1, le=MAX_PARALLEL_TABLES)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size_in_range(cls, value: int | None) -> int | None:
+        """Checked here, not in the YAML schema: the schema's error would only say that the whole
+        run_config block is "not valid under any of the given schemas" (every field also takes a template)."""
+        if value is not None and not 0 < value <= MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE:,} (rows per step), got {value}")
+        return value
 
 
 class TranslationAttributes(dg.Resolvable, dg.Model):
-    key_prefix: list[str] | None = Field(
-        default=None,
-        description="Asset key prefix; the key is the prefix plus the table name with characters outside "
-        "[A-Za-z0-9_] made `_`. Unset: [<name>]; [] gives bare table names.",
+    key_prefix: Annotated[
+        list[str] | None,
+        dg.Resolver.default(
+            description="Asset key prefix; the key is the prefix plus the table name with characters outside "
+            "[A-Za-z0-9_] made `_`. Unset: [<name>]; [] gives bare table names."
+        ),
+    ] = None
+    group_name: Annotated[str | None, dg.Resolver.default(description="Asset group. Unset: the instance's name.")] = (
+        None
     )
-    group_name: str | None = Field(default=None, description="Asset group. Unset: the instance's name.")
-    tags: dict[str, str] = Field(default_factory=dict, description="Tags on every asset.")
-    kinds: list[str] = Field(default_factory=lambda: sorted(KINDS), description="Kinds shown on every asset.")
-    owners: list[str] = Field(default_factory=list, description="Owners (emails or `team:name`) of every asset.")
-    description: Annotated[str | None, dg.Resolver(_raw, model_field_type=str | None, inject_before_resolve=False)] = (
-        Field(
-            default=None,
+    tags: Annotated[dict[str, str], dg.Resolver.default(description="Tags on every asset.")] = Field(
+        default_factory=dict
+    )
+    kinds: Annotated[list[str], dg.Resolver.default(description="Kinds shown on every asset.")] = Field(
+        default_factory=lambda: sorted(KINDS)
+    )
+    owners: Annotated[list[str], dg.Resolver.default(description="Owners (emails or `team:name`) of every asset.")] = (
+        Field(default_factory=list)
+    )
+    description: Annotated[
+        str | None,
+        dg.Resolver(
+            _raw,
+            model_field_type=str | None,
+            inject_before_resolve=False,
             description="Asset description, a template rendered per table with {{ table }}, {{ pg_table }}, "
             "{{ schema }}, {{ columns }}, {{ primary_key }}. Unset: a description of the mirror.",
-        )
-    )
+        ),
+    ] = None
 
 
 class SensorAttributes(dg.Resolvable, dg.Model):
-    enabled: bool | None = Field(
-        default=None,
-        description="Whether the file sensor starts running (it can be toggled in the UI). Unset: on, unless "
-        "SYNC_SENSOR=off.",
-    )
-    interval_s: int | None = Field(
-        default=None, ge=1, description="Seconds between ticks. Unset: SYNC_SENSOR_INTERVAL_S, else 15."
-    )
-    name: str | None = Field(default=None, description="Sensor name. Unset: <name>_file_changed.")
+    enabled: Annotated[
+        bool | None,
+        dg.Resolver.default(
+            description="Whether the file sensor starts running (it can be toggled in the UI). Unset: on, unless "
+            "SYNC_SENSOR=off."
+        ),
+    ] = None
+    interval_s: Annotated[
+        int | None, dg.Resolver.default(description="Seconds between ticks. Unset: SYNC_SENSOR_INTERVAL_S, else 15.")
+    ] = Field(default=None, ge=1)
+    name: Annotated[str | None, dg.Resolver.default(description="Sensor name. Unset: <name>_file_changed.")] = None
 
 
 class RetryPolicyAttributes(dg.Resolvable, dg.Model):
-    max_retries: int = Field(default=1, ge=0, description="Runs of the op after a failure.")
-    delay_s: float | None = Field(default=None, ge=0, description="Seconds before a retry.")
+    max_retries: Annotated[int, dg.Resolver.default(description="Runs of the op after a failure.")] = Field(
+        default=1, ge=0
+    )
+    delay_s: Annotated[float | None, dg.Resolver.default(description="Seconds before a retry.")] = Field(
+        default=None, ge=0
+    )
 
 
 class OpAttributes(dg.Resolvable, dg.Model):
-    name: str | None = Field(
-        default=None, description="The op (run config goes under ops.<name>.config). Unset: <name>_tables."
+    name: Annotated[
+        str | None,
+        dg.Resolver.default(description="The op (run config goes under ops.<name>.config). Unset: <name>_tables."),
+    ] = None
+    pool: Annotated[
+        str | None,
+        dg.Resolver.default(
+            description="Concurrency pool of the sync (dagster.yaml limits pools to one run). Unset: the instance's "
+            "name, so two instances sync side by side and each one alone."
+        ),
+    ] = None
+    tags: Annotated[dict[str, str], dg.Resolver.default(description="Op tags (e.g. dagster-k8s/config).")] = Field(
+        default_factory=dict
     )
-    pool: str | None = Field(
-        default=None,
-        description="Concurrency pool of the sync (dagster.yaml limits pools to one run). Unset: the instance's "
-        "name, so two instances sync side by side and each one alone.",
-    )
-    tags: dict[str, str] = Field(default_factory=dict, description="Op tags (e.g. dagster-k8s/config).")
-    retry_policy: RetryPolicyAttributes | None = Field(
-        default=None,
-        description="Retry the whole op on failure; lost connections are already retried per table.",
-    )
+    retry_policy: Annotated[
+        RetryPolicyAttributes | None,
+        dg.Resolver.default(
+            description="Retry the whole op on failure; lost connections are already retried per table."
+        ),
+    ] = None
 
 
+@dg.scaffold_with(SqliteSyncScaffolder)
 class SqliteSyncComponent(dg.Component, dg.Resolvable, dg.Model):
     """Mirror a SQLite file (or many) into a PostgreSQL schema: one asset per table, a file sensor,
     row-count and type checks. Each materialization writes only the rows that changed, one
     transaction per table."""
 
-    name: str | None = Field(
-        default=None,
-        description="Instance name; asset key prefix, group, op, sensor, pool and resource keys derive from it. "
-        "Unset: the folder of this defs.yaml.",
+    name: Annotated[
+        str | None,
+        dg.Resolver.default(
+            description="Instance name; asset key prefix, group, op, sensor, pool and resource keys derive from it. "
+            "Unset: the folder of this defs.yaml."
+        ),
+    ] = None
+    sqlite: Annotated[SqliteAttributes, dg.Resolver.default(description="The source.")] = Field(
+        default_factory=SqliteAttributes
     )
-    sqlite: SqliteAttributes = Field(default_factory=SqliteAttributes, description="The source.")
-    postgres: PostgresAttributes = Field(default_factory=PostgresAttributes, description="The target.")
-    tables: TablesAttributes = Field(
-        default_factory=TablesAttributes, description="Which tables and columns, and options per table."
+    postgres: Annotated[PostgresAttributes, dg.Resolver.default(description="The target.")] = Field(
+        default_factory=PostgresAttributes
     )
-    run_config: RunConfigAttributes = Field(
-        default_factory=RunConfigAttributes, description="Defaults of the Launchpad's run config."
+    tables: Annotated[
+        TablesAttributes, dg.Resolver.default(description="Which tables and columns, and options per table.")
+    ] = Field(default_factory=TablesAttributes)
+    run_config: Annotated[
+        RunConfigAttributes, dg.Resolver.default(description="Defaults of the Launchpad's run config.")
+    ] = Field(default_factory=RunConfigAttributes)
+    translation: Annotated[TranslationAttributes, dg.Resolver.default(description="How tables become assets.")] = Field(
+        default_factory=TranslationAttributes
     )
-    translation: TranslationAttributes = Field(
-        default_factory=TranslationAttributes, description="How tables become assets."
+    sensor: Annotated[SensorAttributes, dg.Resolver.default(description="The file sensor.")] = Field(
+        default_factory=SensorAttributes
     )
-    sensor: SensorAttributes = Field(default_factory=SensorAttributes, description="The file sensor.")
-    checks: list[CheckName] = Field(
-        default_factory=lambda: list(CHECKS), description="Asset checks attached to every table (both WARN)."
+    checks: Annotated[
+        list[CheckName], dg.Resolver.default(description="Asset checks attached to every table (both WARN).")
+    ] = Field(default_factory=lambda: list(CHECKS))
+    op: Annotated[OpAttributes, dg.Resolver.default(description="The op that syncs the tables.")] = Field(
+        default_factory=OpAttributes
     )
-    op: OpAttributes = Field(default_factory=OpAttributes, description="The op that syncs the tables.")
-    resource_keys: dict[Literal["sqlite", "postgres"], str] = Field(
-        default_factory=dict,
-        description="Keys of the two resources. Unset: <name>_sqlite and <name>_postgres.",
-    )
-    partitions_name: str | None = Field(
-        default=None, description="Dynamic partitions of many files. Unset: <name>_files."
-    )
+    resource_keys: Annotated[
+        dict[Literal["sqlite", "postgres"], str],
+        dg.Resolver.default(description="Keys of the two resources. Unset: <name>_sqlite and <name>_postgres."),
+    ] = Field(default_factory=dict)
+    partitions_name: Annotated[
+        str | None, dg.Resolver.default(description="Dynamic partitions of many files. Unset: <name>_files.")
+    ] = None
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return self.build(_identifier(self.name or context.path.name), Path(context.project_root))
+        return self.build(self.name or context.path.name, Path(context.project_root))
 
-    def build(self, name: str, project_root: Path = PROJECT_ROOT) -> dg.Definitions:
-        """The definitions of instance ``name``; relative SQLite paths resolve against ``project_root``."""
+    def build(self, name: str | None = None, project_root: Path = PROJECT_ROOT) -> dg.Definitions:
+        """The definitions of the instance ``name`` (default: the ``name`` attribute), for ``defs.yaml``
+        and for Python alike (README, "Declaring syncs in YAML"); relative SQLite paths resolve
+        against ``project_root``."""
+        if not (name or self.name):
+            raise ValueError("SqliteSyncComponent.build() needs a name: pass one or set the `name` attribute")
+        name = instance_name(name or self.name or "")
         path, sqlite = self._source(project_root)
         schema, label, postgres = self._target()
         selection = self._selection()
@@ -383,7 +460,7 @@ class SqliteSyncComponent(dg.Component, dg.Resolvable, dg.Model):
         return defaults
 
 
-def _identifier(name: str) -> str:
+def instance_name(name: str) -> str:
     """Dagster names accept ``[A-Za-z0-9_]`` only: a folder ``my-sync`` is the instance ``my_sync``."""
     return _NOT_IDENTIFIER.sub("_", name) or "_"
 
