@@ -107,7 +107,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterator[P
 
 def test_dg_lists_the_component_and_both_instances_load_without_a_clash(project: Project):
     listed = project.dg("list", "components", "--json")
-    assert COMPONENT in {entry["key"] for entry in json.loads(listed.stdout)}
+    assert COMPONENT in {entry["key"] for entry in json.loads(listed.stdout)["items"]}
 
     checked = project.dg("check", "defs")
     assert "All definitions loaded successfully" in checked.stdout + checked.stderr
@@ -145,19 +145,21 @@ def test_two_instances_materialize_side_by_side_into_two_exact_mirrors(project: 
     conn.close()
 
 
+# Each expected item: alternatives, one of which the output holds (dg reports an unknown key from its
+# YAML schema check or, depending on how it resolved the schema, from loading the component).
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (("  sensor:", "  sensr:"), ["attributes.sensr", "'sensr' was unexpected"]),
+        (("  sensor:", "  sensr:"), [("attributes.sensr",), ("Extra inputs are not permitted", "was unexpected")]),
         (
             ("    batch_size: 10000", "    batch_size: 0"),
-            ["attributes.run_config", "batch_size must be an integer from 1 to 1,000,000", "got 0"],
+            [("attributes.run_config",), ("batch_size must be an integer from 1 to 1,000,000, got 0",)],
         ),
     ],
     ids=["unknown key", "batch_size 0"],
 )
 def test_a_bad_attribute_fails_dg_check_defs_naming_it(
-    tmp_path: Path, edit: tuple[str, str], expected: list[str]
+    tmp_path: Path, edit: tuple[str, str], expected: list[tuple[str, ...]]
 ) -> None:
     root = copy_project(tmp_path / "project")
     env = {**os.environ, "PYTHONPATH": str(root), "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
@@ -173,8 +175,8 @@ def test_a_bad_attribute_fails_dg_check_defs_naming_it(
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "broken/defs.yaml" in output
-    for fragment in expected:
-        assert fragment in output
+    for alternatives in expected:
+        assert any(fragment in output for fragment in alternatives), (alternatives, output)
 
 
 def test_the_python_api_builds_what_the_yaml_declares(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -191,7 +191,9 @@ class RunConfigAttributes(dg.Resolvable, dg.Model):
         """Checked here, not in the YAML schema: the schema's error would only say that the whole
         run_config block is "not valid under any of the given schemas" (every field also takes a template)."""
         if value is not None and not 0 < value <= MAX_BATCH_SIZE:
-            raise ValueError(f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE:,} (rows per step), got {value}")
+            raise ValueError(
+                f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE:,}, got {value} (rows read and sent per step)"
+            )
         return value
 
 
