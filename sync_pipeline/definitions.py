@@ -17,14 +17,18 @@ instance reads the environment for everything its ``defs.yaml`` leaves out:
   left out is not an asset. ``SYNC_EXCLUDE_COLUMNS``: ``table.column`` globs of columns never read.
 """
 
-from dagster import Definitions, in_process_executor, load_from_defs_folder
+from dagster import ComponentTree, Definitions, in_process_executor
 
+from . import defs as defs_folder
 from .demo import PROJECT_ROOT
 
 
 def build_definitions() -> Definitions:
+    """Every ``defs.yaml`` under ``sync_pipeline/defs/``. Loaded from the module rather than with
+    ``load_from_defs_folder``, which looks for pyproject.toml: the deploy image installs the package
+    into site-packages (deploy/Dockerfile), where there is none."""
     return Definitions.merge(
-        load_from_defs_folder(path_within_project=PROJECT_ROOT),
+        ComponentTree.from_module(defs_module=defs_folder, project_root=PROJECT_ROOT).build_defs(),
         # One op per run: a step process of its own would add a process start to every sync, and
         # outlive a run worker killed under it (recording its table inside a run already failed).
         Definitions(executor=in_process_executor),
