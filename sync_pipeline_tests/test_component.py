@@ -49,9 +49,10 @@ class Project:
 
 
 def copy_project(target: Path) -> Path:
-    """The files ``dg`` and Dagster read: pyproject.toml, dagster.yaml and the package (no state/)."""
+    """The files ``dg``, Dagster and a wheel build read: pyproject.toml, README.md, dagster.yaml and the
+    package (no state/, no build leftovers in the repo)."""
     target.mkdir()
-    for name in ("pyproject.toml", "dagster.yaml", "workspace.yaml"):
+    for name in ("pyproject.toml", "README.md", "dagster.yaml", "workspace.yaml"):
         shutil.copy(PROJECT_ROOT / name, target / name)
     shutil.copytree(
         PROJECT_ROOT / "sync_pipeline", target / "sync_pipeline", ignore=shutil.ignore_patterns("__pycache__")
@@ -217,3 +218,37 @@ def test_the_python_api_builds_what_the_yaml_declares(tmp_path: Path, monkeypatc
         30,
         "STOPPED",
     )
+
+
+def test_the_installed_package_loads_its_defs_yaml_without_the_repo(tmp_path: Path) -> None:
+    """The deploy image installs the package (deploy/Dockerfile: ``pip install '.[deploy]'``): its
+    defs.yaml must be in the wheel, and the definitions must load where there is no pyproject.toml."""
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "-q"]
+    project = copy_project(tmp_path / "project")
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(project)], check=True, timeout=300)
+    (wheel,) = wheels.glob("*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, timeout=300)
+    source = generate(tmp_path / "source.sqlite", rows=20, seed=1)
+    script = (
+        "import json, sync_pipeline; from sync_pipeline.definitions import defs; "
+        "print(json.dumps([sync_pipeline.__file__, "
+        "sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys())]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site), "SQLITE_PATH": str(source)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, capture_output=True, text=True
+    ).stdout
+    loaded_from, keys = json.loads(out.strip().splitlines()[-1])
+    assert loaded_from.startswith(str(site))
+    assert keys == sorted(DEMO_TABLES)
+
+
+def test_every_attribute_has_a_description_in_the_schema_dg_and_the_docs_tab_show() -> None:
+    schema = SqliteSyncComponent.model().model_json_schema()
+    models = [schema, *schema.get("$defs", {}).values()]
+    fields = [
+        (model.get("title"), name, spec) for model in models for name, spec in model.get("properties", {}).items()
+    ]
+    assert len(fields) > 40  # every nested block is in the schema, not only the top level
+    assert [(model, name) for model, name, spec in fields if not spec.get("description")] == []
