@@ -286,7 +286,7 @@ def build_sensor(
 
     The keyword arguments are explicit so that two instances (components/) each get their own
     name, pool, resources and partitions; the environment (``SYNC_SENSOR_INTERVAL_S``,
-    ``SYNC_SENSOR``) is read by the caller, see ``components.env_defaults``."""
+    ``SYNC_SENSOR``) is read by the caller (components/sqlite_sync.py)."""
     sqlite_key, postgres_key = resource_keys
 
     @sensor(

@@ -36,6 +36,7 @@ from .scaffolder import SqliteSyncScaffolder
 
 _ENV_TEMPLATE = re.compile(r"^\{\{\s*env(?:\.(\w+)|\(\s*['\"](\w+)['\"]\s*\))\s*\}\}$")
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
+_OFF = ("off", "0", "false")
 CheckName = Literal["row_count_matches_sqlite", "types_match_declared"]
 
 
@@ -369,15 +370,9 @@ class SqliteSyncComponent(dg.Component, dg.Resolvable, dg.Model):
             assets = build_sync_assets(selection.apply(list_tables(path)), translator, op_name, **options)
         sensor = self.sensor
         interval = sensor.interval_s or int(os.environ.get("SYNC_SENSOR_INTERVAL_S") or DEFAULT_INTERVAL_S)
+        # SYNC_SENSOR=off (or 0/false) starts the sensor stopped, as before the component.
         enabled = (
-            sensor.enabled
-            if sensor.enabled is not None
-            else os.environ.get("SYNC_SENSOR", "").lower()
-            not in (
-                "off",
-                "0",
-                "false",
-            )
+            sensor.enabled if sensor.enabled is not None else os.environ.get("SYNC_SENSOR", "").lower() not in _OFF
         )
         return dg.Definitions(
             assets=[assets],
