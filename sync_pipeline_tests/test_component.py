@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg2.extensions
 import pytest
-from dagster import AssetKey, EnvVar
+from dagster import AssetKey, DagsterInstance, EnvVar, SensorResult, build_sensor_context
 
 from sync_pipeline.components import SqliteSyncComponent
 from sync_pipeline.demo import PROJECT_ROOT, generate
@@ -252,3 +252,21 @@ def test_every_attribute_has_a_description_in_the_schema_dg_and_the_docs_tab_sho
     ]
     assert len(fields) > 40  # every nested block is in the schema, not only the top level
     assert [(model, name) for model, name, spec in fields if not spec.get("description")] == []
+
+
+def test_an_instances_sensor_reads_its_own_resources_and_sets_its_own_pool(tmp_path: Path) -> None:
+    path = generate(tmp_path / "lab.sqlite", rows=20, seed=2)
+    defs = SqliteSyncComponent.resolve_from_dict({"sqlite": {"path": str(path)}}).build("lab")
+    (sensor,) = defs.sensors
+    instance = DagsterInstance.ephemeral()
+    ticks = []
+    cursor = None
+    for _ in range(2):  # the first tick records the fingerprint, the second asks for the sync
+        context = build_sensor_context(cursor=cursor, instance=instance, resources=dict(defs.resources or {}))
+        result = sensor(context)
+        ticks.append(result)
+        cursor = result.cursor if isinstance(result, SensorResult) else cursor
+    last = ticks[-1]
+    assert isinstance(last, SensorResult) and len(last.run_requests or []) == 1
+    limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
+    assert limits.get("lab") == 1 and "sqlite_pg_sync" not in limits
