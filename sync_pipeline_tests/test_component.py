@@ -244,7 +244,7 @@ def test_the_installed_package_loads_its_defs_yaml_without_the_repo(tmp_path: Pa
     assert keys == sorted(DEMO_TABLES)
 
 
-def test_every_attribute_has_a_description_in_the_schema_dg_and_the_docs_tab_show() -> None:
+def test_every_attribute_has_a_description_in_the_schema_dg_and_the_docs_tab_show(tmp_path: Path) -> None:
     schema = SqliteSyncComponent.model().model_json_schema()
     models = [schema, *schema.get("$defs", {}).values()]
     fields = [
@@ -252,6 +252,17 @@ def test_every_attribute_has_a_description_in_the_schema_dg_and_the_docs_tab_sho
     ]
     assert len(fields) > 40  # every nested block is in the schema, not only the top level
     assert [(model, name) for model, name, spec in fields if not spec.get("description")] == []
+
+    # The UI's Docs tab reads the component types from the code location's metadata.
+    script = (
+        "from sync_pipeline.definitions import defs; "
+        "print(defs.metadata['plugin_component_types_json'].value is not None); "
+        "print(str(defs.metadata['plugin_component_types_json'].value))"
+    )
+    env = {**os.environ, "SQLITE_PATH": str(generate(tmp_path / "s.sqlite", rows=5, seed=1))}
+    out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True).stdout
+    assert COMPONENT.rsplit(".", 1)[1] in out
+    assert "Rows read and sent per step" in out  # batch_size's description
 
 
 def test_an_instances_sensor_reads_its_own_resources_and_sets_its_own_pool(tmp_path: Path) -> None:
