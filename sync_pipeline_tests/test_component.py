@@ -91,6 +91,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterator[P
     }
     made = Project(root, env, first_schema, second_schema, first_db, second_db)
     made.dg("scaffold", "defs", COMPONENT, "lab_b")
+    made.dg("check", "defs")  # as scaffolded, with no edit, it loads beside the project's own instance
     defs_yaml = root / "sync_pipeline" / "defs" / "lab_b" / "defs.yaml"
     text = defs_yaml.read_text()
     assert "    demo: true" in text and "    pg_schema: lab_b" in text
