@@ -282,3 +282,20 @@ def test_an_instances_sensor_reads_its_own_resources_and_sets_its_own_pool(tmp_p
     assert isinstance(last, SensorResult) and len(last.run_requests or []) == 1
     limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
     assert limits.get("lab") == 1 and "sqlite_pg_sync" not in limits
+
+
+def test_a_conn_str_template_of_an_unset_variable_means_the_embedded_server_not_pg_conn_str(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Falling back to PG_CONN_STR would sync into another database than the one the YAML names."""
+    monkeypatch.setenv("PG_CONN_STR", "postgresql://sync:s3cret@elsewhere/db")
+    monkeypatch.delenv("LAB_PG", raising=False)
+    path = generate(tmp_path / "lab.sqlite", rows=5, seed=3)
+    component = SqliteSyncComponent.resolve_from_dict(
+        {"sqlite": {"path": str(path)}, "postgres": {"conn_str": "{{ env.LAB_PG }}"}}
+    )
+    assert component.build("lab").resources["lab_postgres"].conn_str == ""
+    # Left out, the attribute follows PG_CONN_STR, by name.
+    plain = SqliteSyncComponent.resolve_from_dict({"sqlite": {"path": str(path)}}).build("lab")
+    conn_str = plain.resources["lab_postgres"].conn_str
+    assert isinstance(conn_str, EnvVar) and conn_str.env_var_name == "PG_CONN_STR"

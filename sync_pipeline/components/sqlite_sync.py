@@ -42,14 +42,15 @@ CheckName = Literal["row_count_matches_sqlite", "types_match_declared"]
 
 def _conn_str(context: dg.ResolutionContext, raw: str | None) -> str | EnvVar | None:
     """``{{ env.PG_CONN_STR }}`` (or ``{{ env('X') }}``) becomes ``EnvVar('X')``, so the UI and the run
-    config show the variable's name, never the password; unset, it is None (the environment default).
+    config show the variable's name, never the password; with the variable unset it is "" (the embedded server).
     Any other string is rendered as a template and used as written (it then shows in the UI)."""
     if raw is None:
         return None
     match = _ENV_TEMPLATE.match(raw.strip())
     if match:
         variable = match.group(1) or match.group(2)
-        return EnvVar(variable) if os.environ.get(variable) else None
+        # Unset is "no connection string", the embedded server, as for PG_CONN_STR; never another variable's.
+        return EnvVar(variable) if os.environ.get(variable) else ""
     return context.resolve_value(raw, as_type=str)
 
 
@@ -86,7 +87,8 @@ class PostgresAttributes(dg.Resolvable, dg.Model):
             model_field_type=str | None,
             inject_before_resolve=False,
             description="libpq URI or key=value string. Write `{{ env.PG_CONN_STR }}` (any variable name) so the "
-            "UI shows the variable's name, never the password. Unset: PG_CONN_STR, else the embedded server.",
+            "UI shows the variable's name, never the password; that variable unset means the embedded server. "
+            "Attribute unset: PG_CONN_STR, else the embedded server.",
         ),
     ] = None
     embedded: Annotated[
