@@ -6,11 +6,19 @@ from the fingerprint and the attempt number, never the clock, so no change is sk
 twice, and each retry gets a key of its own because Dagster dedupes a run key forever):
 
 - file missing: skip, saying so;
-- a live rollback journal (a write in progress): skip, look again next tick;
-- fingerprint differs from the one seen last tick: the writer may be mid-burst, so remember
-  it and wait for a quiet tick; but after ``MAX_WAIT_TICKS`` ticks of constant change, sync
-  anyway (a writer that never pauses must not starve PostgreSQL);
-- fingerprint stable and not requested yet: one run for it;
+- fingerprint differs from the one last requested and from the one seen last tick (a new
+  change): the writer may be mid-burst, so the tick watches the file itself, polling its
+  fingerprint every ``Settle.poll_s``, until it has stayed the same for ``Settle.quiet_s`` (then:
+  one run for it, in this very tick), for at most ``Settle.budget_s`` (far below the 60 s after
+  which Dagster abandons a tick). Waiting a whole extra tick instead, as this sensor once did, cost
+  a tick interval of latency on every change;
+- a live rollback journal (a write in progress) is not quiet: it is polled like a change, and
+  if it is still live when the budget ends, the tick skips and looks again next tick;
+- still changing when the budget ends: remember it and look again next tick; but after
+  ``MAX_WAIT_TICKS`` ticks of constant change, sync anyway (a writer that never pauses must not
+  starve PostgreSQL);
+- fingerprint unchanged since the last tick and not requested yet: it has been quiet for a whole
+  tick, so one run for it at once;
 - fingerprint already requested: nothing while its run is queued or running, nothing once it
   succeeded; if it failed or was canceled, it is requested again. Up to ``MAX_ATTEMPTS`` runs
   in a row come on consecutive ticks (a blip); after ``MAX_ATTEMPTS`` failures in a row the
@@ -22,13 +30,14 @@ The failure count runs across content: a new change is requested at once (one ru
 change), but if PostgreSQL is still down its failure continues the backoff instead of starting
 three quick retries again. Only a successful sync resets it.
 
-The first tick only records the fingerprint and the second one syncs, so a freshly started
-sensor brings PostgreSQL up to date once, whatever happened while it was off.
+The first tick after the sensor starts sees a fingerprint it never saw, so it settles and syncs
+once: PostgreSQL is brought up to date with whatever happened while the sensor was off.
 """
 
 import json
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,18 +59,21 @@ from dagster import (
 )
 
 from .config import env_flag
-from .engine.fingerprint import file_state
+from .engine.fingerprint import FileState, file_state
 from .engine.scope import delete_source_file
-from .instance import ensure_pool_limit, max_concurrent_runs
+from .instance import ensure_pool_limit, max_concurrent_runs, prepare_dev_instance
 from .partitions import PARTITIONS_NAME, SQLITE_FILES, discover
 from .resources import PostgresTarget, SQLiteSource
 from .run_reaper import fail_runs_whose_processes_died
 
 SENSOR_NAME = "sqlite_file_changed"
-DEFAULT_INTERVAL_S = 15
+# Dagster's sensor daemon evaluates sensors at most once per pass, and a pass starts at most every 5 s
+# (dagster/_daemon/sensor.py, MIN_INTERVAL_LOOP_TIME). Any interval under that means "every pass"; 3 s leaves
+# room for the jitter of the pass start, which would otherwise make some ticks wait a second pass (10 s).
+DEFAULT_INTERVAL_S = 3
 
 
-MAX_WAIT_TICKS = 4
+MAX_WAIT_TICKS = 2  # ticks of constant change (each watched for Settle.budget_s) before a sync anyway
 MAX_ATTEMPTS = 3  # runs on consecutive ticks (a try and its quick retries) before the retries back off
 BACKOFF_S = (60, 120, 300, 900)  # waits after the MAX_ATTEMPTS-th failure in a row, the next, ...; the last repeats
 _FAILED = {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
@@ -69,6 +81,52 @@ _FAILED = {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Settle:
+    """How a tick decides that a writer has settled: the file unchanged for ``quiet_s``, polled every
+    ``poll_s``, for at most ``budget_s`` per tick (a tick runs inside Dagster's 60 s tick timeout).
+
+    One commit is followed by ``quiet_s`` of waiting, so that is the latency this costs; a writer's
+    burst of commits closer together than that gives one run. Each poll is three ``stat`` calls and
+    one 28-byte read per changed file (fingerprint.py)."""
+
+    quiet_s: float = 1.0
+    budget_s: float = 6.0
+    poll_s: float = 0.2
+
+
+def _needs_watching(state: FileState, cursor: "_Cursor") -> bool:
+    """A change this tick must watch settle: not missing, not what was requested, not already quiet since
+    the last tick (or a write in progress)."""
+    if state.missing:
+        return False
+    return state.writing or state.fingerprint not in (cursor.requested, cursor.seen)
+
+
+def watch_until_quiet(paths: Iterable[Path], settle: Settle) -> tuple[dict[Path, FileState], set[Path]]:
+    """Poll the files together until each has kept one fingerprint for ``settle.quiet_s`` or the budget is
+    spent: (the last state of each, those that settled). A live rollback journal is never quiet."""
+    start = time.monotonic()
+    deadline = start + settle.budget_s
+    states = {path: file_state(path) for path in paths}
+    since = dict.fromkeys(states, start)
+    quiet: set[Path] = set()
+    while True:
+        now = time.monotonic()
+        for path, state in states.items():
+            if not state.writing and not state.missing and now - since[path] >= settle.quiet_s:
+                quiet.add(path)
+        pending = [path for path in states if path not in quiet and not states[path].missing]
+        if not pending or now >= deadline:
+            return states, quiet
+        time.sleep(min(settle.poll_s, max(0.0, deadline - now)))
+        for path in pending:
+            state = file_state(path)
+            if state != states[path]:
+                states[path] = state
+                since[path] = time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -178,36 +236,53 @@ def evaluate(
     sqlite: SQLiteSource,
     now: datetime | None = None,
     postgres: PostgresTarget | None = None,
+    settle: Settle = Settle(),
 ) -> SensorResult | SkipReason:
     """One tick's decision; ``now`` (UTC) is injectable so tests can step through the backoff.
     ``postgres`` is needed only to delete a removed file's rows (many files, SYNC_DELETE_REMOVED_FILES=1)."""
     if sqlite.many:
-        return evaluate_many(context, sqlite, now, postgres)
-    return _evaluate_file(context.instance, sqlite.path, context.cursor, now or _utc_now(), None)
-
-
-def _evaluate_file(
-    instance: DagsterInstance, path: str | Path, raw_cursor: str | None, now: datetime, key: str | None
-) -> SensorResult | SkipReason:
-    """The decision for one file (``key``: its partition, when there are many)."""
+        return evaluate_many(context, sqlite, now, postgres, settle)
+    path = Path(sqlite.path)
+    cursor = _Cursor.parse(context.cursor)
     state = file_state(path)
+    quiet = state.fingerprint == cursor.seen and not state.writing
+    if _needs_watching(state, cursor):
+        states, settled = watch_until_quiet([path], settle)
+        state, quiet = states[path], path in settled
+    return _decide(context.instance, path, state, quiet, cursor, now or _utc_now(), None)
+
+
+def _decide(
+    instance: DagsterInstance,
+    path: str | Path,
+    state: FileState,
+    quiet: bool,
+    cursor: _Cursor,
+    now: datetime,
+    key: str | None,
+) -> SensorResult | SkipReason:
+    """The decision for one file (``key``: its partition, when there are many), given its state at the end
+    of this tick's watch and whether it was quiet then (unchanged for ``Settle.quiet_s``, or since last tick)."""
     if state.missing:
         return SkipReason(f"SQLite file {path} does not exist; waiting for it")
     if state.writing:
         return SkipReason(f"{path}-journal holds a transaction: a write is in progress; looking again next tick")
-    cursor = _Cursor.parse(raw_cursor)
     fingerprint = state.fingerprint
     assert fingerprint is not None
     last = _last_run(instance, cursor, key)
     failures = _failures_in_a_row(cursor, last)
     if fingerprint == cursor.requested:
         return _unchanged(fingerprint, cursor, last, failures, now, key)
-    if fingerprint != cursor.seen and cursor.waited + 1 < MAX_WAIT_TICKS:
+    if quiet:
+        return _request(fingerprint, 1, failures, "changed", key)
+    if cursor.waited + 1 < MAX_WAIT_TICKS:
         return SensorResult(
-            skip_reason=SkipReason("the SQLite file changed; waiting one tick for the writer to settle"),
+            skip_reason=SkipReason(
+                "the SQLite file changed and kept changing while this tick watched it; looking again next tick"
+            ),
             cursor=replace(cursor, seen=fingerprint, waited=cursor.waited + 1).dump(),
         )
-    return _request(fingerprint, 1, failures, "changed" if fingerprint == cursor.seen else "still changing", key)
+    return _request(fingerprint, 1, failures, "still changing", key)
 
 
 def evaluate_many(
@@ -215,32 +290,43 @@ def evaluate_many(
     sqlite: SQLiteSource,
     now: datetime | None = None,
     postgres: PostgresTarget | None = None,
+    settle: Settle = Settle(),
 ) -> SensorResult | SkipReason:
     """Every file of a directory or glob, each decided as the single file is (settling, retries,
-    backoff), with a cursor of its own; a new file becomes a partition and gets its first sync at
-    once. A removed file keeps its rows (and its partition, so its history stays), unless
-    ``SYNC_DELETE_REMOVED_FILES=1``: then its rows go, in one transaction, and so does its partition."""
+    backoff), with a cursor of its own; the changed files are watched together, within one budget.
+    A new file becomes a partition and gets its first sync once it is quiet. A removed file keeps its
+    rows (and its partition, so its history stays), unless ``SYNC_DELETE_REMOVED_FILES=1``: then its
+    rows go, in one transaction, and so does its partition."""
     now = now or _utc_now()
     files = discover(sqlite.path)
     known = set(context.instance.get_dynamic_partitions(PARTITIONS_NAME))
     new = [key for key in files if key not in known]
-    cursors: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    raw_cursors: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    cursors = {key: _Cursor.parse(raw_cursors.get(key)) for key in files}
+    states = {key: file_state(path) for key, path in files.items()}
+    quiet = {key for key, state in states.items() if state.fingerprint == cursors[key].seen and not state.writing}
+    watched = [files[key] for key in files if _needs_watching(states[key], cursors[key])]
+    if watched:
+        last_states, settled = watch_until_quiet(watched, settle)
+        for key, path in files.items():
+            if path in last_states:
+                states[key] = last_states[path]
+                quiet.discard(key)
+                if path in settled:
+                    quiet.add(key)
     requests: list[RunRequest] = []
     skipped: list[str] = []
+    out: dict[str, str] = {}
     for key, path in files.items():
-        raw = cursors.get(key)
-        if key in new and raw is None:
-            # Seen for the first time: a sync now, not after the one quiet tick a change waits for.
-            raw = _Cursor(seen=file_state(path).fingerprint).dump()
-        decision = _evaluate_file(context.instance, path, raw, now, key)
+        decision = _decide(context.instance, path, states[key], key in quiet, cursors[key], now, key)
         if isinstance(decision, SkipReason):
             skipped.append(f"{key}: {decision.skip_message}")
-            cursors[key] = raw or _Cursor().dump()
+            out[key] = cursors[key].dump()
             continue
         requests += decision.run_requests or []
         if decision.skip_reason is not None:
             skipped.append(f"{key}: {decision.skip_reason.skip_message}")
-        cursors[key] = decision.cursor or raw or _Cursor().dump()
+        out[key] = decision.cursor or cursors[key].dump()
     gone = sorted(known - set(files))
     partition_requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = []
     if new:
@@ -263,12 +349,17 @@ def evaluate_many(
         run_requests=requests,
         dynamic_partitions_requests=partition_requests,
         skip_reason=None if requests else SkipReason("; ".join(skipped) or f"no SQLite file matches {sqlite.path}"),
-        cursor=json.dumps({key: cursors[key] for key in files}, sort_keys=True),
+        cursor=json.dumps(out, sort_keys=True),
     )
 
 
-def build_sensor(selection: AssetSelection, clock: Callable[[], datetime] = _utc_now):
-    """The sensor; ``clock`` (returning an aware UTC time) is there for tests of the backoff."""
+def build_sensor(selection: AssetSelection, clock: Callable[[], datetime] = _utc_now, settle: Settle = Settle()):
+    """The sensor; ``clock`` (returning an aware UTC time) is there for tests of the backoff, ``settle`` for
+    tests that cannot spend a second per change.
+
+    Building it (at code load) also prepares the ``dagster dev`` instance: the pool limit exists before the
+    first run can be launched, whoever launches it, so the Quick start needs no separate step for it."""
+    prepare_dev_instance()
 
     @sensor(
         name=SENSOR_NAME,
@@ -277,9 +368,10 @@ def build_sensor(selection: AssetSelection, clock: Callable[[], datetime] = _utc
         default_status=DefaultSensorStatus.STOPPED
         if os.environ.get("SYNC_SENSOR", "").lower() in ("off", "0", "false")
         else DefaultSensorStatus.RUNNING,
-        description="Sync every table when a commit changes the SQLite file (main file or -wal). "
-        "Runs once on start-up so PostgreSQL catches up; retries a failed sync, backing off up to every "
-        "15 minutes, until one succeeds. Turn it off in the UI (Automation) or set SYNC_SENSOR=off.",
+        description="Sync every table when a commit changes the SQLite file (main file or -wal), once the file "
+        "has been quiet for a second. Runs once on start-up so PostgreSQL catches up; retries a failed sync, "
+        "backing off up to every 15 minutes, until one succeeds. Turn it off in the UI (Automation) or set "
+        "SYNC_SENSOR=off.",
     )
     def _sensor(
         context: SensorEvaluationContext, sqlite: SQLiteSource, postgres: PostgresTarget
@@ -289,6 +381,6 @@ def build_sensor(selection: AssetSelection, clock: Callable[[], datetime] = _utc
         # A run whose processes died with their code server would hold the pool for ever.
         for failed in fail_runs_whose_processes_died(context.instance):
             context.log.warning(f"run {failed.run_id}: {failed.message}")
-        return evaluate(context, sqlite, now=clock(), postgres=postgres)
+        return evaluate(context, sqlite, now=clock(), postgres=postgres, settle=settle)
 
     return _sensor

@@ -105,11 +105,10 @@ def test_the_sensor_adds_new_files_as_partitions_and_syncs_each_changed_file_onc
     conn.execute("UPDATE experiments SET notes = 'changed' WHERE experiment_id = 1")
     conn.commit()
     conn.close()
-    waiting = tick(second.cursor)  # the writer may still be busy: one quiet tick first
-    assert waiting.run_requests == []
-    settled = tick(waiting.cursor)
+    settled = tick(second.cursor)  # the tick watches run_b until it is quiet, then asks for its sync
     assert [r.partition_key for r in settled.run_requests] == ["run_b"]
     assert settled.run_requests[0].run_key.startswith("run_b|")
+    assert tick(settled.cursor).run_requests == []  # one run per change, per file
 
 
 def test_a_removed_file_keeps_its_rows_unless_asked_then_they_go_in_one_transaction(
