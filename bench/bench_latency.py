@@ -183,7 +183,7 @@ def _run_times(instance: DagsterInstance, run_id: str) -> RunTimes:
     for r in instance.get_records_for_run(run_id, of_type=set(RUN_EVENTS)).records:
         event = r.event_log_entry.dagster_event
         assert event is not None
-        events.setdefault(event.event_type_value, r.event_log_entry.timestamp)
+        events.setdefault(event.event_type.name, r.event_log_entry.timestamp)  # RUN_START, not PIPELINE_START
     engine = 0.0
     for r in instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records:
         materialization = r.event_log_entry.asset_materialization
@@ -221,8 +221,14 @@ def commits(ws: Workspace, dsn: str, db: Path, home: Path, args: argparse.Namesp
             _wait_for(lambda m=marker: _visible(dsn, ws.schema, m), 120, f"marker {marker}", every_s=0.05)
             visible = time.time()
             with DagsterInstance.from_config(str(home)) as instance:
+                _wait_idle(instance)  # the row is visible at the sync's commit, a little before the run ends
                 runs = [_run_times(instance, r) for r in _runs_after(instance, committed - 0.5)]
-            sensor_runs = [r for r in runs if r.reason != "launched"]
+            for r in runs:
+                print(
+                    f"  run {r.run_id[:8]} {r.reason}: created {r.created - committed:+.2f} s, "
+                    + ", ".join(f"{k} {v - committed:+.2f}" for k, v in sorted(r.events.items(), key=lambda kv: kv[1]))
+                )
+            sensor_runs = [r for r in runs if r.reason != "launched" and "RUN_SUCCESS" in r.events]
             row: dict[str, float] = {"commit": i + 1, "latency_s": visible - committed}
             if sensor_runs:
                 run = sensor_runs[0]

@@ -12,8 +12,8 @@ and that calls ``prepare_dev_instance``; the sensor also checks it on every tick
 above remains for other set-ups (and for scripts that want to see the limit).
 """
 
+import multiprocessing
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import chdir, contextmanager
 from pathlib import Path
@@ -77,7 +77,7 @@ def prepare_dev_instance() -> bool:
     """
     if not os.environ.get("DAGSTER_IS_DEV_CLI"):  # set by `dagster dev` for itself and its children
         return False
-    if "execute_run" in sys.argv or "execute_step" in sys.argv:  # `dagster api execute_run|execute_step`
+    if multiprocessing.parent_process() is not None:  # the code server spawns each run's worker this way
         return False
     if not os.environ.get("DAGSTER_HOME") and Path.cwd().resolve() != PROJECT_ROOT.resolve():
         return False

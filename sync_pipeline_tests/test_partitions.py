@@ -14,7 +14,7 @@ from sync_pipeline.engine import list_tables
 from sync_pipeline.history import sync_history
 from sync_pipeline.partitions import PARTITIONS_NAME, SQLITE_FILES, FileKeyCollisionError, discover, union_tables
 from sync_pipeline.resources import PostgresTarget, SQLiteSource
-from sync_pipeline.sensor import evaluate
+from sync_pipeline.sensor import Settle, evaluate
 from sync_pipeline.translator import SqliteTableTranslator
 
 from .conftest import query
@@ -80,13 +80,16 @@ def test_each_file_is_a_partition_whose_run_syncs_only_its_rows_and_history_name
     assert sorted(history["partition"]) == ["run_a", "run_b"]
 
 
+FAST = Settle(listen_s=0, quiet_s=0.1, budget_s=1, poll_s=0.02)  # the default listens for 4 s a tick
+
+
 def test_the_sensor_adds_new_files_as_partitions_and_syncs_each_changed_file_once(tmp_path):
     runs = _directory(tmp_path)
     instance = DagsterInstance.ephemeral()
     sqlite = SQLiteSource(path=str(runs))
 
     def tick(cursor: str | None) -> SensorResult:
-        result = evaluate(build_sensor_context(instance=instance, cursor=cursor), sqlite)
+        result = evaluate(build_sensor_context(instance=instance, cursor=cursor), sqlite, settle=FAST)
         assert isinstance(result, SensorResult)
         for request in result.dynamic_partitions_requests or []:
             instance.add_dynamic_partitions(PARTITIONS_NAME, list(request.partition_keys))
@@ -119,20 +122,26 @@ def test_a_removed_file_keeps_its_rows_unless_asked_then_they_go_in_one_transact
     instance.add_dynamic_partitions(PARTITIONS_NAME, list(discover(str(runs))))
     for key in ("run_a", "run_b"):
         assert _materialize(runs, pg_dsn, schema, instance, key).success
-    cursor = evaluate(build_sensor_context(instance=instance), SQLiteSource(path=str(runs))).cursor
+    cursor = evaluate(build_sensor_context(instance=instance), SQLiteSource(path=str(runs)), settle=FAST).cursor
     (runs / "run_a.sqlite").unlink()
     postgres = PostgresTarget(conn_str=pg_dsn, pg_schema=schema)
     counts = f'SELECT _source_file, count(*) > 0 FROM "{schema}".experiments GROUP BY 1 ORDER BY 1'
 
     kept = evaluate(
-        build_sensor_context(instance=instance, cursor=cursor), SQLiteSource(path=str(runs)), postgres=postgres
+        build_sensor_context(instance=instance, cursor=cursor),
+        SQLiteSource(path=str(runs)),
+        postgres=postgres,
+        settle=FAST,
     )
     assert not kept.dynamic_partitions_requests
     assert query(pg_dsn, counts) == [("run_a", True), ("run_b", True)]
 
     monkeypatch.setenv("SYNC_DELETE_REMOVED_FILES", "1")
     removed = evaluate(
-        build_sensor_context(instance=instance, cursor=cursor), SQLiteSource(path=str(runs)), postgres=postgres
+        build_sensor_context(instance=instance, cursor=cursor),
+        SQLiteSource(path=str(runs)),
+        postgres=postgres,
+        settle=FAST,
     )
     assert [list(r.partition_keys) for r in removed.dynamic_partitions_requests] == [["run_a"]]
     assert query(pg_dsn, counts) == [("run_b", True)]

@@ -29,8 +29,8 @@ from sync_pipeline.engine.fingerprint import file_state
 from sync_pipeline.resources import PostgresTarget, SQLiteSource
 from sync_pipeline.sensor import MAX_WAIT_TICKS, Settle, build_sensor
 
-# A tick watches a change settle for quiet_s; tests use a tenth of the default to stay fast.
-FAST = Settle(quiet_s=0.1, budget_s=0.6, poll_s=0.02)
+# A tick watches a change settle for quiet_s; tests use a fifth of the default, and no listening, to stay fast.
+FAST = Settle(listen_s=0, quiet_s=0.1, budget_s=0.6, poll_s=0.02)
 
 
 class Ticker:
@@ -250,6 +250,42 @@ def test_a_write_in_progress_in_rollback_journal_mode_is_waited_for(tmp_path):
         writer.close()
     ticker.tick()
     assert len(ticker.run_keys) == 2
+
+
+def test_a_commit_while_the_tick_listens_is_requested_in_that_same_tick(wal_db):
+    path, _ = wal_db
+    listening = Settle(listen_s=5, quiet_s=0.1, budget_s=1, poll_s=0.02)
+    ticker = Ticker(path, settle=listening)
+    settle(ticker)
+    ticker.succeed()
+    commit = threading.Timer(0.5, lambda: CommitBurst(path, commits=1, every_s=0).join())
+    commit.start()
+    try:
+        started = time.monotonic()
+        result = ticker.tick()
+        took = time.monotonic() - started
+    finally:
+        commit.join()
+
+    assert isinstance(result, SensorResult) and len(result.run_requests) == 1
+    assert result.run_requests[0].tags["sqlite_fingerprint"] == file_state(path).fingerprint  # after the commit
+    assert took < listening.listen_s  # it did not listen on after hearing the commit
+
+
+def test_a_tick_with_nothing_to_do_listens_for_its_listen_time_then_ends(wal_db):
+    path, _ = wal_db
+    listening = Settle(listen_s=0.5, quiet_s=0.1, budget_s=1, poll_s=0.02)
+    ticker = Ticker(path, settle=listening)
+    settle(ticker)
+    ticker.succeed()
+
+    started = time.monotonic()
+    result = ticker.tick()
+    took = time.monotonic() - started
+
+    assert "has not changed since the last successful sync" in ticker.skip_message(result)
+    assert listening.listen_s <= took < listening.listen_s + 2
+    assert len(ticker.run_keys) == 1
 
 
 def test_a_write_in_progress_that_commits_during_the_watch_is_synced_in_the_same_tick(tmp_path):
