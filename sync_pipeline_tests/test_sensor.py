@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.queues
 import os
 import shutil
 import sqlite3
@@ -25,7 +27,9 @@ from dagster import (
 )
 
 from sync_pipeline.assets import POOL
+from sync_pipeline.demo import PROJECT_ROOT
 from sync_pipeline.engine.fingerprint import file_state
+from sync_pipeline.instance import prepare_dev_instance
 from sync_pipeline.resources import PostgresTarget, SQLiteSource
 from sync_pipeline.sensor import MAX_WAIT_TICKS, Settle, build_sensor
 
@@ -493,3 +497,49 @@ def test_opening_and_reading_the_database_does_not_change_the_fingerprint(tmp_pa
         assert [file_state(p).fingerprint for p in paths] == before
     finally:
         writer.close()
+
+
+@pytest.fixture
+def dev_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DAGSTER_HOME holding the project's dagster.yaml (storage moved into it), as `dagster dev` sees it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    config = (PROJECT_ROOT / "dagster.yaml").read_text()
+    (home / "dagster.yaml").write_text(config.replace("base_dir: state/dagster", f"base_dir: {home / 'storage'}"))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.delenv("SQLITE_PATH", raising=False)
+    return home
+
+
+def _pool_limit(home: Path) -> int | None:
+    with DagsterInstance.from_config(str(home)) as instance:
+        return {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}.get(POOL)
+
+
+def test_loading_the_code_under_dagster_dev_sets_the_pool_limit_before_any_run(dev_home, monkeypatch):
+    """The Quick start has no separate step for the limit: the code server building the sensor sets it."""
+    monkeypatch.delenv("DAGSTER_IS_DEV_CLI", raising=False)
+    build_sensor(AssetSelection.all())
+    assert _pool_limit(dev_home) is None  # not under dagster dev: loading the code touches no instance
+
+    monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")  # what `dagster dev` sets for itself and its children
+    build_sensor(AssetSelection.all())
+
+    assert _pool_limit(dev_home) == 1
+
+
+def _prepare_in_child(queue: multiprocessing.queues.Queue) -> None:
+    queue.put(prepare_dev_instance())
+
+
+def test_a_run_worker_loading_the_code_does_not_open_the_instance_again(dev_home, monkeypatch):
+    """The code server starts each run's worker as a multiprocessing child; it must not pay for this."""
+    monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_prepare_in_child, args=(queue,))
+    child.start()
+    child.join(30)
+
+    assert queue.get(timeout=5) is False
+    assert _pool_limit(dev_home) is None
