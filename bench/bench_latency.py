@@ -266,49 +266,57 @@ def idle_runs(port: int, home: Path, count: int) -> list[RunTimes]:
     return times
 
 
-def _dev_processes(root: int) -> dict[str, psutil.Process]:
-    """The daemon and the code server(s) that evaluate sensors, among ``dagster dev``'s descendants."""
-    found: dict[str, psutil.Process] = {}
+def _dev_processes(root: int) -> dict[str, list[psutil.Process]]:
+    """``dagster dev``'s descendants by role: the daemon, the code server that loads the code (sensor ticks run
+    there), the code server proxy in front of it, and the webserver."""
+    found: dict[str, list[psutil.Process]] = {}
     for p in psutil.Process(root).children(recursive=True):
         cmd = " ".join(p.cmdline())
         if "dagster._daemon" in cmd:
-            found["daemon"] = p
-        elif "api grpc" in cmd or "code-server" in cmd:
-            found[f"code server {p.pid}"] = p
+            role = "daemon"
+        elif "api grpc" in cmd:
+            role = "code server"
+        elif "code-server" in cmd:
+            role = "code server proxy"
         elif "dagster_webserver" in cmd:
-            found["webserver"] = p
+            role = "webserver"
+        else:
+            continue
+        found.setdefault(role, []).append(p)
     return found
 
 
-def sensor_cost(root: int, db: Path, idle_s: float) -> dict[str, object]:
-    """CPU of the daemon and code servers while the file is left alone, and file calls per tick."""
+def _cpu(processes: list[psutil.Process]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+
+def cpu_share(root: int, idle_s: float) -> dict[str, float]:
+    """Percent of one core each role of ``dagster dev`` used over ``idle_s`` seconds."""
     processes = _dev_processes(root)
-    before = {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
-    trace = None
-    if shutil.which("strace"):
-        out = db.parent / "strace.txt"
-        pids = [str(p.pid) for name, p in processes.items() if name.startswith("code server")]
-        trace = subprocess.Popen(
-            ["strace", "-f", "-qq", "-e", "trace=%file", "-o", str(out),
-             *[a for pid in pids for a in ("-p", pid)]],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_reset_signals_new_session,
-        )  # fmt: skip
-    started = time.time()
+    before = {role: _cpu(ps) for role, ps in processes.items()}
+    started = time.monotonic()
     time.sleep(idle_s)
-    elapsed = time.time() - started
-    cost: dict[str, object] = {
-        name: 100 * (sum(p.cpu_times()[:2]) - before[name]) / elapsed for name, p in processes.items()
-    }
-    if trace is not None:
-        os.killpg(trace.pid, signal.SIGTERM)
-        trace.wait(10)
-        lines = [line for line in out.read_text().splitlines() if str(db) in line]
-        cost["file_calls"] = len(lines)
-        cost["file_calls_by_kind"] = {
-            kind: sum(1 for line in lines if f"{kind}(" in line) for kind in ("newfstatat", "statx", "stat", "openat")
-        }
-    cost["elapsed_s"] = elapsed
-    return cost
+    elapsed = time.monotonic() - started
+    return {role: 100 * (_cpu(ps) - before[role]) / elapsed for role, ps in processes.items()}
+
+
+def file_calls(root: int, db: Path, window_s: float) -> dict[str, int] | None:
+    """System calls naming the SQLite file or its -wal/-journal in the code server over ``window_s``, by kind
+    (``strace``, when installed; it slows the traced process, so CPU is measured apart)."""
+    if not shutil.which("strace"):
+        return None
+    out = db.parent / "strace.txt"
+    pids = [str(p.pid) for p in _dev_processes(root).get("code server", [])]
+    trace = subprocess.Popen(
+        ["strace", "-f", "-qq", "-e", "trace=%file", "-o", str(out), *[a for pid in pids for a in ("-p", pid)]],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_reset_signals_new_session,
+    )  # fmt: skip
+    time.sleep(window_s)
+    os.killpg(trace.pid, signal.SIGTERM)
+    trace.wait(10)
+    lines = [line for line in out.read_text().splitlines() if str(db) in line]
+    kinds = {kind: sum(1 for line in lines if f"{kind}(" in line) for kind in ("newfstatat", "statx", "openat")}
+    return {"all": len(lines), **kinds}
 
 
 def _ticks(home: Path, since: float) -> int:
@@ -323,7 +331,8 @@ def main() -> None:
     parser.add_argument("--min-pause", type=float, default=2.0)
     parser.add_argument("--max-pause", type=float, default=12.0)
     parser.add_argument("--idle-runs", type=int, default=3)
-    parser.add_argument("--idle-s", type=float, default=60.0)
+    parser.add_argument("--idle-s", type=float, default=60.0, help="CPU window, with the sensor and without")
+    parser.add_argument("--trace-s", type=float, default=30.0, help="strace window for the file calls")
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--dsn", default=os.environ.get("PG_BENCH_DSN") or os.environ.get("PG_CONN_STR"))
     args = parser.parse_args()
@@ -348,17 +357,29 @@ def main() -> None:
                 with DagsterInstance.from_config(str(ws.home)) as instance:
                     _wait_idle(instance)
                 runs = idle_runs(port, ws.home, args.idle_runs)
-                idle_since = time.time()
-                cost = sensor_cost(process.pid, db, args.idle_s)
-                ticks = _ticks(ws.home, idle_since)
+                time.sleep(5)
+                since = time.time()
+                cpu = cpu_share(process.pid, args.idle_s)
+                ticks = _ticks(ws.home, since)
+                since = time.time()
+                calls = file_calls(process.pid, db, args.trace_s)
+                traced_ticks = _ticks(ws.home, since)
+            off = {**env, "SYNC_SENSOR": "off"}  # the same dagster dev without the sensor: what the sensor adds
+            with dagster_dev(off, log) as (process, _):
+                time.sleep(10)  # past the start-up work
+                cpu_off = cpu_share(process.pid, args.idle_s)
         except BaseException:
             print(log.read_text()[-5000:], file=sys.stderr)
             raise
-        _report(args, latencies, runs, cost, ticks)
+        _report(args, latencies, runs, (cpu, ticks, cpu_off), (calls, traced_ticks))
 
 
 def _report(
-    args: argparse.Namespace, latencies: list[dict[str, float]], runs: list[RunTimes], cost: dict, ticks: int
+    args: argparse.Namespace,
+    latencies: list[dict[str, float]],
+    runs: list[RunTimes],
+    cpu: tuple[dict[str, float], int, dict[str, float]],
+    calls: tuple[dict[str, int] | None, int],
 ) -> None:
     values = [r["latency_s"] for r in latencies]
     print(f"\n{args.commits} commits, pauses {args.min_pause:g}-{args.max_pause:g} s (seed {args.seed})")
@@ -387,14 +408,15 @@ def _report(
         print(f"a run adds (median, RUN_START -> SUCCESS minus engine): {over:.2f} s")
         over_q = statistics.median(r.created_to_end - r.engine_s for r in runs)
         print(f"a run adds (median, queued -> SUCCESS minus engine, process start included): {over_q:.2f} s")
-    print(f"\nsensor cost, {cost['elapsed_s']:.0f} s with no change, {ticks} ticks:")
-    for name, value in cost.items():
-        if name in ("elapsed_s", "file_calls", "file_calls_by_kind"):
-            continue
-        print(f"  {name}: {value:.2f}% of one core")
-    if "file_calls" in cost and ticks:
-        print(f"  calls on the SQLite files: {cost['file_calls']} ({cost['file_calls_by_kind']}), "
-              f"{cost['file_calls'] / ticks:.1f} per tick")  # fmt: skip
+    with_sensor, ticks, without = cpu
+    print(f"\nthe file left alone {args.idle_s:g} s: {ticks} sensor ticks; CPU, % of one core, with the sensor / "
+          "SYNC_SENSOR=off:")  # fmt: skip
+    for role in sorted(set(with_sensor) | set(without)):
+        print(f"  {role}: {with_sensor.get(role, float('nan')):.2f} / {without.get(role, float('nan')):.2f}")
+    counted, traced_ticks = calls
+    if counted is not None and traced_ticks:
+        print(f"  calls on the SQLite files in the code server, {args.trace_s:g} s, {traced_ticks} ticks: {counted}, "
+              f"{counted['all'] / traced_ticks:.1f} per tick")  # fmt: skip
 
 
 if __name__ == "__main__":
