@@ -401,7 +401,7 @@ def build_sensor(selection: AssetSelection, clock: Callable[[], datetime] = _utc
         if os.environ.get("SYNC_SENSOR", "").lower() in ("off", "0", "false")
         else DefaultSensorStatus.RUNNING,
         description="Sync every table when a commit changes the SQLite file (main file or -wal), once the file "
-        "has been quiet for a second. Runs once on start-up so PostgreSQL catches up; retries a failed sync, "
+        "has been quiet for half a second. Runs once on start-up so PostgreSQL catches up; retries a failed sync, "
         "backing off up to every 15 minutes, until one succeeds. Turn it off in the UI (Automation) or set "
         "SYNC_SENSOR=off.",
     )
