@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +115,49 @@ def test_the_sensor_adds_new_files_as_partitions_and_syncs_each_changed_file_onc
     assert [r.partition_key for r in settled.run_requests] == ["run_b"]
     assert settled.run_requests[0].run_key.startswith("run_b|")
     assert tick(settled.cursor).run_requests == []  # one run per change, per file
+
+
+def test_a_file_that_keeps_changing_does_not_hold_back_another_that_settled(tmp_path):
+    """Changed files are watched together in one tick: each is requested once it is quiet, on its own."""
+    runs = _directory(tmp_path)
+    instance = DagsterInstance.ephemeral()
+    sqlite = SQLiteSource(path=str(runs))
+    settle = Settle(listen_s=0, quiet_s=0.2, budget_s=1.0, poll_s=0.02)
+    first = evaluate(build_sensor_context(instance=instance), sqlite, settle=settle)
+    assert isinstance(first, SensorResult) and len(first.run_requests) == 2
+    instance.add_dynamic_partitions(PARTITIONS_NAME, ["run_a", "run_b"])
+
+    conn = sqlite3.connect(runs / "run_a.sqlite")
+    conn.execute("UPDATE experiments SET notes = 'once' WHERE experiment_id = 1")
+    conn.commit()
+    conn.close()
+    stop, first_commit = threading.Event(), threading.Event()
+
+    def keep_writing() -> None:  # run_b never quiet for 0.2 s while the tick watches
+        busy = sqlite3.connect(runs / "run_b.sqlite")
+        busy.execute("PRAGMA synchronous=OFF")  # no fsync: a slow disk must not make a pause the sensor sees
+        try:
+            while not stop.is_set():
+                busy.execute("UPDATE experiments SET notes = ? WHERE experiment_id = 1", (str(time.monotonic()),))
+                busy.commit()
+                first_commit.set()
+                time.sleep(0.02)
+        finally:
+            busy.close()
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        assert first_commit.wait(10)
+        second = evaluate(build_sensor_context(instance=instance, cursor=first.cursor), sqlite, settle=settle)
+    finally:
+        stop.set()
+        writer.join()
+
+    assert isinstance(second, SensorResult)
+    assert [r.partition_key for r in second.run_requests] == ["run_a"]
+    assert second.skip_reason is None or "run_b" in (second.skip_reason.skip_message or "")
+    assert "waited" in second.cursor and json.loads(json.loads(second.cursor)["run_b"])["waited"] == 1
 
 
 def test_a_removed_file_keeps_its_rows_unless_asked_then_they_go_in_one_transaction(
