@@ -115,6 +115,7 @@ class CommitBurst(threading.Thread):
     def run(self) -> None:
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+            conn.execute("PRAGMA synchronous=OFF")  # no fsync: a slow disk must not add pauses the sensor would see
             try:
                 for i in range(self.commits):
                     conn.execute("INSERT INTO t (v) VALUES (?)", (f"burst {i}",))
