@@ -65,9 +65,9 @@ def ensure_pool_limit(instance: DagsterInstance, pool: str = POOL, limit: int = 
     return True
 
 
-def prepare_dev_instance() -> bool:
-    """Under ``dagster dev``, set the pool limit and fail runs whose processes died, as the code loads;
-    True when it did.
+def prepare_dev_instance(pool: str = POOL, many: bool = False) -> bool:
+    """Under ``dagster dev``, set ``pool``'s limit and fail its runs whose processes died, as the code
+    loads; True when it did. ``many``: the source is many files (the limit is then how many run at once).
 
     Only where the instance is known to be the one ``dagster dev`` uses: ``DAGSTER_HOME``, or, without
     it, the repo's ``dagster.yaml`` when ``dagster dev`` runs in the project root (elsewhere it would use
@@ -81,10 +81,10 @@ def prepare_dev_instance() -> bool:
         return False
     if not os.environ.get("DAGSTER_HOME") and Path.cwd().resolve() != PROJECT_ROOT.resolve():
         return False
-    limit, asked = max_concurrent_runs(is_many(os.environ.get("SQLITE_PATH", "")))
+    limit, asked = max_concurrent_runs(many)
     with project_instance() as instance:
-        ensure_pool_limit(instance, limit=limit, force=asked)
-        fail_runs_whose_processes_died(instance)
+        ensure_pool_limit(instance, pool=pool, limit=limit, force=asked)
+        fail_runs_whose_processes_died(instance, pool=pool)
     return True
 
 

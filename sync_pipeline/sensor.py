@@ -38,7 +38,6 @@ once: PostgreSQL is brought up to date with whatever happened while the sensor w
 """
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
@@ -53,6 +52,7 @@ from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
     DeleteDynamicPartitionsRequest,
+    DynamicPartitionsDefinition,
     RunRequest,
     RunsFilter,
     SensorEvaluationContext,
@@ -61,11 +61,12 @@ from dagster import (
     sensor,
 )
 
+from .assets import POOL
 from .config import env_flag
 from .engine.fingerprint import FileState, file_state
 from .engine.scope import delete_source_file
 from .instance import ensure_pool_limit, max_concurrent_runs, prepare_dev_instance
-from .partitions import PARTITIONS_NAME, SQLITE_FILES, discover
+from .partitions import SQLITE_FILES, discover
 from .resources import PostgresTarget, SQLiteSource
 from .run_reaper import fail_runs_whose_processes_died
 
@@ -283,11 +284,13 @@ def evaluate(
     now: datetime | None = None,
     postgres: PostgresTarget | None = None,
     settle: Settle = Settle(),
+    files: DynamicPartitionsDefinition = SQLITE_FILES,
 ) -> SensorResult | SkipReason:
     """One tick's decision; ``now`` (UTC) is injectable so tests can step through the backoff.
-    ``postgres`` is needed only to delete a removed file's rows (many files, SYNC_DELETE_REMOVED_FILES=1)."""
+    ``postgres`` is needed only to delete a removed file's rows (many files, SYNC_DELETE_REMOVED_FILES=1);
+    ``files``: the partitions of many files (each instance of the component has its own)."""
     if sqlite.many:
-        return evaluate_many(context, sqlite, now, postgres, settle)
+        return evaluate_many(context, sqlite, now, postgres, settle, files)
     path = Path(sqlite.path)
     cursor = _Cursor.parse(context.cursor)
     states, quiet = _observe({None: path}, {None: cursor}, settle)
@@ -333,6 +336,7 @@ def evaluate_many(
     now: datetime | None = None,
     postgres: PostgresTarget | None = None,
     settle: Settle = Settle(),
+    files_def: DynamicPartitionsDefinition = SQLITE_FILES,
 ) -> SensorResult | SkipReason:
     """Every file of a directory or glob, each decided as the single file is (settling, retries,
     backoff), with a cursor of its own; the changed files are watched together, within one budget.
@@ -341,7 +345,7 @@ def evaluate_many(
     rows go, in one transaction, and so does its partition."""
     now = now or _utc_now()
     files = discover(sqlite.path)
-    known = set(context.instance.get_dynamic_partitions(PARTITIONS_NAME))
+    known = set(context.instance.get_dynamic_partitions(files_def.name))
     new = [key for key in files if key not in known]
     raw_cursors: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     cursors: dict[str | None, _Cursor] = {key: _Cursor.parse(raw_cursors.get(key)) for key in files}
@@ -362,7 +366,7 @@ def evaluate_many(
     gone = sorted(known - set(files))
     partition_requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = []
     if new:
-        partition_requests.append(SQLITE_FILES.build_add_request(new))
+        partition_requests.append(files_def.build_add_request(new))
     if gone and env_flag("SYNC_DELETE_REMOVED_FILES") and postgres is not None:
         conn = postgres.connect()
         try:
@@ -371,7 +375,7 @@ def evaluate_many(
                 context.log.info(f"{key}: file removed; deleted its rows ({deleted}) and its partition")
         finally:
             conn.close()
-        partition_requests.append(SQLITE_FILES.build_delete_request(gone))
+        partition_requests.append(files_def.build_delete_request(gone))
     elif gone:
         context.log.info(f"gone from {sqlite.path}, rows kept: {', '.join(gone)}")
         skipped.append(
@@ -385,34 +389,52 @@ def evaluate_many(
     )
 
 
-def build_sensor(selection: AssetSelection, clock: Callable[[], datetime] = _utc_now, settle: Settle = Settle()):
+def build_sensor(
+    selection: AssetSelection,
+    clock: Callable[[], datetime] = _utc_now,
+    settle: Settle = Settle(),
+    *,
+    name: str = SENSOR_NAME,
+    interval_s: int = DEFAULT_INTERVAL_S,
+    enabled: bool = True,
+    pool: str = POOL,
+    resource_keys: tuple[str, str] = ("sqlite", "postgres"),
+    files: DynamicPartitionsDefinition = SQLITE_FILES,
+    many: bool = False,
+):
     """The sensor; ``clock`` (returning an aware UTC time) is there for tests of the backoff, ``settle`` for
     tests that cannot spend a second per change.
 
+    The keyword arguments are explicit so that two instances (components/) each get their own
+    name, pool, resources and partitions; the environment (``SYNC_SENSOR_INTERVAL_S``,
+    ``SYNC_SENSOR``) is read by the caller (components/sqlite_sync.py). ``many``: the source is many
+    files (its pool's limit is then the number of files synced at once).
+
     Building it (at code load) also prepares the ``dagster dev`` instance: the pool limit exists before the
     first run can be launched, whoever launches it, so the Quick start needs no separate step for it."""
-    prepare_dev_instance()
+    prepare_dev_instance(pool=pool, many=many)
+    sqlite_key, postgres_key = resource_keys
 
     @sensor(
-        name=SENSOR_NAME,
+        name=name,
         target=selection,
-        minimum_interval_seconds=int(os.environ.get("SYNC_SENSOR_INTERVAL_S", DEFAULT_INTERVAL_S)),
-        default_status=DefaultSensorStatus.STOPPED
-        if os.environ.get("SYNC_SENSOR", "").lower() in ("off", "0", "false")
-        else DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.RUNNING if enabled else DefaultSensorStatus.STOPPED,
+        required_resource_keys={sqlite_key, postgres_key},
         description="Sync every table when a commit changes the SQLite file (main file or -wal), once the file "
         "has been quiet for half a second. Runs once on start-up so PostgreSQL catches up; retries a failed sync, "
         "backing off up to every 15 minutes, until one succeeds. Turn it off in the UI (Automation) or set "
         "SYNC_SENSOR=off.",
     )
-    def _sensor(
-        context: SensorEvaluationContext, sqlite: SQLiteSource, postgres: PostgresTarget
-    ) -> SensorResult | SkipReason:
+    def _sensor(context: SensorEvaluationContext, **_resources: object) -> SensorResult | SkipReason:
+        # Called directly (tests), Dagster passes the required resources as keyword arguments too.
+        sqlite: SQLiteSource = getattr(context.resources, sqlite_key)
+        postgres: PostgresTarget = getattr(context.resources, postgres_key)
         limit, asked = max_concurrent_runs(sqlite.many)
-        ensure_pool_limit(context.instance, limit=limit, force=asked)
+        ensure_pool_limit(context.instance, pool=pool, limit=limit, force=asked)
         # A run whose processes died with their code server would hold the pool for ever.
-        for failed in fail_runs_whose_processes_died(context.instance):
+        for failed in fail_runs_whose_processes_died(context.instance, pool=pool):
             context.log.warning(f"run {failed.run_id}: {failed.message}")
-        return evaluate(context, sqlite, now=clock(), postgres=postgres, settle=settle)
+        return evaluate(context, sqlite, now=clock(), postgres=postgres, settle=settle, files=files)
 
     return _sensor

@@ -44,23 +44,10 @@ from .bookkeeping import (
     version_about,
     version_sequence,
 )
+from .change_detection import BatchDigests
 from .sqlite_source import TableInfo
 
-
-@dataclass(frozen=True)
-class BatchDigests:
-    """Digests of the COPY text of each batch of a full read, in read order.
-
-    They only say something about a later read made the same way: same read path (the two
-    paths write some numbers differently) and same batch size (same batch boundaries).
-    """
-
-    read_path: str
-    batch_size: int
-    digests: tuple[str, ...]
-
-    def matches(self, read_path: str, batch_size: int) -> bool:
-        return (self.read_path, self.batch_size) == (read_path, batch_size)
+__all__ = ["BatchDigests", "LastSync", "SyncState", "shape_of"]
 
 
 @dataclass(frozen=True)
@@ -154,9 +141,7 @@ class SyncState:
             snapshot_version=version,
             cursor_column=cursor_column,
             watermark=_untagged(watermark),
-            digests=None
-            if batches is None
-            else BatchDigests(batches["read_path"], batches["batch_size"], tuple(batches["digests"])),
+            digests=None if batches is None else BatchDigests.from_json(batches),
         )
 
     def save(
@@ -188,13 +173,7 @@ class SyncState:
         ensure_state_schema(self.cur, self.state_schema)
         oid = table_oid(self.cur, self.schema, table.name)
         watermark = None if cursor is None else Json(_tagged(cursor[1]))
-        batches = (
-            None
-            if digests is None
-            else Json(
-                {"read_path": digests.read_path, "batch_size": digests.batch_size, "digests": list(digests.digests)}
-            )
-        )
+        batches = None if digests is None else Json(digests.to_json())
         values = (oid, shape, None if cursor is None else cursor[0], watermark, batches)
         self.cur.execute(
             sql.SQL(
