@@ -241,7 +241,7 @@ class SensorAttributes(dg.Resolvable, dg.Model):
         ),
     ] = None
     interval_s: Annotated[
-        int | None, dg.Resolver.default(description="Seconds between ticks. Unset: SYNC_SENSOR_INTERVAL_S, else 15.")
+        int | None, dg.Resolver.default(description="Seconds between ticks. Unset: SYNC_SENSOR_INTERVAL_S, else 3.")
     ] = Field(default=None, ge=1)
     name: Annotated[str | None, dg.Resolver.default(description="Sensor name. Unset: <name>_file_changed.")] = None
 
@@ -387,6 +387,7 @@ class SqliteSyncComponent(dg.Component, dg.Resolvable, dg.Model):
                     pool=pool,
                     resource_keys=keys,
                     files=files,
+                    many=is_many(path),
                 )
             ],
             resources={keys[0]: sqlite, keys[1]: postgres},
