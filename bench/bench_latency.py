@@ -24,21 +24,16 @@ a session of its own, and stopped by process group.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +46,7 @@ from psycopg2 import sql
 from workspace import Workspace, workspace
 
 from sync_pipeline.demo import PROJECT_ROOT, generate
+from sync_pipeline.dev_server import dagster_dev, reset_signals_new_session, wait_for
 from sync_pipeline.sensor import SENSOR_NAME
 
 TABLES = ("experiments", "narrative_results", "source_narratives")
@@ -62,76 +58,6 @@ RUN_EVENTS = (
     DagsterEventType.RUN_SUCCESS,
     DagsterEventType.RUN_FAILURE,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _reset_signals_new_session() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.setsid()
-
-
-def _wait_for(condition: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.5) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise SystemExit(f"timed out after {timeout_s:g} s waiting for {what}")
-
-
-def _graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-@contextmanager
-def dagster_dev(env: dict[str, str], log_path: Path) -> Iterator[tuple[subprocess.Popen, int]]:
-    """``dagster dev`` from the project root, in a process group of its own, until the block ends; yields the
-    process and its port once the code location is loaded."""
-    port = _free_port()
-    dagster = str(Path(sys.executable).parent / "dagster")
-    command = [dagster, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
-    with log_path.open("a") as log:
-        process = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            preexec_fn=_reset_signals_new_session,
-        )  # fmt: skip
-    status = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
-
-    def loaded() -> bool:
-        if process.poll() is not None:
-            raise SystemExit(f"dagster dev exited: {log_path.read_text()[-3000:]}")
-        try:
-            entries = _graphql(port, status)["data"]["workspaceOrError"]["locationEntries"]
-        except OSError:
-            return False
-        return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
-
-    try:
-        _wait_for(loaded, 180, "the code location to load", every_s=1)
-        yield process, port
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGKILL also ends processes orphaned in the group
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 def _visible(dsn: str, schema: str, marker: str) -> bool:
@@ -208,7 +134,7 @@ def _wait_idle(instance: DagsterInstance) -> None:
     """Until no run is queued or in progress."""
     busy = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
             DagsterRunStatus.STARTED]  # fmt: skip
-    _wait_for(lambda: not instance.get_runs(RunsFilter(statuses=busy)), 120, "runs to finish")
+    wait_for(lambda: not instance.get_runs(RunsFilter(statuses=busy)), 120, "runs to finish")
 
 
 def commits(ws: Workspace, dsn: str, db: Path, home: Path, args: argparse.Namespace) -> list[dict[str, float]]:
@@ -224,7 +150,7 @@ def commits(ws: Workspace, dsn: str, db: Path, home: Path, args: argparse.Namesp
                 (f"bench {i}", marker),
             )
             committed = time.time()
-            _wait_for(lambda m=marker: _visible(dsn, ws.schema, m), 120, f"marker {marker}", every_s=0.05)
+            wait_for(lambda m=marker: _visible(dsn, ws.schema, m), 120, f"marker {marker}", every_s=0.05)
             visible = time.time()
             with DagsterInstance.from_config(str(home)) as instance:
                 _wait_idle(instance)  # the row is visible at the sync's commit, a little before the run ends
@@ -257,7 +183,7 @@ def idle_runs(port: int, home: Path, count: int) -> list[RunTimes]:
     times = []
     for _ in range(count):
         run_id = client.submit_job_execution("__ASSET_JOB", asset_selection=[AssetKey([t]) for t in TABLES])
-        _wait_for(lambda r=run_id: client.get_run_status(r).value in ("SUCCESS", "FAILURE", "CANCELED"), 120,
+        wait_for(lambda r=run_id: client.get_run_status(r).value in ("SUCCESS", "FAILURE", "CANCELED"), 120,
                   f"run {run_id}", every_s=0.2)  # fmt: skip
         if client.get_run_status(run_id) != DagsterRunStatus.SUCCESS:
             raise SystemExit(f"run {run_id} did not succeed")
@@ -309,7 +235,7 @@ def file_calls(root: int, db: Path, window_s: float) -> dict[str, int] | None:
     pids = [str(p.pid) for p in _dev_processes(root).get("code server", [])]
     trace = subprocess.Popen(
         ["strace", "-f", "-qq", "-e", "trace=%file", "-o", str(out), *[a for pid in pids for a in ("-p", pid)]],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_reset_signals_new_session,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=reset_signals_new_session,
     )  # fmt: skip
     time.sleep(window_s)
     os.killpg(trace.pid, signal.SIGTERM)
@@ -347,9 +273,9 @@ def main() -> None:
         env.update(ws.env(args.dsn), SQLITE_PATH=str(db))
         log = ws.work / "dagster-dev.log"
         try:
-            with dagster_dev(env, log) as (process, port):
+            with dagster_dev(PROJECT_ROOT, env, log, 180) as (process, port):
                 loaded = time.time()
-                _wait_for(lambda: _table_exists(args.dsn, ws.schema), 120, "the sensor's start-up sync")
+                wait_for(lambda: _table_exists(args.dsn, ws.schema), 120, "the sensor's start-up sync")
                 print(f"start-up sync visible {time.time() - loaded:.1f} s after the code location loaded")
                 with DagsterInstance.from_config(str(ws.home)) as instance:
                     _wait_idle(instance)
@@ -365,7 +291,7 @@ def main() -> None:
                 calls = file_calls(process.pid, db, args.trace_s)
                 traced_ticks = _ticks(ws.home, since)
             off = {**env, "SYNC_SENSOR": "off"}  # the same dagster dev without the sensor: what the sensor adds
-            with dagster_dev(off, log) as (process, _):
+            with dagster_dev(PROJECT_ROOT, off, log, 180) as (process, _):
                 time.sleep(10)  # past the start-up work
                 cpu_off = cpu_share(process.pid, args.idle_s)
         except BaseException:

@@ -9,17 +9,11 @@ stopped by process group.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import shutil
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +28,8 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 from sync_pipeline.demo import PROJECT_ROOT, generate
+from sync_pipeline.dev_server import dagster_dev as dagster_dev_process
+from sync_pipeline.dev_server import graphql, wait_for
 from sync_pipeline.sensor import SENSOR_NAME
 
 from .conftest import drop_schema, pg_rows, query, sqlite_rows
@@ -42,28 +38,6 @@ TABLES = ("experiments", "narrative_results", "source_narratives")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 SENSOR_INTERVAL_S = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _reset_signals_new_session() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.setsid()
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.5) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
 @dataclass
@@ -86,13 +60,7 @@ class DagsterDev:
         return DagsterInstance.from_config(str(self.home))
 
     def graphql(self, query: str) -> dict:
-        request = urllib.request.Request(
-            f"{self.url}/graphql",
-            data=json.dumps({"query": query}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+        return graphql(self.port, query)
 
     def wait_for_run(self, run_id: str, timeout_s: float = 120) -> str:
         client = self.client()
@@ -106,53 +74,6 @@ class DagsterDev:
     def sensor_runs(self) -> list:
         with self.instance() as instance:
             return instance.get_runs(RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}))
-
-
-def graphql(port: int, query_text: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query_text}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-@contextmanager
-def dagster_dev_process(cwd: Path, env: dict[str, str], log_path: Path) -> Iterator[tuple[subprocess.Popen, int]]:
-    """``dagster dev`` in a process group of its own on a free port until the block ends (or the test
-    kills it); yields the process and the port once the code location is loaded."""
-    port = _free_port()
-    dagster = str(Path(sys.executable).parent / "dagster")
-    command = [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
-    with log_path.open("a") as log:
-        process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_reset_signals_new_session
-        )
-    load_status = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
-
-    def loaded() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"dagster dev exited: {log_path.read_text()[-3000:]}")
-        try:
-            entries = graphql(port, load_status)["data"]["workspaceOrError"]["locationEntries"]
-        except OSError:
-            return False
-        return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
-
-    try:
-        wait_for(loaded, 120, "the code location to load", every_s=1)
-        yield process, port
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGKILL also ends processes orphaned in the group
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 @contextmanager

@@ -28,10 +28,11 @@ from dagster_graphql import DagsterGraphQLClient
 from psycopg2 import sql
 
 from sync_pipeline.demo import PROJECT_ROOT, generate
+from sync_pipeline.dev_server import dagster_dev as dagster_dev_process
+from sync_pipeline.dev_server import wait_for
 from sync_pipeline.run_reaper import fail_runs_whose_processes_died, launched_on_this_host
 
 from .conftest import pg_rows, sqlite_rows, sync_all
-from .test_e2e import dagster_dev_process, wait_for
 
 TABLE = "experiments"
 DEQUEUE_INTERVAL_S = 5  # QueuedRunCoordinator's default dequeue_interval_seconds
