@@ -18,7 +18,10 @@ from hypothesis import strategies as st
 from psycopg2 import sql
 
 from sync_pipeline.engine import SyncError
+from sync_pipeline.engine.change_detection import plan
 from sync_pipeline.engine.errors import OrphanDeletionRefused
+from sync_pipeline.engine.sqlite_source import ColumnInfo, TableInfo
+from sync_pipeline.engine.types import pg_type_for
 
 from .conftest import pg_rows, query, sqlite_rows, sync_all
 
@@ -160,8 +163,40 @@ def test_a_null_becoming_a_value_or_a_value_becoming_null_is_never_taken_for_unc
     assert [v for k, v in pg_rows(pg_dsn, schema, "t") if k == 3] == [after]
 
 
+@pytest.mark.parametrize(
+    "create",
+    [
+        "CREATE TABLE t (id INTEGER PRIMARY KEY DESC, v TEXT)",  # no rowid alias: any value, even NULL keys
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT) WITHOUT ROWID",
+        "CREATE TABLE t (id INT PRIMARY KEY, v TEXT)",
+    ],
+)
+def test_an_integer_key_that_is_not_the_rowid_may_hold_anything_and_still_syncs(tmp_path, pg_dsn, schema, create):
+    db = tmp_path / "k.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute(create)
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(1, "a"), (2.5, "b"), ("x", "c"), (2**40, "d")])
+    conn.commit()
+    first = sync_all(db, pg_dsn, schema, batch_size=2)["t"]
+    conn.execute("DELETE FROM t WHERE id = 2.5")
+    conn.commit()
+    conn.close()
+    again = sync_all(db, pg_dsn, schema, batch_size=2, delete_orphans=True)["t"]
+    assert first.pg_rows_after == 4 and again.rows_deleted == 1
+    assert set(pg_rows(pg_dsn, schema, "t")) == {("1", "a"), ("x", "c"), (str(2**40), "d")}
+
+
+def test_keys_too_sparse_for_small_ranges_are_read_by_position():
+    """A million keys in a row and one far-off key: ranges wide enough to keep the batch count sane
+    would put every row into one batch, so the rows are cut by position instead."""
+    key = ColumnInfo(name="id", declared_type="INTEGER", not_null=False, pk_position=1, pg_type=pg_type_for("INTEGER"))
+    table = TableInfo(name="t", columns=(key,), primary_key=("id",), without_rowid=False, rowid_key=True)
+    assert plan(table, 10_000, 1_000_001, (1, 2**63 - 1), None).by_key is False
+    assert plan(table, 10_000, 1_000_000, (1, 1_000_000), None).by_key is True
+
+
 _KEYS = {
-    "dense": st.integers(1, 400),
+    "dense": st.integers(1, 60),
     "sparse": st.integers(-(2**63), 2**63 - 1),
     "mixed": st.one_of(st.integers(-50, 50), st.sampled_from([-(2**63), 2**62, 2**63 - 1, 2**40])),
 }

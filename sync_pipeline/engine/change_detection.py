@@ -5,13 +5,14 @@ from the last sync's: PostgreSQL has had the others' rows since that sync commit
 change costs therefore depends on how many batches it touches, which depends on where the
 batch boundaries lie:
 
-* **By key** (:attr:`Batching.shift` set): a table read in the order of a single integer key
-  (a rowid alias, or a WITHOUT ROWID table's key, so the order costs nothing) is cut where
-  ``key >> shift`` changes: batch *n* holds the rows whose key lies in ``[n << shift,
-  (n + 1) << shift)``. A boundary depends on the key alone, never on the rows before it, so a
-  row inserted or deleted in the middle changes the digest of its own batch and no other, and an
-  append touches only the last batch or new ones. ``shift`` is chosen from the key span and the
-  row count (about :data:`TARGET_ROWS` rows a batch) and kept while that stays near the target.
+* **By key** (:attr:`Batching.shift` set): a table whose key is its rowid (``INTEGER PRIMARY KEY``)
+  is read in key order (free: it is stored so) and cut where ``key >> shift`` changes: batch *n*
+  holds the rows whose key lies in ``[n << shift, (n + 1) << shift)``. A boundary depends on the
+  key alone, never on the rows before it, so a row inserted or deleted in the middle changes the
+  digest of its own batch and no other, and an append touches only the last batch or new ones.
+  ``shift`` is chosen from the key span and the row count (about :data:`TARGET_ROWS` rows a
+  batch) and kept while that stays near the target. Keys are unique integers, so a batch never
+  holds more than ``2**shift`` rows; keys too sparse for a small ``shift`` are read by position.
 
   Batch ids are key ranges PostgreSQL can compute too, which makes ``delete_orphans`` cheap:
   when the last sync left PostgreSQL equal to SQLite (:attr:`BatchDigests.exact`), an orphan can
@@ -36,7 +37,9 @@ from dataclasses import dataclass, field
 from .sqlite_source import TableInfo, quote_sqlite_identifier
 
 TARGET_ROWS = 4096  # rows per batch read by key: small enough that a change resends little
-_MAX_SHIFT = 62  # (n << 62) + 2**62 - 1 still fits a bigint in PostgreSQL for every n
+# The most rows a batch read by key may hold, in targets: no range spans more than this many keys. It
+# also keeps (n << shift) + 2**shift - 1 far inside a bigint in PostgreSQL for every n.
+_MAX_SPREAD = 8
 # Keep the last shift while its batches hold, on average, 1/16 to 4 times the target rows: a new
 # shift changes every batch, and the average is only an estimate (one far-off key skews it).
 _KEEP_BELOW, _KEEP_ABOVE = 16.0, 4.0
@@ -93,21 +96,13 @@ class BatchDigests:
 
 
 def key_column(table: TableInfo) -> int | None:
-    """The column whose order a read can follow for free, if batches can be key ranges.
-
-    A single-column key of PostgreSQL type ``bigint`` (so every value is an integer) that is
-    the table's storage order: a rowid alias (``INTEGER PRIMARY KEY``; ``INT PRIMARY KEY`` is
-    not one) or the key of a WITHOUT ROWID table.
-    """
-    if len(table.primary_key) != 1:
+    """The key column, if batches can be key ranges: a rowid alias (``INTEGER PRIMARY KEY``, see
+    ``TableInfo.rowid_key``), so every value is an integer, the table is stored in its order, and a
+    range of ``2**shift`` keys holds at most ``2**shift`` rows; mirrored as ``bigint``."""
+    if not table.rowid_key:
         return None
     (index,) = table.key_indexes
-    column = table.columns[index]
-    if column.pg_type.name != "bigint":
-        return None
-    if table.without_rowid or column.declared_type.strip().upper() == "INTEGER":
-        return index
-    return None
+    return index if table.columns[index].pg_type.name == "bigint" else None
 
 
 def plan(
@@ -123,11 +118,15 @@ def plan(
     previous = None if last is None else last.batching.get("key_shift")
     if isinstance(previous, int) and last is not None and last.batching.get("batch_size") == batch_rows:
         per_batch = rows * 2**previous / span if rows else target
-        if target / _KEEP_BELOW <= per_batch <= target * _KEEP_ABOVE:
+        if target / _KEEP_BELOW <= per_batch <= target * _KEEP_ABOVE and 2**previous <= target * _MAX_SPREAD:
             return Batching(batch_rows, index, previous)
     # Rounded down: on dense keys a batch holds at most ``target`` rows, the rows a read takes at once.
     shift = 0 if rows == 0 else math.floor(math.log2(max(1.0, span * target / rows)))
-    return Batching(batch_rows, index, min(shift, _MAX_SHIFT))
+    if 2**shift > target * _MAX_SPREAD:
+        # Keys this sparse (or one far-off key, or clusters far apart) would make ranges either tiny or,
+        # where the keys crowd, huge: a range of 2**shift keys may hold that many rows. By position then.
+        return Batching(batch_rows)
+    return Batching(batch_rows, index, shift)
 
 
 def order_by(table: TableInfo, batching: Batching) -> str:

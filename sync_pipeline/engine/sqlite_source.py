@@ -64,6 +64,8 @@ class TableInfo:
     columns: tuple[ColumnInfo, ...]
     primary_key: tuple[str, ...]  # column names in key order; empty when the table has none
     without_rowid: bool
+    # The key is the rowid (INTEGER PRIMARY KEY, not DESC): every value an integer, rows stored in its order.
+    rowid_key: bool = False
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -120,7 +122,24 @@ def _table_info(conn: sqlite3.Connection, name: str, without_rowid: bool) -> Tab
         for col, decl, nn, pk in rows
     )
     primary_key = tuple(c.name for c in sorted((c for c in columns if c.pk_position), key=lambda c: c.pk_position))
-    return TableInfo(name=name, columns=columns, primary_key=primary_key, without_rowid=without_rowid)
+    return TableInfo(
+        name=name,
+        columns=columns,
+        primary_key=primary_key,
+        without_rowid=without_rowid,
+        rowid_key=_is_rowid_key(conn, name, columns, without_rowid),
+    )
+
+
+def _is_rowid_key(conn: sqlite3.Connection, name: str, columns: tuple[ColumnInfo, ...], without_rowid: bool) -> bool:
+    """Whether the key is an alias of the rowid: one column declared exactly ``INTEGER`` in a rowid table,
+    and no index made for the key (SQLite makes one for ``INTEGER PRIMARY KEY DESC``, which is no alias
+    and may hold text, reals and NULLs)."""
+    keys = [c for c in columns if c.pk_position]
+    if without_rowid or len(keys) != 1 or keys[0].declared_type.strip().upper() != "INTEGER":
+        return False
+    origins = conn.execute("SELECT origin FROM pragma_index_list(?)", (name,)).fetchall()
+    return all(origin != "pk" for (origin,) in origins)
 
 
 def _open_read_only(path: Path) -> sqlite3.Connection:
@@ -348,9 +367,10 @@ class SqliteSnapshot:
         return int(n)
 
     def key_span(self, table: TableInfo, column: str) -> tuple[int, int] | None:
-        """The smallest and largest value of an integer key (an index's ends: no scan); None if empty."""
+        """The smallest and largest value of an integer key; None if empty. Two subqueries: SQLite reads
+        one end of the b-tree for a lone min() or max(), but scans the table for both in one SELECT."""
         q, name = quote_sqlite_identifier(column), quote_sqlite_identifier(table.name)
-        low, high = self.conn.execute(f"SELECT min({q}), max({q}) FROM {name}").fetchone()
+        low, high = self.conn.execute(f"SELECT (SELECT min({q}) FROM {name}), (SELECT max({q}) FROM {name})").fetchone()
         return None if low is None else (int(low), int(high))
 
     def batches(
