@@ -1,16 +1,16 @@
 """Benchmark: one SQLite file of many small tables, through ONE in-process Dagster run of every asset.
 
-    .venv/bin/python bench/bench_many_tables.py --tables 1000 [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
+    .venv/bin/python bench/bench_many_tables.py [--tables 100 1000] [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
 
-Builds a file of ``--tables`` tables of 50 rows each (``id INTEGER PRIMARY KEY`` and five typed
-columns) and materializes every asset as the tests do (``build_sync_assets`` over ``list_tables``,
-``dagster.materialize`` with ``SQLiteSource`` and ``PostgresTarget``), against an instance of its
-own (a temporary ``DAGSTER_HOME`` with the project's dagster.yaml: SQLite event storage on disk),
-a target schema and a bookkeeping schema of its own. Scenarios: the first sync, then a no-change
-sync, each in a child process so that its peak RSS is its own; then one more no-change sync under
-cProfile (skip it with ``--no-profile``), whose top functions are printed for the op's thread
-(which yields the results and so records the materializations and checks) and for the sync
-worker thread(s) apart: cProfile sees one thread only.
+For each count given (default: 100, then 1000), builds a file of that many tables of 50 rows each
+(``id INTEGER PRIMARY KEY`` and five typed columns) and materializes every asset as the tests do
+(``build_sync_assets`` over ``list_tables``, ``dagster.materialize`` with ``SQLiteSource`` and
+``PostgresTarget``), against an instance of its own (a temporary ``DAGSTER_HOME`` with the project's
+dagster.yaml: SQLite event storage on disk), a target schema and a bookkeeping schema of its own.
+Scenarios: the first sync, then a no-change sync, each in a child process so that its peak RSS is
+its own; then one more no-change sync under cProfile (skip it with ``--no-profile``), whose top
+functions are printed for the op's thread (which yields the results and so records the
+materializations and checks) and for the sync worker thread(s) apart: cProfile sees one thread only.
 
 Per scenario: ``defs s`` (``list_tables`` and ``build_sync_assets``), ``wall s`` (the
 ``materialize`` call), ``engine s`` (the materializations' ``duration_s`` summed), ``Dagster s``
@@ -311,7 +311,7 @@ def _row(label: str, r: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tables", type=int, default=1000)
+    parser.add_argument("--tables", type=int, nargs="+", default=[100, 1000], help="table counts, one file each")
     parser.add_argument(
         "--dsn", default=os.environ.get("PG_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
@@ -325,23 +325,30 @@ def main() -> None:
         print(json.dumps(report))
         return
 
-    with workspace(args.dsn, "mt") as ws:
+    for tables in args.tables:
+        bench(tables, args.dsn, args.parallel_tables, not args.no_profile)
+
+
+def bench(tables: int, dsn: str, parallel_tables: int | None, profile: bool) -> None:
+    """One file of ``tables`` tables: first sync, no-change sync, and (``profile``) a profiled one."""
+
+    with workspace(dsn, "mt") as ws:
         work, home, schema = ws.work, ws.home, ws.schema
-        path = work / f"tables_{args.tables}.sqlite"
+        path = work / f"tables_{tables}.sqlite"
         started = time.perf_counter()
-        build_file(path, args.tables)
+        build_file(path, tables)
         print(
-            f"{args.tables} tables of {ROWS_PER_TABLE} rows ({args.tables * ROWS_PER_TABLE:,} rows), "
+            f"{tables} tables of {ROWS_PER_TABLE} rows ({tables * ROWS_PER_TABLE:,} rows), "
             f"built in {time.perf_counter() - started:.1f} s",
             flush=True,
         )
-        run = (path, args.dsn, schema, home, args.parallel_tables)
+        run = (path, dsn, schema, home, parallel_tables)
         results = [("first sync", _run("first", *run)), ("no-change sync", _run("nochange", *run))]
-        profiled = None if args.no_profile else _run("profile", *run)
+        profiled = None if not profile else _run("profile", *run)
 
         print(
-            f"\n{args.tables} tables x {ROWS_PER_TABLE} rows, one in-process Dagster run of every asset "
-            f"(parallel_tables {args.parallel_tables or 'default'}); store_event s: op's thread / other threads; "
+            f"\n{tables} tables x {ROWS_PER_TABLE} rows, one in-process Dagster run of every asset "
+            f"(parallel_tables {parallel_tables or 'default'}); store_event s: op's thread / other threads; "
             "round trips per table: statements + BEGIN + COMMIT\n"
         )
         print(
