@@ -15,6 +15,7 @@ from pathlib import Path
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, IntMetadataValue
 
 from sync_pipeline.assets import LOG_EACH_TABLE_UP_TO
+from sync_pipeline.event_store import hold_event_shards, shard_paths
 from sync_pipeline.translator import ROW_COUNT_CHECK, TYPES_CHECK
 
 from .test_dagster_assets import INT_KEYS, log_text, run_sync
@@ -87,3 +88,16 @@ def test_every_table_of_a_200_table_file_has_its_materialization_metadata_and_ch
         assert "📥 Syncing t0000..." not in logs
         assert f"📥 Syncing {TABLES} tables" in logs
         assert all(name in logs for name in names)
+
+
+def test_event_shards_are_held_only_where_events_are_sqlite_files(tmp_path):
+    """The index shard exists once the instance does; a run's shard only once the run wrote to it.
+    Storage without files (in memory here, PostgreSQL in deploy/) is left alone."""
+    with DagsterInstance.ephemeral() as in_memory, hold_event_shards(in_memory, "some-run") as held:
+        assert held == 0
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with DagsterInstance.local_temp(str(home)) as instance:
+        assert [Path(p).name for p in shard_paths(instance, "no-such-run")] == ["index.db"]
+        with hold_event_shards(instance, None) as held:
+            assert held == 1
