@@ -178,6 +178,60 @@ def peak_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # not Linux: the best there is
 
 
+# --- edits for the change scenarios (untimed, made in the parent between syncs) ------------
+
+
+def _edit(path: Path, statement: str, params: tuple[object, ...] = ()) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            conn.execute(statement, params)
+    finally:
+        conn.close()
+
+
+def append_1pct(path: Path, rows: int) -> None:
+    """New rows at the end of the key order: copies of the first 1% under new keys."""
+    _edit(
+        path,
+        f"INSERT INTO {TABLE} SELECT result_id + (SELECT max(result_id) FROM {TABLE}), experiment_id, narrative_id, "
+        f"label, confidence, tokens_in, tokens_out, latency_ms, output, created_at, updated_at FROM {TABLE} "
+        "ORDER BY result_id LIMIT ?",
+        (rows // 100,),
+    )
+
+
+def delete_10_middle(path: Path, rows: int) -> None:
+    _edit(
+        path,
+        f"DELETE FROM {TABLE} WHERE result_id IN (SELECT result_id FROM {TABLE} ORDER BY result_id LIMIT 10 OFFSET ?)",
+        (rows // 2,),
+    )
+
+
+def update_newest_1pct(path: Path, rows: int) -> None:
+    _edit(
+        path,
+        f"UPDATE {TABLE} SET label = 'newest', confidence = confidence / 2 "
+        f"WHERE result_id > (SELECT max(result_id) FROM {TABLE}) - ?",
+        (rows // 100,),
+    )
+
+
+def update_scattered_1pct(path: Path, rows: int) -> None:
+    """Every 100th key: 1% of the rows, spread over the whole table."""
+    _edit(path, f"UPDATE {TABLE} SET label = 'scattered', confidence = confidence / 3 WHERE result_id % 100 = 37")
+
+
+CHANGES = {
+    "no change": None,
+    "append 1%": append_1pct,
+    "delete 10 in the middle": delete_10_middle,
+    "update the newest 1%": update_newest_1pct,
+    "update 1% scattered": update_scattered_1pct,
+}
+
+
 # --- the parent: runs scenarios, measures the server side, prints the table ----------------
 
 
@@ -252,6 +306,9 @@ def main() -> None:
     parser.add_argument(
         "--ours-only", action="store_true", help="only the psql floor and our engine (e.g. for memory at 10M rows)"
     )
+    parser.add_argument(
+        "--changes", action="store_true", help="only the psql floor and full scans after each kind of change (issue 12)"
+    )
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -264,8 +321,9 @@ def main() -> None:
     if not base.exists():
         generate(base, rows=args.rows)
     changed = DATA_DIR / f"demo_{args.rows}_changed.sqlite"
-    shutil.copy(base, changed)
-    mutate(changed, 1.0)
+    if not args.changes:
+        shutil.copy(base, changed)
+        mutate(changed, 1.0)
 
     admin = Server(args.dsn)
     admin.value("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s", (BENCH_DB,))
@@ -282,16 +340,28 @@ def main() -> None:
     psql_floor = floor_psql(base, dsn, "floor_psql")
     if psql_floor:
         rows.append(("floor: sqlite3 CSV piped into psql \\copy", psql_floor))
-    if not args.ours_only:
+    if not (args.ours_only or args.changes):
         floor_copy_row = run(server, "floor_copy", base, dsn, "floor_copy", 10_000)
         rows.append(("floor: Python copy_expert from sqlite3", floor_copy_row))
-    if not (args.skip_seed or args.ours_only):
+    if not (args.skip_seed or args.ours_only or args.changes):
         rows.append(("seed upsert (execute_batch): first load", run(server, "seed_upsert", base, dsn, "seed", 1000)))
         rows.append(("seed upsert (execute_batch): no change", run(server, "seed_upsert", base, dsn, "seed", 1000)))
         rows.append(
             ("seed upsert (execute_batch): 1% upd + 1% new", run(server, "seed_upsert", changed, dsn, "seed", 1000))
         )
     b = args.batch_size
+    if args.changes:
+        work = DATA_DIR / f"demo_{args.rows}_work.sqlite"
+        shutil.copy(base, work)
+        rows.append(("ours: first load", run(server, "ours", work, dsn, "ours", b)))
+        for label, change in CHANGES.items():
+            if change is not None:
+                change(work, args.rows)
+            rows.append((f"ours, full scan (delete_orphans): {label}", run(server, "ours", work, dsn, "ours", b)))
+        work.unlink()
+        _print(rows, args.rows, b)
+        _drop(server, admin)
+        return
     rows.append(("ours: first load", run(server, "ours", base, dsn, "ours", b)))
     rows.append(("ours: no change (delete_orphans)", run(server, "ours", base, dsn, "ours", b)))
     rows.append(("ours: 1% upd + 1% new (delete_orphans)", run(server, "ours", changed, dsn, "ours", b)))
@@ -307,8 +377,13 @@ def main() -> None:
             label = f"Dagster materialization in process: {scenario}"
             rows.append((label, run(server, "dagster_run", base, dsn, "dagster", b)))
 
+    _print(rows, args.rows, b)
+    _drop(server, admin)
+
+
+def _print(rows: list[tuple[str, dict[str, float]]], count: int, b: int) -> None:
     floor = rows[0][1]["seconds"]
-    print(f"\nnarrative_results, {args.rows:,} rows, batch_size {b:,}; floor = {rows[0][0]}\n")
+    print(f"\nnarrative_results, {count:,} rows, batch_size {b:,}; floor = {rows[0][0]}\n")
     print("| approach | time s | x floor | engine s | WAL MB | rows written | peak RSS MB | Arrow child peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|")
     for label, r in rows:
@@ -320,6 +395,9 @@ def main() -> None:
             f"{'' if engine is None else f'{engine:.2f}'} | {r.get('wal_mb', float('nan')):.1f} "
             f"| {written:,.0f} | {r['peak_rss_mb']:.0f} | {f'{child_mb:.0f}' if child_mb else ''} |"
         )
+
+
+def _drop(server: Server, admin: Server) -> None:
     server.conn.close()
     with admin.conn.cursor() as cur:
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(BENCH_DB)))

@@ -12,7 +12,7 @@ from a fresh snapshot, so that no retry writes an older state over a newer one.
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -30,6 +30,7 @@ from dagster import (
     Failure,
     MetadataValue,
     PartitionsDefinition,
+    RetryPolicy,
     TableColumn,
     TableMetadataValue,
     TableRecord,
@@ -270,6 +271,12 @@ def build_sync_assets(
     name: str = OP_NAME,
     selection: Selection | None = None,
     partitions_def: PartitionsDefinition | None = None,
+    *,
+    pool: str = POOL,
+    config_class: type[SyncConfig] = SyncConfig,
+    resource_keys: tuple[str, str] = ("sqlite", "postgres"),
+    op_tags: Mapping[str, str] | None = None,
+    retry_policy: RetryPolicy | None = None,
 ) -> AssetsDefinition:
     """The multi-asset syncing ``tables`` (as read from the file when definitions load, ``selection``
     applied); each run reads the tables again from its snapshot, through the same ``selection``.
@@ -277,12 +284,18 @@ def build_sync_assets(
     ``partitions_def`` (many files, see partitions.py): each run syncs one partition, the file of
     its key, into tables shared by every file; a backfill makes one run per file, and the pool's
     limit says how many run at once.
+
+    The keyword arguments are what differs between two instances side by side (the component,
+    components/): the pool, the run config's defaults (a ``SyncConfig`` subclass, see
+    ``config.sync_config_class``), the keys of the SQLite and PostgreSQL resources, op tags and
+    a retry policy.
     """
     translator = translator or SqliteTableTranslator()
     selection = selection or Selection()
     specs = specs_by_table(tables, translator)
     table_by_key = {spec.key: table_name for table_name, spec in specs.items()}
     check_specs = [spec for t in tables for spec in translator.get_check_specs(t)]
+    sqlite_key, postgres_key = resource_keys
 
     @multi_asset(
         name=name,
@@ -291,14 +304,17 @@ def build_sync_assets(
         outs={output_name(spec.key): AssetOut.from_spec(spec, is_required=False) for spec in specs.values()},
         check_specs=check_specs,
         can_subset=True,
-        pool=POOL,
+        pool=pool,
+        required_resource_keys={sqlite_key, postgres_key},
+        op_tags=op_tags,
+        retry_policy=retry_policy,
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.multi_run(1) if partitions_def is not None else None,
         description="Sync the selected SQLite tables into PostgreSQL, each in one transaction.",
     )
-    def _sync(
-        context: AssetExecutionContext, config: SyncConfig, sqlite: SQLiteSource, postgres: PostgresTarget
-    ) -> Iterator[Recorded]:
+    def _sync(context: AssetExecutionContext, config: config_class) -> Iterator[Recorded]:
+        sqlite: SQLiteSource = getattr(context.resources, sqlite_key)
+        postgres: PostgresTarget = getattr(context.resources, postgres_key)
         selected = [table_by_key[k] for k in sorted(context.selected_asset_keys) if k in table_by_key]
         checks = set(context.selected_asset_check_keys)
         checks_alone = [

@@ -123,11 +123,13 @@ class Batch:
 
 
 def select_tables(defs: Definitions, pattern: str | None) -> dict[AssetKey, str]:
-    """Asset key -> SQLite table name, for the table assets whose table matches ``pattern``."""
+    """Asset key -> SQLite table name, for the table assets whose table matches ``pattern``: those of the
+    project's own instance (op ``sqlite_tables``, the environment's), not of other component instances
+    under defs/, whose run config and pool this command does not know (``dg launch`` runs those)."""
     tables = {
         spec.key: str(spec.metadata["sqlite_table"])
         for spec in defs.resolve_all_asset_specs()
-        if "sqlite_table" in spec.metadata
+        if "sqlite_table" in spec.metadata and defs.resolve_assets_def(spec.key).op.name == OP_NAME
     }
     chosen = {k: t for k, t in tables.items() if pattern is None or fnmatch.fnmatchcase(t, pattern)}
     if not chosen:

@@ -5,6 +5,7 @@ The seed's environment variables ``FULL_REFRESH``, ``DELETE_ORPHANS`` and ``BATC
 scripted the old tool keeps its habits; the Launchpad can still override them per run.
 """
 
+import copy
 import os
 
 from dagster import Config
@@ -139,3 +140,26 @@ class SyncConfig(Config):
             strict_types=self.strict_types,
             column_types=dict(self.column_types),
         )
+
+
+def sync_config_class(name: str, **defaults: object) -> type[SyncConfig]:
+    """A ``SyncConfig`` whose defaults are ``defaults`` (the fields a component instance sets in its
+    ``defs.yaml``); the others keep the environment's. Run config is a class in Dagster, and its
+    defaults are what the Launchpad shows, so each instance with defaults of its own gets its own class.
+    ``name`` only labels the class (``SyncConfig_<name>``); validation is ``SyncConfig``'s.
+    """
+    unknown = set(defaults) - set(SyncConfig.model_fields)
+    if unknown:
+        raise ValueError(f"not run config fields: {', '.join(sorted(unknown))}")
+    if not defaults:
+        return SyncConfig
+    fields = {}
+    for field, value in defaults.items():
+        info = copy.deepcopy(SyncConfig.model_fields[field])  # keeps description and constraints (le, ge)
+        info.default = value
+        fields[field] = info
+    annotations = {field: SyncConfig.model_fields[field].annotation for field in defaults}
+    cls = type(f"SyncConfig_{name}", (SyncConfig,), {"__annotations__": annotations, **fields})
+    # Defaults are not validated by pydantic: run the class's own checks on them now (load time).
+    cls(**defaults)
+    return cls

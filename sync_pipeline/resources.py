@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 from dagster import ConfigurableResource
+from psycopg2 import sql
 from pydantic import Field
 
 from .embedded_pg import DEFAULT_PGDATA, embedded_dsn
@@ -61,6 +62,11 @@ class PostgresTarget(ConfigurableResource):
         description="Schema of the sync's bookkeeping (PG_STATE_SCHEMA), apart from the mirrored tables; "
         "created on first use, and may be shared by several target schemas.",
     )
+    create_schema: bool = Field(
+        default=False,
+        description="Create the target schema on first connection when it is missing (a component's "
+        "postgres.create_schema); off, a missing schema fails the sync, naming it.",
+    )
 
     def describe(self) -> str:
         """Where the data goes, safe to log: the DSN with its password masked."""
@@ -68,6 +74,13 @@ class PostgresTarget(ConfigurableResource):
         return f"{where}, schema {self.pg_schema}"
 
     def connect(self) -> psycopg2.extensions.connection:
+        conn = self._connect()
+        if self.create_schema and (self.conn_str, self.pg_schema) not in _SCHEMAS_MADE:
+            _create_schema(conn, self.pg_schema)
+            _SCHEMAS_MADE.add((self.conn_str, self.pg_schema))
+        return conn
+
+    def _connect(self) -> psycopg2.extensions.connection:
         dsn = self.conn_str or embedded_dsn()
         try:
             # Keepalives: a network that drops without a reset must fail the sync, not hang it
@@ -86,3 +99,15 @@ class PostgresTarget(ConfigurableResource):
             raise TargetUnavailableError(
                 f"cannot connect to PostgreSQL at {mask_dsn(dsn)}: {redact(str(exc).strip(), dsn)}"
             ) from None
+
+
+_SCHEMAS_MADE: set[tuple[str, str]] = set()  # (conn_str, schema) known to exist in this process
+
+
+def _create_schema(conn: psycopg2.extensions.connection, schema: str) -> None:
+    """``CREATE SCHEMA`` only when missing: it needs the database's CREATE privilege even when the
+    schema exists, which a sync role that was given an existing schema may not have."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        if cur.fetchone() is None:
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))

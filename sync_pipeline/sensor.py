@@ -6,11 +6,22 @@ from the fingerprint and the attempt number, never the clock, so no change is sk
 twice, and each retry gets a key of its own because Dagster dedupes a run key forever):
 
 - file missing: skip, saying so;
-- a live rollback journal (a write in progress): skip, look again next tick;
-- fingerprint differs from the one seen last tick: the writer may be mid-burst, so remember
-  it and wait for a quiet tick; but after ``MAX_WAIT_TICKS`` ticks of constant change, sync
-  anyway (a writer that never pauses must not starve PostgreSQL);
-- fingerprint stable and not requested yet: one run for it;
+- nothing pending (the file holds the content last requested): the tick listens for a commit for
+  ``Settle.listen_s`` before it ends, polling the fingerprint, and a commit it hears is handled in
+  this tick, as below (Dagster starts a sensor tick at most every 5 s; see ``Settle``);
+- fingerprint differs from the one last requested and from the one seen last tick (a new
+  change): the writer may be mid-burst, so the tick watches the file itself, polling its
+  fingerprint every ``Settle.poll_s``, until it has stayed the same for ``Settle.quiet_s`` (then:
+  one run for it, in this very tick), for at most ``Settle.budget_s`` (far below the 60 s after
+  which Dagster abandons a tick). Waiting a whole extra tick instead, as this sensor once did, cost
+  a tick interval of latency on every change;
+- a live rollback journal (a write in progress) is not quiet: it is polled like a change, and
+  if it is still live when the budget ends, the tick skips and looks again next tick;
+- still changing when the budget ends: remember it and look again next tick; but after
+  ``MAX_WAIT_TICKS`` ticks of constant change, sync anyway (a writer that never pauses must not
+  starve PostgreSQL);
+- fingerprint unchanged since the last tick and not requested yet: it has been quiet for a whole
+  tick, so one run for it at once;
 - fingerprint already requested: nothing while its run is queued or running, nothing once it
   succeeded; if it failed or was canceled, it is requested again. Up to ``MAX_ATTEMPTS`` runs
   in a row come on consecutive ticks (a blip); after ``MAX_ATTEMPTS`` failures in a row the
@@ -22,13 +33,13 @@ The failure count runs across content: a new change is requested at once (one ru
 change), but if PostgreSQL is still down its failure continues the backoff instead of starting
 three quick retries again. Only a successful sync resets it.
 
-The first tick only records the fingerprint and the second one syncs, so a freshly started
-sensor brings PostgreSQL up to date once, whatever happened while it was off.
+The first tick after the sensor starts sees a fingerprint it never saw, so it settles and syncs
+once: PostgreSQL is brought up to date with whatever happened while the sensor was off.
 """
 
 import json
-import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +52,7 @@ from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
     DeleteDynamicPartitionsRequest,
+    DynamicPartitionsDefinition,
     RunRequest,
     RunsFilter,
     SensorEvaluationContext,
@@ -49,19 +61,23 @@ from dagster import (
     sensor,
 )
 
+from .assets import POOL
 from .config import env_flag
-from .engine.fingerprint import file_state
+from .engine.fingerprint import FileState, file_state
 from .engine.scope import delete_source_file
-from .instance import ensure_pool_limit, max_concurrent_runs
-from .partitions import PARTITIONS_NAME, SQLITE_FILES, discover
+from .instance import ensure_pool_limit, max_concurrent_runs, prepare_dev_instance
+from .partitions import SQLITE_FILES, discover
 from .resources import PostgresTarget, SQLiteSource
 from .run_reaper import fail_runs_whose_processes_died
 
 SENSOR_NAME = "sqlite_file_changed"
-DEFAULT_INTERVAL_S = 15
+# Dagster's sensor daemon evaluates sensors at most once per pass, and a pass starts at most every 5 s
+# (dagster/_daemon/sensor.py, MIN_INTERVAL_LOOP_TIME). Any interval under that means "every pass"; 3 s leaves
+# room for the jitter of the pass start, which would otherwise make some ticks wait a second pass (10 s).
+DEFAULT_INTERVAL_S = 3
 
 
-MAX_WAIT_TICKS = 4
+MAX_WAIT_TICKS = 2  # ticks of constant change (each watched for Settle.budget_s) before a sync anyway
 MAX_ATTEMPTS = 3  # runs on consecutive ticks (a try and its quick retries) before the retries back off
 BACKOFF_S = (60, 120, 300, 900)  # waits after the MAX_ATTEMPTS-th failure in a row, the next, ...; the last repeats
 _FAILED = {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
@@ -69,6 +85,95 @@ _FAILED = {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Settle:
+    """How a tick watches the file: every ``poll_s`` (three ``stat`` calls and one 28-byte read per file,
+    see fingerprint.py), within bounds that keep a tick far inside Dagster's 60 s tick timeout.
+
+    - ``listen_s``: when nothing is pending (every file holds the content last requested), the tick keeps
+      polling for this long, and a commit in that window is handled at once instead of at the next tick.
+      Dagster's sensor daemon starts a pass at most every 5 s whatever the interval, so a commit would
+      otherwise wait 2.5 s on average for the next tick; listening 4 s of those 5 cuts that to about
+      0.3 s. The daemon sleeps only the rest of its 5 s after a long tick, so this costs no extra ticks.
+    - ``quiet_s``: a change is settled once the file has kept one fingerprint this long; a writer's burst
+      of commits closer together than that gives one run. Every commit waits this long before its run.
+    - ``budget_s``: the longest a tick watches a change that does not settle; it then looks again next
+      tick (see ``MAX_WAIT_TICKS``).
+    """
+
+    listen_s: float = 4.0
+    quiet_s: float = 0.5
+    budget_s: float = 6.0
+    poll_s: float = 0.2
+
+
+def _needs_watching(state: FileState, cursor: "_Cursor") -> bool:
+    """A change this tick must watch settle: not missing, not what was requested, not already quiet since
+    the last tick (or a write in progress)."""
+    if state.missing:
+        return False
+    return state.writing or state.fingerprint not in (cursor.requested, cursor.seen)
+
+
+def listen_for_change(paths: Iterable[Path], states: dict[Path, FileState], settle: Settle) -> set[Path]:
+    """Poll until one of the files no longer has the state in ``states`` or ``settle.listen_s`` passes:
+    the files that changed (none when the time ran out)."""
+    deadline = time.monotonic() + settle.listen_s
+    paths = list(paths)
+    while time.monotonic() < deadline:
+        time.sleep(min(settle.poll_s, max(0.0, deadline - time.monotonic())))
+        changed = {path for path in paths if file_state(path) != states[path]}
+        if changed:
+            return changed
+    return set()
+
+
+def _observe(
+    files: dict[str | None, Path], cursors: dict[str | None, "_Cursor"], settle: Settle
+) -> tuple[dict[str | None, FileState], set[str | None]]:
+    """This tick's look at the files (keyed by partition, ``None`` for the single file): the state of each
+    at the end, and which were quiet then (unchanged for ``settle.quiet_s``, or since the last tick)."""
+    states = {key: file_state(path) for key, path in files.items()}
+    quiet = {key for key, state in states.items() if state.fingerprint == cursors[key].seen and not state.writing}
+    watched = {key for key in files if _needs_watching(states[key], cursors[key])}
+    idle = all(state.missing or state.fingerprint == cursors[key].requested for key, state in states.items())
+    if files and not watched and idle and settle.listen_s > 0:
+        changed = listen_for_change(files.values(), {files[key]: states[key] for key in files}, settle)
+        watched = {key for key, path in files.items() if path in changed}
+    if watched:
+        last, settled = watch_until_quiet([files[key] for key in watched], settle)
+        for key in watched:
+            states[key] = last[files[key]]
+            quiet.discard(key)
+            if files[key] in settled:
+                quiet.add(key)
+    return states, quiet
+
+
+def watch_until_quiet(paths: Iterable[Path], settle: Settle) -> tuple[dict[Path, FileState], set[Path]]:
+    """Poll the files together until each has kept one fingerprint for ``settle.quiet_s`` or the budget is
+    spent: (the last state of each, those that settled). A live rollback journal is never quiet."""
+    start = time.monotonic()
+    deadline = start + settle.budget_s
+    states = {path: file_state(path) for path in paths}
+    since = dict.fromkeys(states, start)
+    quiet: set[Path] = set()
+    while True:
+        now = time.monotonic()
+        for path, state in states.items():
+            if not state.writing and not state.missing and now - since[path] >= settle.quiet_s:
+                quiet.add(path)
+        pending = [path for path in states if path not in quiet and not states[path].missing]
+        if not pending or now >= deadline:
+            return states, quiet
+        time.sleep(min(settle.poll_s, max(0.0, deadline - now)))
+        for path in pending:
+            state = file_state(path)
+            if state != states[path]:
+                states[path] = state
+                since[path] = time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -178,36 +283,51 @@ def evaluate(
     sqlite: SQLiteSource,
     now: datetime | None = None,
     postgres: PostgresTarget | None = None,
+    settle: Settle = Settle(),
+    files: DynamicPartitionsDefinition = SQLITE_FILES,
 ) -> SensorResult | SkipReason:
     """One tick's decision; ``now`` (UTC) is injectable so tests can step through the backoff.
-    ``postgres`` is needed only to delete a removed file's rows (many files, SYNC_DELETE_REMOVED_FILES=1)."""
+    ``postgres`` is needed only to delete a removed file's rows (many files, SYNC_DELETE_REMOVED_FILES=1);
+    ``files``: the partitions of many files (each instance of the component has its own)."""
     if sqlite.many:
-        return evaluate_many(context, sqlite, now, postgres)
-    return _evaluate_file(context.instance, sqlite.path, context.cursor, now or _utc_now(), None)
+        return evaluate_many(context, sqlite, now, postgres, settle, files)
+    path = Path(sqlite.path)
+    cursor = _Cursor.parse(context.cursor)
+    states, quiet = _observe({None: path}, {None: cursor}, settle)
+    return _decide(context.instance, path, states[None], None in quiet, cursor, now or _utc_now(), None)
 
 
-def _evaluate_file(
-    instance: DagsterInstance, path: str | Path, raw_cursor: str | None, now: datetime, key: str | None
+def _decide(
+    instance: DagsterInstance,
+    path: str | Path,
+    state: FileState,
+    quiet: bool,
+    cursor: _Cursor,
+    now: datetime,
+    key: str | None,
 ) -> SensorResult | SkipReason:
-    """The decision for one file (``key``: its partition, when there are many)."""
-    state = file_state(path)
+    """The decision for one file (``key``: its partition, when there are many), given its state at the end
+    of this tick's watch and whether it was quiet then (unchanged for ``Settle.quiet_s``, or since last tick)."""
     if state.missing:
         return SkipReason(f"SQLite file {path} does not exist; waiting for it")
     if state.writing:
         return SkipReason(f"{path}-journal holds a transaction: a write is in progress; looking again next tick")
-    cursor = _Cursor.parse(raw_cursor)
     fingerprint = state.fingerprint
     assert fingerprint is not None
     last = _last_run(instance, cursor, key)
     failures = _failures_in_a_row(cursor, last)
     if fingerprint == cursor.requested:
         return _unchanged(fingerprint, cursor, last, failures, now, key)
-    if fingerprint != cursor.seen and cursor.waited + 1 < MAX_WAIT_TICKS:
+    if quiet:
+        return _request(fingerprint, 1, failures, "changed", key)
+    if cursor.waited + 1 < MAX_WAIT_TICKS:
         return SensorResult(
-            skip_reason=SkipReason("the SQLite file changed; waiting one tick for the writer to settle"),
+            skip_reason=SkipReason(
+                "the SQLite file changed and kept changing while this tick watched it; looking again next tick"
+            ),
             cursor=replace(cursor, seen=fingerprint, waited=cursor.waited + 1).dump(),
         )
-    return _request(fingerprint, 1, failures, "changed" if fingerprint == cursor.seen else "still changing", key)
+    return _request(fingerprint, 1, failures, "still changing", key)
 
 
 def evaluate_many(
@@ -215,36 +335,38 @@ def evaluate_many(
     sqlite: SQLiteSource,
     now: datetime | None = None,
     postgres: PostgresTarget | None = None,
+    settle: Settle = Settle(),
+    files_def: DynamicPartitionsDefinition = SQLITE_FILES,
 ) -> SensorResult | SkipReason:
     """Every file of a directory or glob, each decided as the single file is (settling, retries,
-    backoff), with a cursor of its own; a new file becomes a partition and gets its first sync at
-    once. A removed file keeps its rows (and its partition, so its history stays), unless
-    ``SYNC_DELETE_REMOVED_FILES=1``: then its rows go, in one transaction, and so does its partition."""
+    backoff), with a cursor of its own; the changed files are watched together, within one budget.
+    A new file becomes a partition and gets its first sync once it is quiet. A removed file keeps its
+    rows (and its partition, so its history stays), unless ``SYNC_DELETE_REMOVED_FILES=1``: then its
+    rows go, in one transaction, and so does its partition."""
     now = now or _utc_now()
     files = discover(sqlite.path)
-    known = set(context.instance.get_dynamic_partitions(PARTITIONS_NAME))
+    known = set(context.instance.get_dynamic_partitions(files_def.name))
     new = [key for key in files if key not in known]
-    cursors: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    raw_cursors: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    cursors: dict[str | None, _Cursor] = {key: _Cursor.parse(raw_cursors.get(key)) for key in files}
+    states, quiet = _observe(dict(files), cursors, settle)
     requests: list[RunRequest] = []
     skipped: list[str] = []
+    out: dict[str, str] = {}
     for key, path in files.items():
-        raw = cursors.get(key)
-        if key in new and raw is None:
-            # Seen for the first time: a sync now, not after the one quiet tick a change waits for.
-            raw = _Cursor(seen=file_state(path).fingerprint).dump()
-        decision = _evaluate_file(context.instance, path, raw, now, key)
+        decision = _decide(context.instance, path, states[key], key in quiet, cursors[key], now, key)
         if isinstance(decision, SkipReason):
             skipped.append(f"{key}: {decision.skip_message}")
-            cursors[key] = raw or _Cursor().dump()
+            out[key] = cursors[key].dump()
             continue
         requests += decision.run_requests or []
         if decision.skip_reason is not None:
             skipped.append(f"{key}: {decision.skip_reason.skip_message}")
-        cursors[key] = decision.cursor or raw or _Cursor().dump()
+        out[key] = decision.cursor or cursors[key].dump()
     gone = sorted(known - set(files))
     partition_requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = []
     if new:
-        partition_requests.append(SQLITE_FILES.build_add_request(new))
+        partition_requests.append(files_def.build_add_request(new))
     if gone and env_flag("SYNC_DELETE_REMOVED_FILES") and postgres is not None:
         conn = postgres.connect()
         try:
@@ -253,7 +375,7 @@ def evaluate_many(
                 context.log.info(f"{key}: file removed; deleted its rows ({deleted}) and its partition")
         finally:
             conn.close()
-        partition_requests.append(SQLITE_FILES.build_delete_request(gone))
+        partition_requests.append(files_def.build_delete_request(gone))
     elif gone:
         context.log.info(f"gone from {sqlite.path}, rows kept: {', '.join(gone)}")
         skipped.append(
@@ -263,32 +385,56 @@ def evaluate_many(
         run_requests=requests,
         dynamic_partitions_requests=partition_requests,
         skip_reason=None if requests else SkipReason("; ".join(skipped) or f"no SQLite file matches {sqlite.path}"),
-        cursor=json.dumps({key: cursors[key] for key in files}, sort_keys=True),
+        cursor=json.dumps(out, sort_keys=True),
     )
 
 
-def build_sensor(selection: AssetSelection, clock: Callable[[], datetime] = _utc_now):
-    """The sensor; ``clock`` (returning an aware UTC time) is there for tests of the backoff."""
+def build_sensor(
+    selection: AssetSelection,
+    clock: Callable[[], datetime] = _utc_now,
+    settle: Settle = Settle(),
+    *,
+    name: str = SENSOR_NAME,
+    interval_s: int = DEFAULT_INTERVAL_S,
+    enabled: bool = True,
+    pool: str = POOL,
+    resource_keys: tuple[str, str] = ("sqlite", "postgres"),
+    files: DynamicPartitionsDefinition = SQLITE_FILES,
+    many: bool = False,
+):
+    """The sensor; ``clock`` (returning an aware UTC time) is there for tests of the backoff, ``settle`` for
+    tests that cannot spend a second per change.
+
+    The keyword arguments are explicit so that two instances (components/) each get their own
+    name, pool, resources and partitions; the environment (``SYNC_SENSOR_INTERVAL_S``,
+    ``SYNC_SENSOR``) is read by the caller (components/sqlite_sync.py). ``many``: the source is many
+    files (its pool's limit is then the number of files synced at once).
+
+    Building it (at code load) also prepares the ``dagster dev`` instance: the pool limit exists before the
+    first run can be launched, whoever launches it, so the Quick start needs no separate step for it."""
+    prepare_dev_instance(pool=pool, many=many)
+    sqlite_key, postgres_key = resource_keys
 
     @sensor(
-        name=SENSOR_NAME,
+        name=name,
         target=selection,
-        minimum_interval_seconds=int(os.environ.get("SYNC_SENSOR_INTERVAL_S", DEFAULT_INTERVAL_S)),
-        default_status=DefaultSensorStatus.STOPPED
-        if os.environ.get("SYNC_SENSOR", "").lower() in ("off", "0", "false")
-        else DefaultSensorStatus.RUNNING,
-        description="Sync every table when a commit changes the SQLite file (main file or -wal). "
-        "Runs once on start-up so PostgreSQL catches up; retries a failed sync, backing off up to every "
-        "15 minutes, until one succeeds. Turn it off in the UI (Automation) or set SYNC_SENSOR=off.",
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.RUNNING if enabled else DefaultSensorStatus.STOPPED,
+        required_resource_keys={sqlite_key, postgres_key},
+        description="Sync every table when a commit changes the SQLite file (main file or -wal), once the file "
+        "has been quiet for half a second. Runs once on start-up so PostgreSQL catches up; retries a failed sync, "
+        "backing off up to every 15 minutes, until one succeeds. Turn it off in the UI (Automation) or set "
+        "SYNC_SENSOR=off.",
     )
-    def _sensor(
-        context: SensorEvaluationContext, sqlite: SQLiteSource, postgres: PostgresTarget
-    ) -> SensorResult | SkipReason:
+    def _sensor(context: SensorEvaluationContext, **_resources: object) -> SensorResult | SkipReason:
+        # Called directly (tests), Dagster passes the required resources as keyword arguments too.
+        sqlite: SQLiteSource = getattr(context.resources, sqlite_key)
+        postgres: PostgresTarget = getattr(context.resources, postgres_key)
         limit, asked = max_concurrent_runs(sqlite.many)
-        ensure_pool_limit(context.instance, limit=limit, force=asked)
+        ensure_pool_limit(context.instance, pool=pool, limit=limit, force=asked)
         # A run whose processes died with their code server would hold the pool for ever.
-        for failed in fail_runs_whose_processes_died(context.instance):
+        for failed in fail_runs_whose_processes_died(context.instance, pool=pool):
             context.log.warning(f"run {failed.run_id}: {failed.message}")
-        return evaluate(context, sqlite, now=clock(), postgres=postgres)
+        return evaluate(context, sqlite, now=clock(), postgres=postgres, settle=settle, files=files)
 
     return _sensor

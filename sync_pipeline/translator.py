@@ -15,8 +15,9 @@ names appear nowhere a user looks.
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import jinja2
 from dagster import (
     AssetCheckSpec,
     AssetKey,
@@ -49,6 +50,27 @@ def output_name(key: AssetKey) -> str:
     return "t_" + key.to_python_identifier()
 
 
+def render_description(template: str, table: TableInfo, pg_schema: str) -> str:
+    """An asset description from a Jinja template (the component's ``translation.description``); an
+    unknown variable is an error at load time, naming it, rather than an empty string in the catalog."""
+    try:
+        return (
+            jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+            .from_string(template)
+            .render(
+                table=table.name,
+                pg_table=f"{pg_schema}.{pg_name(table.name)}",
+                schema=pg_schema,
+                columns=[c.name for c in table.columns],
+                primary_key=list(table.primary_key),
+            )
+        )
+    except jinja2.TemplateError as exc:
+        raise ValueError(
+            f"translation.description {template!r}: {exc} (known: table, pg_table, schema, columns, primary_key)"
+        ) from None
+
+
 def column_schema(table: TableInfo, pg_types: Mapping[str, str] | None = None) -> TableSchema:
     """The PostgreSQL columns, each described with the SQLite type it came from; ``pg_types`` (SQLite
     column -> PostgreSQL type, from a sync) overrides the declared mapping."""
@@ -73,17 +95,36 @@ def column_schema(table: TableInfo, pg_types: Mapping[str, str] | None = None) -
     )
 
 
+CHECKS = (ROW_COUNT_CHECK, TYPES_CHECK)
+
+
 @dataclass(frozen=True)
 class SqliteTableTranslator:
-    """Maps tables to specs; subclass and override a method to change one aspect."""
+    """Maps tables to specs; subclass and override a method to change one aspect.
+
+    The fields after ``target_label`` are the component's ``translation`` and ``checks``
+    (components/); their defaults are what the project had before it, so ``key_prefix=()`` keeps
+    the bare key rule above. ``description``, when given, is a Jinja template rendered per table
+    with ``table`` (SQLite name), ``pg_table`` (``schema.table``), ``schema``, ``columns`` and
+    ``primary_key``.
+    """
 
     pg_schema: str = "public"
     target_label: str = ""  # where the data goes, password masked (shown in the catalog)
+    key_prefix: tuple[str, ...] = ()
+    group_name: str = GROUP_NAME
+    tags: Mapping[str, str] = field(default_factory=dict)
+    kinds: frozenset[str] = frozenset(KINDS)
+    owners: tuple[str, ...] = ()
+    description: str | None = None
+    checks: tuple[str, ...] = CHECKS
 
     def get_asset_key(self, table: TableInfo) -> AssetKey:
-        return asset_key_for(table.name)
+        return AssetKey([*self.key_prefix, *asset_key_for(table.name).path])
 
     def get_description(self, table: TableInfo) -> str:
+        if self.description is not None:
+            return render_description(self.description, table, self.pg_schema)
         key = (
             f"primary key ({', '.join(table.primary_key)}): incremental syncs update changed rows by key"
             if table.primary_key
@@ -98,8 +139,10 @@ class SqliteTableTranslator:
         return AssetSpec(
             key=self.get_asset_key(table),
             description=self.get_description(table),
-            kinds=set(KINDS),
-            group_name=GROUP_NAME,
+            kinds=set(self.kinds),
+            group_name=self.group_name,
+            tags=dict(self.tags),
+            owners=list(self.owners),
             metadata={
                 "dagster/table_name": f"{self.pg_schema}.{pg_name(table.name)}",
                 "dagster/column_schema": column_schema(table),
@@ -110,7 +153,7 @@ class SqliteTableTranslator:
 
     def get_check_specs(self, table: TableInfo) -> list[AssetCheckSpec]:
         key = self.get_asset_key(table)
-        return [
+        specs = [
             AssetCheckSpec(
                 ROW_COUNT_CHECK,
                 asset=key,
@@ -125,6 +168,7 @@ class SqliteTableTranslator:
                 "type cannot, or holds values changed to fit: see columns_retyped).",
             ),
         ]
+        return [spec for spec in specs if spec.name in self.checks]
 
 
 def specs_by_table(tables: Sequence[TableInfo], translator: SqliteTableTranslator) -> dict[str, AssetSpec]:

@@ -19,6 +19,7 @@ from sync_pipeline.demo import generate
 from sync_pipeline.engine import SqliteSnapshot, SyncError, SyncOptions, sqlite_source, sync_table
 from sync_pipeline.engine.arrow_child import ArrowChild
 from sync_pipeline.engine.arrow_reader import text_chunks
+from sync_pipeline.engine.change_detection import Batching
 
 from .conftest import pg_rows, sqlite_rows, sync_all
 
@@ -119,7 +120,7 @@ def test_with_strict_types_a_value_postgres_refuses_rolls_arrow_back_and_is_name
 
 def _arrow_text(arrow: ArrowChild, query: str, params: tuple[object, ...] = ()) -> bytes:
     """``query`` (one bigint column, then the guard) read through an Arrow child as COPY text."""
-    return b"".join(chunk or b"" for chunk, _, _ in arrow.query(query, params, ["bigint"], 100))
+    return b"".join(chunk or b"" for chunk, _, _, _ in arrow.query(query, params, ["bigint"], 100))
 
 
 def test_every_reader_of_a_snapshot_sees_the_same_state_even_when_a_writer_commits_while_they_open(
@@ -190,7 +191,7 @@ def test_an_abandoned_stream_kills_its_child_and_the_rest_of_the_run_reads_the_e
             table = snapshot.table("narrative_results")
             child = snapshot.arrow
             assert child is not None
-            chunks = text_chunks(snapshot, table, 100)
+            chunks = text_chunks(snapshot, table, Batching(100))
             assert next(chunks)[1] == 100
             chunks.close()  # what the reader does when the COPY failed midway
             assert snapshot.arrow is None and not child.usable

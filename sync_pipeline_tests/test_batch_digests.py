@@ -1,18 +1,26 @@
-"""A full-scan sync sends only the batches whose COPY text differs from what the last sync sent.
+"""A full-scan sync sends only the batches whose digest differs from what the last sync sent.
 
-Every test checks PostgreSQL against SQLite afterwards: skipping a batch is only right if
-PostgreSQL still holds exactly those rows.
+A table read in the order of its integer key is cut into key ranges (change_detection.py), so a
+row inserted or deleted changes its own batch only; other tables are cut by position. Every
+test checks PostgreSQL against SQLite afterwards: skipping a batch is only right if PostgreSQL
+still holds exactly those rows.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg2 import sql
 
 from sync_pipeline.engine import SyncError
+from sync_pipeline.engine.errors import OrphanDeletionRefused
 
-from .conftest import pg_rows, sqlite_rows, sync_all
+from .conftest import pg_rows, query, sqlite_rows, sync_all
 
 BATCH = 500
 
@@ -41,20 +49,48 @@ def test_a_sync_without_changes_sends_no_batch(demo_db, pg_dsn, schema):
         assert result.rows_changed == 0
 
 
+def _sent(result) -> int:
+    return result.rows_processed - result.rows_skipped
+
+
 def test_one_changed_row_sends_only_its_batch(demo_db, pg_dsn, schema):
     _synced(demo_db, pg_dsn, schema)
     _execute(demo_db, "UPDATE narrative_results SET label = 'changed' WHERE result_id = 1700")
     result = _synced(demo_db, pg_dsn, schema)["narrative_results"]
     assert (result.rows_updated, result.rows_inserted) == (1, 0)
-    assert result.rows_skipped == result.sqlite_rows - BATCH
+    assert 0 < _sent(result) <= BATCH < result.sqlite_rows
 
 
-def test_a_row_deleted_mid_table_shifts_the_later_batches_which_are_all_sent(demo_db, pg_dsn, schema):
+def test_rows_deleted_mid_table_resend_only_their_batch_and_leave_no_orphan(demo_db, pg_dsn, schema):
     _synced(demo_db, pg_dsn, schema)
-    assert _execute(demo_db, "DELETE FROM narrative_results WHERE result_id = 1700") == 1
+    assert _execute(demo_db, "DELETE FROM narrative_results WHERE result_id BETWEEN 1700 AND 1709") == 10
     result = _synced(demo_db, pg_dsn, schema, delete_orphans=True)["narrative_results"]
-    assert result.rows_deleted == 1 and result.rows_changed == 1
-    assert result.rows_skipped == 3 * BATCH  # the batches before row 1700
+    assert result.rows_deleted == 10 and result.rows_changed == 10
+    # By position, every batch after row 1700 would have shifted and been sent again (1300 rows).
+    assert 0 < _sent(result) <= BATCH
+
+
+def test_rows_inserted_mid_table_and_appended_resend_only_their_batches(demo_db, pg_dsn, schema):
+    _synced(demo_db, pg_dsn, schema)
+    _execute(demo_db, "DELETE FROM narrative_results WHERE result_id = 1200")
+    _synced(demo_db, pg_dsn, schema, delete_orphans=True)
+    _execute(demo_db, "INSERT INTO narrative_results (result_id, experiment_id, narrative_id) VALUES (1200, 1, 1)")
+    _execute(demo_db, "INSERT INTO narrative_results (result_id, experiment_id, narrative_id) VALUES (9000, 1, 1)")
+    result = _synced(demo_db, pg_dsn, schema, delete_orphans=True)["narrative_results"]
+    assert (result.rows_inserted, result.rows_deleted) == (2, 0)
+    assert 0 < _sent(result) <= BATCH + 1
+
+
+def test_orphans_a_sync_kept_are_deleted_later_even_where_nothing_changed(demo_db, pg_dsn, schema):
+    """A sync without delete_orphans leaves rows SQLite no longer has; the digests it records then do
+    not describe PostgreSQL exactly, so a later delete_orphans must search every key range."""
+    _synced(demo_db, pg_dsn, schema)
+    _execute(demo_db, "DELETE FROM narrative_results WHERE result_id = 100")
+    kept = sync_all(demo_db, pg_dsn, schema, batch_size=BATCH)["narrative_results"]
+    assert kept.rows_deleted == 0 and kept.pg_rows_after == kept.sqlite_rows + 1
+    _execute(demo_db, "DELETE FROM narrative_results WHERE result_id = 2900")
+    result = _synced(demo_db, pg_dsn, schema, delete_orphans=True)["narrative_results"]
+    assert result.rows_deleted == 2 and result.pg_rows_after == result.sqlite_rows
 
 
 def test_the_digests_of_one_read_path_or_batch_size_never_excuse_another(demo_db, pg_dsn, schema):
@@ -72,7 +108,7 @@ def test_a_failed_sync_leaves_the_digests_of_the_last_good_one(demo_db, pg_dsn, 
         sync_all(demo_db, pg_dsn, schema, batch_size=BATCH, strict_types=True)
     _execute(demo_db, "UPDATE narrative_results SET tokens_in = 5 WHERE result_id = 10")
     result = _synced(demo_db, pg_dsn, schema)["narrative_results"]
-    assert result.rows_updated == 1 and result.rows_skipped == result.sqlite_rows - BATCH
+    assert result.rows_updated == 1 and 0 < _sent(result) <= BATCH
 
 
 def test_an_unchanged_batch_never_leaves_the_arrow_child(demo_db, pg_dsn, schema, monkeypatch):
@@ -84,10 +120,10 @@ def test_an_unchanged_batch_never_leaves_the_arrow_child(demo_db, pg_dsn, schema
     received: list[int] = []
     frame = arrow_child.ArrowChild._frame
 
-    def counting(self: arrow_child.ArrowChild) -> tuple[bytes, int, bytes, str]:
-        kind, rows, payload, digest = frame(self)
+    def counting(self: arrow_child.ArrowChild) -> tuple[bytes, int, int, bytes, str]:
+        kind, rows, batch_id, payload, digest = frame(self)
         received.append(len(payload))
-        return kind, rows, payload, digest
+        return kind, rows, batch_id, payload, digest
 
     monkeypatch.setattr(arrow_child.ArrowChild, "_frame", counting)
     result = _synced(demo_db, pg_dsn, schema)["narrative_results"]
@@ -122,3 +158,68 @@ def test_a_null_becoming_a_value_or_a_value_becoming_null_is_never_taken_for_unc
 
     assert (result.read_path, result.rows_updated, result.rows_skipped) == ("arrow", 1, 0)
     assert [v for k, v in pg_rows(pg_dsn, schema, "t") if k == 3] == [after]
+
+
+_KEYS = {
+    "dense": st.integers(1, 400),
+    "sparse": st.integers(-(2**63), 2**63 - 1),
+    "mixed": st.one_of(st.integers(-50, 50), st.sampled_from([-(2**63), 2**62, 2**63 - 1, 2**40])),
+}
+_EDIT = st.one_of(
+    # Text PostgreSQL stores as it is (a NUL byte would be repaired, see test_messy_types.py).
+    st.tuples(
+        st.just("upsert"),
+        st.integers(),
+        st.text(st.characters(codec="utf-8", exclude_characters="\0"), max_size=5) | st.none(),
+    ),
+    st.tuples(st.just("delete"), st.integers(), st.integers(0, 60)),
+)
+
+
+@settings(
+    max_examples=int(os.environ.get("SPS_DIGEST_EXAMPLES", "20")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data(), keys=st.sampled_from(sorted(_KEYS)))
+def test_change_detection_never_misses_a_change(data, keys, pg_dsn, tmp_path_factory):
+    """Random inserts, updates and deletes anywhere (single rows and runs of keys), each round synced
+    with random options: the mirror is always SQLite's rows exactly (with delete_orphans) or SQLite's
+    rows plus only rows SQLite once had (without), whatever the batches skipped."""
+    db = tmp_path_factory.mktemp("cd") / "t.sqlite"
+    schema = f"cd_{uuid.uuid4().hex[:10]}"
+    query(pg_dsn, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    ever: set[int] = set()
+    key = _KEYS[keys]
+    # Kept for the whole example: the last sync's digests apply only to a read made the same way.
+    arrow = data.draw(st.booleans(), label="arrow")
+    batch = data.draw(st.sampled_from([2, 7, 50]), label="batch_size")
+    try:
+        for _ in range(data.draw(st.integers(2, 6), label="rounds")):
+            for op, number, arg in data.draw(st.lists(_EDIT, max_size=12), label="edits"):
+                ids = [k for (k,) in conn.execute("SELECT id FROM t ORDER BY id")]
+                if op == "upsert":
+                    k = data.draw(key) if not ids or number % 2 else ids[number % len(ids)]
+                    conn.execute("INSERT OR REPLACE INTO t VALUES (?, ?)", (k, arg))
+                    ever.add(k)
+                elif ids:  # a run of up to ``arg`` neighbouring keys from a random position
+                    start = number % len(ids)
+                    conn.executemany("DELETE FROM t WHERE id = ?", [(k,) for k in ids[start : start + arg + 1]])
+            conn.commit()
+            orphans = data.draw(st.booleans(), label="delete_orphans")
+            source = set(sqlite_rows(db, "t"))
+            try:
+                result = sync_all(db, pg_dsn, schema, arrow=arrow, batch_size=batch, delete_orphans=orphans)["t"]
+            except OrphanDeletionRefused:
+                assert not source  # emptying the mirror takes full_refresh
+                continue
+            mirror = set(pg_rows(pg_dsn, schema, "t"))
+            if orphans or not ever:
+                assert mirror == source
+            else:
+                assert source <= mirror and {k for k, _ in mirror - source} <= ever - {k for k, _ in source}
+            assert result.pg_rows_after == len(mirror)
+    finally:
+        conn.close()

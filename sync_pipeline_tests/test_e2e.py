@@ -183,7 +183,7 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterat
         "PG_SCHEMA": schema,
         "SYNC_SENSOR_INTERVAL_S": str(SENSOR_INTERVAL_S),
     }
-    subprocess.run([sys.executable, "-m", "sync_pipeline.instance"], env=env, cwd=PROJECT_ROOT, check=True)
+    # No `python -m sync_pipeline.instance` first: `dagster dev` sets the pool limit as it loads the code.
     try:
         with running_dagster_dev(PROJECT_ROOT, env, root / "dagster-dev.log") as port:
             yield DagsterDev(port, home, sqlite_path, writer, pg_dsn, schema)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from sync_pipeline.engine import list_tables
 from sync_pipeline.history import sync_history
 from sync_pipeline.partitions import PARTITIONS_NAME, SQLITE_FILES, FileKeyCollisionError, discover, union_tables
 from sync_pipeline.resources import PostgresTarget, SQLiteSource
-from sync_pipeline.sensor import evaluate
+from sync_pipeline.sensor import Settle, evaluate
 from sync_pipeline.translator import SqliteTableTranslator
 
 from .conftest import query
@@ -80,13 +83,16 @@ def test_each_file_is_a_partition_whose_run_syncs_only_its_rows_and_history_name
     assert sorted(history["partition"]) == ["run_a", "run_b"]
 
 
+FAST = Settle(listen_s=0, quiet_s=0.1, budget_s=1, poll_s=0.02)  # the default listens for 4 s a tick
+
+
 def test_the_sensor_adds_new_files_as_partitions_and_syncs_each_changed_file_once(tmp_path):
     runs = _directory(tmp_path)
     instance = DagsterInstance.ephemeral()
     sqlite = SQLiteSource(path=str(runs))
 
     def tick(cursor: str | None) -> SensorResult:
-        result = evaluate(build_sensor_context(instance=instance, cursor=cursor), sqlite)
+        result = evaluate(build_sensor_context(instance=instance, cursor=cursor), sqlite, settle=FAST)
         assert isinstance(result, SensorResult)
         for request in result.dynamic_partitions_requests or []:
             instance.add_dynamic_partitions(PARTITIONS_NAME, list(request.partition_keys))
@@ -105,11 +111,53 @@ def test_the_sensor_adds_new_files_as_partitions_and_syncs_each_changed_file_onc
     conn.execute("UPDATE experiments SET notes = 'changed' WHERE experiment_id = 1")
     conn.commit()
     conn.close()
-    waiting = tick(second.cursor)  # the writer may still be busy: one quiet tick first
-    assert waiting.run_requests == []
-    settled = tick(waiting.cursor)
+    settled = tick(second.cursor)  # the tick watches run_b until it is quiet, then asks for its sync
     assert [r.partition_key for r in settled.run_requests] == ["run_b"]
     assert settled.run_requests[0].run_key.startswith("run_b|")
+    assert tick(settled.cursor).run_requests == []  # one run per change, per file
+
+
+def test_a_file_that_keeps_changing_does_not_hold_back_another_that_settled(tmp_path):
+    """Changed files are watched together in one tick: each is requested once it is quiet, on its own."""
+    runs = _directory(tmp_path)
+    instance = DagsterInstance.ephemeral()
+    sqlite = SQLiteSource(path=str(runs))
+    settle = Settle(listen_s=0, quiet_s=0.2, budget_s=1.0, poll_s=0.02)
+    first = evaluate(build_sensor_context(instance=instance), sqlite, settle=settle)
+    assert isinstance(first, SensorResult) and len(first.run_requests) == 2
+    instance.add_dynamic_partitions(PARTITIONS_NAME, ["run_a", "run_b"])
+
+    conn = sqlite3.connect(runs / "run_a.sqlite")
+    conn.execute("UPDATE experiments SET notes = 'once' WHERE experiment_id = 1")
+    conn.commit()
+    conn.close()
+    stop, first_commit = threading.Event(), threading.Event()
+
+    def keep_writing() -> None:  # run_b never quiet for 0.2 s while the tick watches
+        busy = sqlite3.connect(runs / "run_b.sqlite")
+        busy.execute("PRAGMA synchronous=OFF")  # no fsync: a slow disk must not make a pause the sensor sees
+        try:
+            while not stop.is_set():
+                busy.execute("UPDATE experiments SET notes = ? WHERE experiment_id = 1", (str(time.monotonic()),))
+                busy.commit()
+                first_commit.set()
+                time.sleep(0.02)
+        finally:
+            busy.close()
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        assert first_commit.wait(10)
+        second = evaluate(build_sensor_context(instance=instance, cursor=first.cursor), sqlite, settle=settle)
+    finally:
+        stop.set()
+        writer.join()
+
+    assert isinstance(second, SensorResult)
+    assert [r.partition_key for r in second.run_requests] == ["run_a"]
+    assert second.skip_reason is None or "run_b" in (second.skip_reason.skip_message or "")
+    assert "waited" in second.cursor and json.loads(json.loads(second.cursor)["run_b"])["waited"] == 1
 
 
 def test_a_removed_file_keeps_its_rows_unless_asked_then_they_go_in_one_transaction(
@@ -120,20 +168,26 @@ def test_a_removed_file_keeps_its_rows_unless_asked_then_they_go_in_one_transact
     instance.add_dynamic_partitions(PARTITIONS_NAME, list(discover(str(runs))))
     for key in ("run_a", "run_b"):
         assert _materialize(runs, pg_dsn, schema, instance, key).success
-    cursor = evaluate(build_sensor_context(instance=instance), SQLiteSource(path=str(runs))).cursor
+    cursor = evaluate(build_sensor_context(instance=instance), SQLiteSource(path=str(runs)), settle=FAST).cursor
     (runs / "run_a.sqlite").unlink()
     postgres = PostgresTarget(conn_str=pg_dsn, pg_schema=schema)
     counts = f'SELECT _source_file, count(*) > 0 FROM "{schema}".experiments GROUP BY 1 ORDER BY 1'
 
     kept = evaluate(
-        build_sensor_context(instance=instance, cursor=cursor), SQLiteSource(path=str(runs)), postgres=postgres
+        build_sensor_context(instance=instance, cursor=cursor),
+        SQLiteSource(path=str(runs)),
+        postgres=postgres,
+        settle=FAST,
     )
     assert not kept.dynamic_partitions_requests
     assert query(pg_dsn, counts) == [("run_a", True), ("run_b", True)]
 
     monkeypatch.setenv("SYNC_DELETE_REMOVED_FILES", "1")
     removed = evaluate(
-        build_sensor_context(instance=instance, cursor=cursor), SQLiteSource(path=str(runs)), postgres=postgres
+        build_sensor_context(instance=instance, cursor=cursor),
+        SQLiteSource(path=str(runs)),
+        postgres=postgres,
+        settle=FAST,
     )
     assert [list(r.partition_keys) for r in removed.dynamic_partitions_requests] == [["run_a"]]
     assert query(pg_dsn, counts) == [("run_b", True)]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.queues
 import os
 import shutil
 import sqlite3
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,9 +27,14 @@ from dagster import (
 )
 
 from sync_pipeline.assets import POOL
+from sync_pipeline.demo import PROJECT_ROOT
 from sync_pipeline.engine.fingerprint import file_state
+from sync_pipeline.instance import prepare_dev_instance
 from sync_pipeline.resources import PostgresTarget, SQLiteSource
-from sync_pipeline.sensor import MAX_WAIT_TICKS, build_sensor
+from sync_pipeline.sensor import MAX_WAIT_TICKS, Settle, build_sensor
+
+# A tick watches a change settle for quiet_s; tests use a fifth of the default, and no listening, to stay fast.
+FAST = Settle(listen_s=0, quiet_s=0.1, budget_s=0.6, poll_s=0.02)
 
 
 class Ticker:
@@ -37,9 +45,9 @@ class Ticker:
     ``launch``, ``fail`` and ``succeed``.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, settle: Settle = FAST) -> None:
         self.offset = timedelta(0)
-        self.sensor = build_sensor(AssetSelection.all(), clock=self.now)
+        self.sensor = build_sensor(AssetSelection.all(), clock=self.now, settle=settle)
         self.path = path
         self.cursor: str | None = None
         self.instance = DagsterInstance.ephemeral()
@@ -89,10 +97,38 @@ class Ticker:
 
 
 def settle(ticker: Ticker) -> None:
-    """The first two ticks: record the fingerprint, then sync once."""
-    ticker.tick()
+    """The first tick: the file is quiet, so it syncs once."""
     ticker.tick()
     assert len(ticker.run_keys) == 1
+
+
+class CommitBurst(threading.Thread):
+    """A writer committing ``commits`` rows to ``path``, one every ``every_s``, on a connection and thread of
+    its own; ``join`` re-raises whatever the writer hit, so a broken writer fails the test."""
+
+    def __init__(self, path: Path, commits: int, every_s: float) -> None:
+        super().__init__()
+        self.path, self.commits, self.every_s = path, commits, every_s
+        self.error: sqlite3.Error | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+            conn.execute("PRAGMA synchronous=OFF")  # no fsync: a slow disk must not add pauses the sensor would see
+            try:
+                for i in range(self.commits):
+                    conn.execute("INSERT INTO t (v) VALUES (?)", (f"burst {i}",))
+                    time.sleep(self.every_s)
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:  # handed to the test thread by join()
+            self.error = exc
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self.error is not None:
+            raise self.error
 
 
 def test_a_missing_file_is_a_skip_with_a_reason(tmp_path):
@@ -105,9 +141,9 @@ def test_first_ticks_sync_once_then_an_unchanged_file_requests_nothing(wal_db):
     path, _ = wal_db
     ticker = Ticker(path)
 
-    assert "waiting one tick" in ticker.skip_message(ticker.tick())
-    second = ticker.tick()
-    assert isinstance(second, SensorResult) and len(second.run_requests) == 1
+    first = ticker.tick()  # quiet for FAST.quiet_s within this tick: synced at once, no extra tick
+    assert isinstance(first, SensorResult) and len(first.run_requests) == 1
+    assert first.run_requests[0].tags["sync_reason"] == "changed"
     assert "no run with key" in ticker.skip_message(ticker.tick())  # requested, not launched yet
     ticker.succeed()
     assert ticker.status_of_last_request() == DagsterRunStatus.SUCCESS
@@ -126,10 +162,11 @@ def test_a_commit_that_only_reaches_the_wal_file_is_seen(wal_db):
     writer.execute("INSERT INTO t (v) VALUES ('new')")
 
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (main_before.st_size, main_before.st_mtime_ns)
-    ticker.tick()
-    ticker.tick()
+    ticker.tick()  # one tick is enough: the tick itself waits for the file to be quiet
     assert len(ticker.run_keys) == 2
     assert ticker.run_keys[0] != ticker.run_keys[1]
+    ticker.tick()
+    assert len(ticker.run_keys) == 2  # and only one run for it
 
 
 def test_a_commit_to_the_main_file_in_rollback_journal_mode_is_seen(tmp_path):
@@ -143,7 +180,6 @@ def test_a_commit_to_the_main_file_in_rollback_journal_mode_is_seen(tmp_path):
         conn.execute("INSERT INTO t VALUES (1)")
 
     ticker.tick()
-    ticker.tick()
     assert len(ticker.run_keys) == 2
 
 
@@ -152,13 +188,53 @@ def test_a_burst_of_commits_gives_one_run_once_the_file_is_quiet(wal_db):
     ticker = Ticker(path)
     settle(ticker)
 
-    for i in range(3):
-        writer.execute("INSERT INTO t (v) VALUES (?)", (f"burst {i}",))
-        assert "waiting one tick" in ticker.skip_message(ticker.tick())
-    ticker.tick()
-    ticker.tick()
+    # Commits closer together than the quiet time, with the tick starting in the middle of the burst.
+    burst = CommitBurst(path, commits=8, every_s=FAST.quiet_s / 4)
+    try:
+        during = ticker.tick()
+    finally:
+        burst.join()
+    assert writer.execute("SELECT count(*) FROM t").fetchone()[0] == 8
+    after = file_state(path).fingerprint
 
+    assert isinstance(during, SensorResult) and len(during.run_requests) == 1
+    assert during.run_requests[0].tags["sqlite_fingerprint"] == after  # the state after the whole burst
+    for _ in range(3):
+        ticker.tick()
     assert len(ticker.run_keys) == 2  # the start-up sync and one for the whole burst
+
+
+def test_a_change_quiet_since_the_last_tick_is_requested_without_watching(wal_db):
+    """A change the previous tick saw still moving, and unchanged since, has been quiet for a whole tick."""
+    path, _ = wal_db
+    ticker = Ticker(path, settle=Settle(quiet_s=30, budget_s=0.3, poll_s=0.05))  # a quiet time no tick reaches
+    ticker.tick()  # the file never stays quiet for 30 s within 0.3 s: remembered, not requested
+    assert ticker.run_keys == []
+
+    started = time.monotonic()
+    second = ticker.tick()
+
+    assert isinstance(second, SensorResult) and second.run_requests[0].tags["sync_reason"] == "changed"
+    assert time.monotonic() - started < 0.3  # decided from the cursor, without the watch
+
+
+def test_a_tick_watches_a_change_for_at_most_its_budget(wal_db):
+    path, _ = wal_db
+    budget = Settle(quiet_s=0.2, budget_s=0.5, poll_s=0.02)
+    ticker = Ticker(path, settle=budget)
+    settle(ticker)
+
+    writer_thread = CommitBurst(path, commits=60, every_s=0.02)  # never quiet for 0.2 s, for over 1 s
+    try:
+        started = time.monotonic()
+        first = ticker.tick()
+        took = time.monotonic() - started
+    finally:
+        writer_thread.join()
+
+    assert "kept changing while this tick watched it" in ticker.skip_message(first)
+    assert budget.budget_s <= took < budget.budget_s + 2  # bounded, far below Dagster's 60 s tick timeout
+    assert len(ticker.run_keys) == 1
 
 
 def test_a_write_in_progress_in_rollback_journal_mode_is_waited_for(tmp_path):
@@ -172,13 +248,71 @@ def test_a_write_in_progress_in_rollback_journal_mode_is_waited_for(tmp_path):
     writer.execute("INSERT INTO t VALUES (1)")  # spills into <db>-journal before the commit
     try:
         assert Path(f"{path}-journal").exists()
-        assert "write is in progress" in ticker.skip_message(ticker.tick())
+        assert "write is in progress" in ticker.skip_message(ticker.tick())  # live for the whole watch
+        assert len(ticker.run_keys) == 1
     finally:
         writer.execute("COMMIT")
         writer.close()
     ticker.tick()
-    ticker.tick()
     assert len(ticker.run_keys) == 2
+
+
+def test_a_commit_while_the_tick_listens_is_requested_in_that_same_tick(wal_db):
+    path, _ = wal_db
+    listening = Settle(listen_s=5, quiet_s=0.1, budget_s=1, poll_s=0.02)
+    ticker = Ticker(path, settle=listening)
+    settle(ticker)
+    ticker.succeed()
+    commit = threading.Timer(0.5, lambda: CommitBurst(path, commits=1, every_s=0).join())
+    commit.start()
+    try:
+        started = time.monotonic()
+        result = ticker.tick()
+        took = time.monotonic() - started
+    finally:
+        commit.join()
+
+    assert isinstance(result, SensorResult) and len(result.run_requests) == 1
+    assert result.run_requests[0].tags["sqlite_fingerprint"] == file_state(path).fingerprint  # after the commit
+    assert took < listening.listen_s  # it did not listen on after hearing the commit
+
+
+def test_a_tick_with_nothing_to_do_listens_for_its_listen_time_then_ends(wal_db):
+    path, _ = wal_db
+    listening = Settle(listen_s=0.5, quiet_s=0.1, budget_s=1, poll_s=0.02)
+    ticker = Ticker(path, settle=listening)
+    settle(ticker)
+    ticker.succeed()
+
+    started = time.monotonic()
+    result = ticker.tick()
+    took = time.monotonic() - started
+
+    assert "has not changed since the last successful sync" in ticker.skip_message(result)
+    assert listening.listen_s <= took < listening.listen_s + 2
+    assert len(ticker.run_keys) == 1
+
+
+def test_a_write_in_progress_that_commits_during_the_watch_is_synced_in_the_same_tick(tmp_path):
+    path = tmp_path / "j.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    ticker = Ticker(path, settle=Settle(quiet_s=0.1, budget_s=3, poll_s=0.02))
+    settle(ticker)
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    assert file_state(path).writing
+    commit = threading.Timer(0.3, lambda: writer.execute("COMMIT"))
+    commit.start()
+    try:
+        result = ticker.tick()
+    finally:
+        commit.join()
+        writer.close()
+
+    assert isinstance(result, SensorResult) and len(result.run_requests) == 1
+    assert result.run_requests[0].tags["sqlite_fingerprint"] == file_state(path).fingerprint  # after the commit
 
 
 def test_every_tick_makes_sure_the_pool_limit_exists(wal_db):
@@ -190,14 +324,23 @@ def test_every_tick_makes_sure_the_pool_limit_exists(wal_db):
 
 
 def test_a_writer_that_never_pauses_still_gets_a_sync_after_a_few_ticks(wal_db):
-    path, writer = wal_db
-    ticker = Ticker(path)
+    path, _ = wal_db
+    ticker = Ticker(path, settle=Settle(quiet_s=0.2, budget_s=0.3, poll_s=0.02))
     settle(ticker)
 
-    for i in range(MAX_WAIT_TICKS):
-        writer.execute("INSERT INTO t (v) VALUES (?)", (f"constant {i}",))
-        ticker.tick()
+    constant = CommitBurst(path, commits=80, every_s=0.02)  # never quiet for 0.2 s, for about 2 s
+    results = []
+    try:
+        for _ in range(MAX_WAIT_TICKS):
+            time.sleep(0.1)  # the time between two ticks: commits land in it too
+            results.append(ticker.tick())
+    finally:
+        constant.join()
 
+    assert all(not isinstance(r, SensorResult) or not r.run_requests for r in results[:-1])
+    last = results[-1]
+    assert isinstance(last, SensorResult) and len(last.run_requests) == 1
+    assert last.run_requests[0].tags["sync_reason"] == "still changing"
     assert len(ticker.run_keys) == 2
 
 
@@ -211,7 +354,6 @@ def test_a_failed_sync_is_requested_again_for_the_same_content(wal_db):
         )
     )
 
-    ticker.tick()
     ticker.tick()
 
     assert len(ticker.run_keys) == 2
@@ -231,7 +373,7 @@ def test_a_persistent_journal_left_after_a_commit_is_not_a_write_in_progress(tmp
     ticker.tick()
     ticker.tick()
 
-    assert len(ticker.run_keys) == 1
+    assert len(ticker.run_keys) == 1  # the start-up sync: the persistent journal held it back at no tick
 
 
 def test_a_reader_creating_an_empty_wal_file_is_not_a_change(tmp_path):
@@ -287,7 +429,6 @@ def test_a_same_size_same_mtime_replacement_by_rename_is_a_change(rollback_db, t
     now = path.stat()
     assert (now.st_size, now.st_mtime_ns) == (old.st_size, old.st_mtime_ns)  # what the old fingerprint saw
     ticker.tick()
-    ticker.tick()
     assert len(ticker.run_keys) == 2
     assert ticker.run_keys[0] != ticker.run_keys[1]
 
@@ -307,7 +448,6 @@ def test_an_in_place_rewrite_with_the_mtime_set_back_is_a_change(rollback_db, tm
 
     now = path.stat()
     assert (now.st_size, now.st_mtime_ns, now.st_ino) == (old.st_size, old.st_mtime_ns, old.st_ino)
-    ticker.tick()
     ticker.tick()
     assert len(ticker.run_keys) == 2
 
@@ -358,3 +498,49 @@ def test_opening_and_reading_the_database_does_not_change_the_fingerprint(tmp_pa
         assert [file_state(p).fingerprint for p in paths] == before
     finally:
         writer.close()
+
+
+@pytest.fixture
+def dev_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DAGSTER_HOME holding the project's dagster.yaml (storage moved into it), as `dagster dev` sees it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    config = (PROJECT_ROOT / "dagster.yaml").read_text()
+    (home / "dagster.yaml").write_text(config.replace("base_dir: state/dagster", f"base_dir: {home / 'storage'}"))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.delenv("SQLITE_PATH", raising=False)
+    return home
+
+
+def _pool_limit(home: Path) -> int | None:
+    with DagsterInstance.from_config(str(home)) as instance:
+        return {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}.get(POOL)
+
+
+def test_loading_the_code_under_dagster_dev_sets_the_pool_limit_before_any_run(dev_home, monkeypatch):
+    """The Quick start has no separate step for the limit: the code server building the sensor sets it."""
+    monkeypatch.delenv("DAGSTER_IS_DEV_CLI", raising=False)
+    build_sensor(AssetSelection.all())
+    assert _pool_limit(dev_home) is None  # not under dagster dev: loading the code touches no instance
+
+    monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")  # what `dagster dev` sets for itself and its children
+    build_sensor(AssetSelection.all())
+
+    assert _pool_limit(dev_home) == 1
+
+
+def _prepare_in_child(queue: multiprocessing.queues.Queue) -> None:
+    queue.put(prepare_dev_instance())
+
+
+def test_a_run_worker_loading_the_code_does_not_open_the_instance_again(dev_home, monkeypatch):
+    """The code server starts each run's worker as a multiprocessing child; it must not pay for this."""
+    monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_prepare_in_child, args=(queue,))
+    child.start()
+    child.join(30)
+
+    assert queue.get(timeout=5) is False
+    assert _pool_limit(dev_home) is None

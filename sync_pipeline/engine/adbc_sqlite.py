@@ -17,8 +17,10 @@ flags a row.
 from __future__ import annotations
 
 import hashlib
+import queue
 import struct
-from collections.abc import Generator, Iterator, Sequence
+import threading
+from collections.abc import Generator, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -151,7 +153,7 @@ def _text(column: pa.Array) -> pa.Array:
 
 
 # Part of every batch digest: a change to how batches become COPY text must change their digests.
-_DIGEST_VERSION = b"sqlite-pg-sync arrow batch digest 1"
+_DIGEST_VERSION = b"sqlite-pg-sync arrow batch digest 2"
 
 
 def _content(column: pa.Array) -> Iterator[memoryview]:
@@ -164,9 +166,11 @@ def _content(column: pa.Array) -> Iterator[memoryview]:
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         size = 8 if pa.types.is_large_string(column.type) else 4
         offsets = memoryview(column.buffers()[1])[column.offset * size : (column.offset + len(column) + 1) * size]
-        yield offsets
         first = int.from_bytes(offsets[:size], "little", signed=True)
         last = int.from_bytes(offsets[-size:], "little", signed=True)
+        # The lengths, not the offsets: a slice's offsets start wherever the slice does.
+        lengths = pc.binary_length(column)
+        yield memoryview(lengths.buffers()[1])[lengths.offset * size : (lengths.offset + len(lengths)) * size]
         data = column.buffers()[2]
         yield memoryview(data)[first:last] if data is not None else memoryview(b"")
         return
@@ -186,13 +190,87 @@ def batch_digest(batch: pa.RecordBatch, width: int) -> str:
     building its text (about a third of the child's work on a no-change sync of 1M rows). The
     column types are part of it, and a version: a change to how batches become text must change it.
     """
-    digest = hashlib.blake2b(_DIGEST_VERSION, digest_size=16)
+    digest = hashlib.sha256(_DIGEST_VERSION)  # SHA-NI: about twice blake2b's speed on these machines
     for column in batch.columns[:width]:
         digest.update(f"|{column.type}|{len(column)}|".encode())
         for part in _content(column):
             digest.update(len(part).to_bytes(8, "little"))
             digest.update(part)
-    return digest.hexdigest()
+    return digest.hexdigest()[:32]
+
+
+@contextmanager
+def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[Iterator[pa.RecordBatch]]:
+    """``batches``, read by a thread of their own while the caller digests and encodes the last ones.
+
+    SQLite's stepping (in the driver) and the digests and Arrow kernels all release the GIL, so on
+    two cores reading overlaps the rest: a no-change scan of 1M rows fell from about 2.2 to 1.6 s.
+    The thread has stopped when the block ends, so the statement can be closed after it.
+    """
+    ready: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread, which raises it
+            put(exc)
+
+    def taken() -> Iterator[pa.RecordBatch]:
+        while (item := ready.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    thread = threading.Thread(target=read, name="sqlite-read-ahead", daemon=True)
+    thread.start()
+    try:
+        yield taken()
+    finally:
+        stop.set()
+        thread.join()
+
+
+_DONE = object()
+
+
+def _by_key(batches: Iterator[pa.RecordBatch], key_index: int, shift: int) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """The rows regrouped into batches of one key range each (``key >> shift``), in key order:
+    a range may span the driver's batches, which are cut by row count."""
+    pending: list[pa.RecordBatch] = []
+    pending_id = 0
+    for batch in batches:
+        rows = batch.num_rows
+        if not rows:
+            continue
+        ids = pc.shift_right(batch.column(key_index), shift)
+        starts = [0]
+        if rows > 1:
+            changed = pc.indices_nonzero(pc.not_equal(ids.slice(1), ids.slice(0, rows - 1)))
+            starts += [i + 1 for i in changed.to_pylist()]
+        for start, end in zip(starts, [*starts[1:], rows], strict=True):
+            batch_id = ids[start].as_py()
+            if pending and batch_id != pending_id:
+                if batch_id < pending_id:
+                    raise ArrowUnfit("the rows did not come in key order")
+                yield pending_id, pending[0] if len(pending) == 1 else pa.concat_batches(pending)
+                pending = []
+            pending.append(batch.slice(start, end - start))
+            pending_id = batch_id
+    if pending:
+        yield pending_id, pending[0] if len(pending) == 1 else pa.concat_batches(pending)
 
 
 def copy_text(
@@ -201,13 +279,17 @@ def copy_text(
     params: tuple[object, ...],
     pg_types: list[str],
     batch_rows: int,
-    skip: Sequence[str] = (),
-) -> Generator[tuple[pa.Buffer | None, int, str], None, None]:
-    """(COPY text, rows, digest) chunks of up to ``batch_rows`` rows of ``query``, or :class:`ArrowUnfit`.
+    skip: Mapping[int, str],
+    key_index: int | None = None,
+    shift: int = 0,
+) -> Generator[tuple[pa.Buffer | None, int, str, int], None, None]:
+    """(COPY text, rows, digest, batch id) chunks of ``query``, or :class:`ArrowUnfit`.
 
     ``query`` selects one column per entry of ``pg_types`` (PostgreSQL type names), then the
-    guard: 1 for a row the driver would convert silently. A batch whose digest (:func:`batch_digest`)
-    is ``skip``'s at its position (the last sync's) comes without text: it is not built at all.
+    guard: 1 for a row the driver would convert silently. Batches are ``batch_rows`` rows by
+    position, or with ``key_index`` the key ranges ``key >> shift`` of that column (the query
+    reads in key order; see change_detection.py). A batch whose digest (:func:`batch_digest`)
+    is ``skip``'s for its id (the last sync's) comes without text: it is not built at all.
     """
     width = len(pg_types)
     try:
@@ -215,20 +297,28 @@ def copy_text(
             for pg_type, field in zip(pg_types, batches.schema, strict=False):
                 if field.type not in _ACCEPTED.get(pg_type, ()):  # a pinned type of no mapping: exact path
                     raise ArrowUnfit(f"column {field.name!r} reads as Arrow {field.type}")
-            for index, batch in enumerate(batches):
-                if pc.max(batch.column(width)).as_py():
-                    raise ArrowUnfit("a value needs the exact encoder")
-                digest = batch_digest(batch, width)
-                if index < len(skip) and skip[index] == digest:
-                    yield None, batch.num_rows, digest
-                    continue
-                fields = [_text(batch.column(i)) for i in range(width)]
-                # The last field gets the line end first: one join of the whole batch, not two.
-                fields[-1] = pc.binary_join_element_wise(fields[-1], _EMPTY, _NEWLINE, options=_NULL_AS_COPY_NULL)
-                lines = pc.binary_join_element_wise(*fields, _TAB, options=_NULL_AS_COPY_NULL)
-                # The lines lie end to end in the result's data buffer: no copy, no Python strings.
-                size = pc.sum(pc.binary_length(lines)).as_py() or 0
-                yield lines.buffers()[2][:size], batch.num_rows, digest
+            with _read_ahead(iter(batches)) as read:
+                grouped = enumerate(read) if key_index is None else _by_key(read, key_index, shift)
+                yield from _encoded(grouped, width, skip)
     except (Error, pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         # A later value of another storage class than the first batch's (pyarrow raises OSError).
         raise ArrowUnfit(f"the Arrow reader stopped: {exc}") from None
+
+
+def _encoded(
+    grouped: Iterator[tuple[int, pa.RecordBatch]], width: int, skip: Mapping[int, str]
+) -> Generator[tuple[pa.Buffer | None, int, str, int], None, None]:
+    for batch_id, batch in grouped:
+        if pc.max(batch.column(width)).as_py():
+            raise ArrowUnfit("a value needs the exact encoder")
+        digest = batch_digest(batch, width)
+        if skip.get(batch_id) == digest:
+            yield None, batch.num_rows, digest, batch_id
+            continue
+        fields = [_text(batch.column(i)) for i in range(width)]
+        # The last field gets the line end first: one join of the whole batch, not two.
+        fields[-1] = pc.binary_join_element_wise(fields[-1], _EMPTY, _NEWLINE, options=_NULL_AS_COPY_NULL)
+        lines = pc.binary_join_element_wise(*fields, _TAB, options=_NULL_AS_COPY_NULL)
+        # The lines lie end to end in the result's data buffer: no copy, no Python strings.
+        size = pc.sum(pc.binary_length(lines)).as_py() or 0
+        yield lines.buffers()[2][:size], batch.num_rows, digest, batch_id

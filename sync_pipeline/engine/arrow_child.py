@@ -18,14 +18,16 @@ PATH is the snapshot's private copy), answers OPENED, then obeys commands read f
 * ``begin``: end any read transaction, start one and read, so its snapshot is fixed; BEGUN.
 * ``query``: a SELECT whose columns are COPY text of the given PostgreSQL types plus the guard
   of :mod:`.arrow_reader`; a frame per chunk, then END, or UNFIT with the reason
-  (:class:`ArrowUnfit`), or ERROR with any other error. Each batch's digest is taken here, from
-  its Arrow buffers (``adbc_sqlite.batch_digest``): a batch whose digest is the one the command
-  lists for its position (``skip``: the last sync's) is a SKIPPED frame holding only the digest,
-  its COPY text never built nor sent; any other is a CHUNK frame, the digest then the text.
+  (:class:`ArrowUnfit`), or ERROR with any other error. Batches are cut by row count or by key
+  range (``key_index``, ``shift``: see change_detection.py) and each frame carries its batch id.
+  Each batch's digest is taken here, from its Arrow buffers (``adbc_sqlite.batch_digest``): a
+  batch whose digest is the one the command lists for its id (``skip``: the last sync's) is a
+  SKIPPED frame holding only the digest, its COPY text never built nor sent; any other is a
+  CHUNK frame, the digest then the text.
 * ``close``, or the end of stdin: exit.
 
-Commands are a 4-byte length and a JSON object; replies are a header (kind, rows, payload
-length) and the payload. A reader that stops reading a stream before its end (the COPY failed)
+Commands are a 4-byte length and a JSON object; replies are a header (kind, rows, batch id,
+payload length) and the payload. A reader that stops reading a stream before its end (the COPY failed)
 kills the child instead of resynchronising the pipe; the snapshot then has no Arrow reader
 for the rest of the run, and tables take the exact path.
 
@@ -43,7 +45,7 @@ import signal
 import struct
 import subprocess
 import sys
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -53,7 +55,7 @@ OPEN_TIMEOUT_S = 60.0
 BEGIN_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 5.0
 
-_HEADER = struct.Struct("<cqQ")  # kind, rows, payload length
+_HEADER = struct.Struct("<cqqQ")  # kind, rows, batch id, payload length
 _COMMAND = struct.Struct("<I")  # length of the JSON command that follows
 OPENED, BEGUN, CHUNK, SKIPPED, END, UNFIT, ERROR = b"O", b"B", b"C", b"S", b"E", b"U", b"X"
 _DIGEST_HEX = 32  # a batch digest (adbc_sqlite.batch_digest) as hex, at the head of a CHUNK frame
@@ -161,10 +163,12 @@ class ArrowChild:
         params: tuple[object, ...],
         pg_types: list[str],
         batch_rows: int,
-        skip: Sequence[str] = (),
-    ) -> Generator[tuple[bytes | None, int, str], None, None]:
-        """(COPY text, rows, digest) chunks of ``query``'s result, or :class:`ArrowUnfit`; the text is
-        None for a chunk whose digest is ``skip``'s at its position (it stayed in the child).
+        skip: Mapping[int, str] | None = None,
+        key_index: int | None = None,
+        shift: int = 0,
+    ) -> Generator[tuple[bytes | None, int, str, int], None, None]:
+        """(COPY text, rows, digest, batch id) chunks of ``query``'s result, or :class:`ArrowUnfit`;
+        the text is None for a chunk whose digest is ``skip``'s for its id (it stayed in the child).
 
         Closing the generator before its end kills the child (see the module docstring).
         """
@@ -174,17 +178,19 @@ class ArrowChild:
             "params": [_encode_param(p) for p in params],
             "types": pg_types,
             "batch_rows": batch_rows,
-            "skip": list(skip),
+            "skip": {str(k): v for k, v in (skip or {}).items()},
+            "key_index": key_index,
+            "shift": shift,
         }
         self._send(command)
         finished = False
         try:
             while True:
-                kind, rows, payload, digest = self._frame()
+                kind, rows, batch_id, payload, digest = self._frame()
                 if kind == CHUNK:
-                    yield payload, rows, digest
+                    yield payload, rows, digest, batch_id
                 elif kind == SKIPPED:
-                    yield None, rows, payload.decode()
+                    yield None, rows, payload.decode(), batch_id
                 elif kind == END:
                     finished = True
                     return
@@ -251,7 +257,7 @@ class ArrowChild:
             self.kill(f"no answer within {timeout:.0f} s")
             return False
         try:
-            got, _, payload, _ = self._frame()
+            got, _, _, payload, _ = self._frame()
         except ArrowUnfit:
             return False
         if got == kind:
@@ -259,18 +265,18 @@ class ArrowChild:
         self.kill(payload.decode("utf-8", "replace") if got in (UNFIT, ERROR) else f"unexpected {got!r} frame")
         return False
 
-    def _frame(self) -> tuple[bytes, int, bytes, str]:
-        """(kind, rows, payload, digest): a CHUNK's digest is read apart from its text, which is then
+    def _frame(self) -> tuple[bytes, int, int, bytes, str]:
+        """(kind, rows, batch id, payload, digest): a CHUNK's digest is read apart from its text, which is then
         handed on as read, without a copy; other frames have no digest ('')."""
         header = self._stdout.read(_HEADER.size)
         if len(header) == _HEADER.size:
-            kind, rows, length = _HEADER.unpack(header)
+            kind, rows, batch_id, length = _HEADER.unpack(header)
             digest = ""
             if kind == CHUNK and length >= _DIGEST_HEX:
                 digest, length = self._stdout.read(_DIGEST_HEX).decode("ascii", "replace"), length - _DIGEST_HEX
             payload = self._stdout.read(length) if length else b""
             if len(payload) == length:
-                return kind, rows, payload, digest
+                return kind, rows, batch_id, payload, digest
         self.kill(self._ended())
         raise ArrowUnfit(f"the Arrow reader stopped ({self.failure})")
 
@@ -315,10 +321,10 @@ def serve(path: str) -> None:
     sys.exit(code)
 
 
-def _reply(out: IO[bytes], kind: bytes, rows: int = 0, payload: object = b"") -> None:
+def _reply(out: IO[bytes], kind: bytes, rows: int = 0, payload: object = b"", batch_id: int = 0) -> None:
     """One frame; ``payload`` is text, bytes, or a list of byte strings sent one after another."""
     parts = [p.encode() if isinstance(p, str) else p for p in (payload if isinstance(payload, list) else [payload])]
-    out.write(_HEADER.pack(kind, rows, sum(memoryview(p).nbytes for p in parts)))  # type: ignore[arg-type]
+    out.write(_HEADER.pack(kind, rows, batch_id, sum(memoryview(p).nbytes for p in parts)))  # type: ignore[arg-type]
     for part in parts:
         out.write(part)  # type: ignore[arg-type]
     out.flush()
@@ -354,14 +360,23 @@ def _serve(path: Path, stdin: IO[bytes], out: IO[bytes]) -> int:
                     _reply(out, BEGUN)
             elif command["op"] == "query":
                 params = tuple(_decode_param(p) for p in command["params"])  # type: ignore[attr-defined]
-                skip = command.get("skip") or []
-                chunks = copy_text(conn, str(command["sql"]), params, command["types"], command["batch_rows"], skip)  # type: ignore[arg-type]
+                skip = {int(k): v for k, v in (command.get("skip") or {}).items()}  # type: ignore[attr-defined]
+                chunks = copy_text(
+                    conn,
+                    str(command["sql"]),
+                    params,
+                    command["types"],  # type: ignore[arg-type]
+                    command["batch_rows"],  # type: ignore[arg-type]
+                    skip,
+                    command.get("key_index"),  # type: ignore[arg-type]
+                    command.get("shift") or 0,  # type: ignore[arg-type]
+                )
                 try:
-                    for data, rows, digest in chunks:
+                    for data, rows, digest, batch_id in chunks:
                         if data is None:
-                            _reply(out, SKIPPED, rows, digest)
+                            _reply(out, SKIPPED, rows, digest, batch_id)
                         else:
-                            _reply(out, CHUNK, rows, [digest.encode(), data])
+                            _reply(out, CHUNK, rows, [digest.encode(), data], batch_id)
                 except BrokenPipeError:
                     raise
                 except ArrowUnfit as exc:

@@ -27,9 +27,10 @@ loads it or names the table, column and row key of the value that cannot be stor
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping
 
 from .arrow_child import ArrowUnfit
+from .change_detection import Batching, order_by
 from .sqlite_source import Since, SqliteSnapshot, TableInfo, quote_sqlite_identifier
 
 __all__ = ["ArrowUnfit", "text_chunks"]
@@ -58,12 +59,13 @@ def _guard(table: TableInfo) -> str:
 def text_chunks(
     snapshot: SqliteSnapshot,
     table: TableInfo,
-    batch_size: int,
+    batching: Batching,
     since: Since | None = None,
-    skip: Sequence[str] = (),
-) -> Generator[tuple[bytes | None, int, str], None, None]:
-    """The table as (COPY text, rows, digest) chunks of up to ``batch_size`` rows, or :class:`ArrowUnfit`;
-    the text is None for a chunk whose digest is ``skip``'s at its position (the child kept it)."""
+    skip: Mapping[int, str] | None = None,
+) -> Generator[tuple[bytes | None, int, str, int], None, None]:
+    """The table as (COPY text, rows, digest, batch id) chunks cut as ``batching`` says, or
+    :class:`ArrowUnfit`; the text is None for a chunk whose digest is ``skip``'s for its id (the
+    child kept it)."""
     arrow = snapshot.arrow
     if arrow is None:
         raise ArrowUnfit("the snapshot has no Arrow reader")
@@ -73,4 +75,6 @@ def text_chunks(
     if since is not None:
         query += since.where()
         params = (since.watermark,)
-    yield from arrow.query(query, params, [c.pg_type.name for c in table.columns], batch_size, skip)
+    query += order_by(table, batching)
+    pg_types = [c.pg_type.name for c in table.columns]
+    yield from arrow.query(query, params, pg_types, batching.batch_rows, skip or {}, batching.key_index, batching.shift)

@@ -20,7 +20,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 
 import psycopg2
@@ -28,19 +28,19 @@ import psycopg2.errors
 from psycopg2 import sql
 
 from .arrow_reader import ArrowUnfit, text_chunks
+from .change_detection import BatchDigests, Batching, by_key, order_by
 from .errors import ValueMismatchError
 from .pg_target import PgTable
 from .sqlite_source import Since, SqliteSnapshot, TableInfo
-from .sync_state import BatchDigests
 from .types import ValueRejected, batch_encoder
 
 QUEUED_BATCHES = 2
 READ_ARROW = "arrow"
 READ_EXACT = "exact"
 
-# (COPY text, rows in it, its digest when the reader took it already). The text is None for a batch the
-# Arrow child found unchanged (its digest is the last sync's): it never crossed the pipe.
-Chunks = Generator[tuple[str | bytes | None, int, str | None], None, None]
+# (COPY text, rows in it, its digest when the reader took it already, its batch id). The text is None for
+# a batch the Arrow child found unchanged (its digest is the last sync's): it never crossed the pipe.
+Chunks = Generator[tuple[str | bytes | None, int, str | None, int], None, None]
 
 
 @dataclass(frozen=True)
@@ -77,16 +77,18 @@ class TableReader:
         total: int,
         on_progress: ProgressCallback | None,
         since: Since | None = None,
+        batching: Batching | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.table = table
         self.batch_size = batch_size
+        self.batching = batching or Batching(batch_size)  # where batches end (change_detection.py)
         self.total = total
         self.on_progress = on_progress
         self.since = since  # read only the rows at or past a watermark; None: every row
         self.rows_sent = 0  # rows handed to PostgreSQL (the consumer thread counts them)
         self.rows_skipped = 0  # rows of batches unchanged since the last sync (the producer counts them)
-        self.digests: list[str] = []  # of every batch read, sent or skipped, in order
+        self.digests: dict[int, str] = {}  # of every batch read, sent or skipped, by batch id
         self.read_path = READ_EXACT  # which path the last copy_into took
         self.arrow_refused = ""  # why the Arrow path handed the table over, when it did
         self._rows_encoded = 0
@@ -96,9 +98,11 @@ class TableReader:
     # --- producer side (its own thread) ------------------------------------------------
 
     def _chunks(self) -> Chunks:
+        order = order_by(self.table, self.batching)
+        batches = self.snapshot.batches(self.table, self.batch_size, self.since, order)
         try:
-            for batch in self.snapshot.batches(self.table, self.batch_size, self.since):
-                yield self._encode(batch), len(batch), None
+            for batch_id, batch in by_key(batches, self.batching):
+                yield self._encode(batch), len(batch), None, batch_id
                 self._rows_encoded += len(batch)
         except sqlite3.OperationalError as exc:
             if "decode" not in str(exc):
@@ -113,6 +117,8 @@ class TableReader:
                 self.table.describe_key(row, number),
                 "text is not valid UTF-8, which PostgreSQL text requires (store it as a BLOB in SQLite, or fix it)",
             ) from None
+        finally:
+            batches.close()  # now, while the snapshot is open: an error's traceback would keep it alive
 
     def _encode(self, batch: list[tuple[object, ...]]) -> str:
         try:
@@ -143,15 +149,15 @@ class TableReader:
     def copy_into(self, target: PgTable, ident: sql.Identifier, skip: BatchDigests | None = None) -> None:
         """COPY the table's rows into ``ident`` (the target or the stage), in one statement.
 
-        With ``skip`` (the digests of the last sync's batches), a batch whose COPY text is
-        byte for byte the one sent last time in that position is not sent again: PostgreSQL
-        has had exactly those rows since that sync committed.
+        With ``skip`` (the digests of the last sync's batches), a batch whose digest is the one
+        its batch id had last time is not sent again: PostgreSQL has had exactly those rows
+        since that sync committed.
         """
         if self.snapshot.arrow is not None:
             target.savepoint()
             try:
                 chunks = text_chunks(
-                    self.snapshot, self.table, self.batch_size, self.since, self._unchanged(skip, READ_ARROW)
+                    self.snapshot, self.table, self.batching, self.since, self._unchanged(skip, READ_ARROW)
                 )
                 self._stream(target, ident, chunks, READ_ARROW, skip)
             except (ArrowUnfit, psycopg2.DataError, psycopg2.IntegrityError) as exc:
@@ -167,7 +173,7 @@ class TableReader:
     ) -> None:
         self.read_path = path
         self.rows_sent = self.rows_skipped = 0
-        self.digests = []
+        self.digests = {}
         stream = _QueueStream(self, chunks, self._unchanged(skip, path))
         producer = threading.Thread(target=stream.produce, name=f"sqlite-read-{self.table.name}", daemon=True)
         producer.start()
@@ -182,9 +188,9 @@ class TableReader:
         if stream.error is not None:
             raise stream.error
 
-    def _unchanged(self, skip: BatchDigests | None, path: str) -> tuple[str, ...]:
-        """The last sync's batch digests, if they apply to a read by ``path`` at this batch size."""
-        return skip.digests if skip is not None and skip.matches(path, self.batch_size) else ()
+    def _unchanged(self, skip: BatchDigests | None, path: str) -> Mapping[int, str]:
+        """The last sync's batch digests, if they apply to a read by ``path`` cut the same way."""
+        return skip.digests if skip is not None and skip.matches(path, self.batching) else {}
 
     def _took(self, rows: int) -> None:
         self.rows_sent += rows
@@ -195,7 +201,7 @@ class TableReader:
 class _QueueStream:
     """The file object psycopg2's ``copy_expert`` reads, fed by the producer thread."""
 
-    def __init__(self, reader: TableReader, chunks: Chunks, unchanged: tuple[str, ...]) -> None:
+    def __init__(self, reader: TableReader, chunks: Chunks, unchanged: Mapping[int, str]) -> None:
         self.reader = reader
         self.chunks = chunks
         self.unchanged = unchanged
@@ -206,17 +212,19 @@ class _QueueStream:
 
     def produce(self) -> None:
         try:
-            for index, (text, rows, taken) in enumerate(self.chunks):
+            for text, rows, taken, batch_id in self.chunks:
                 data = text.encode() if isinstance(text, str) else text
                 # The exact path's digest is of the COPY text (blake2b releases the GIL); the Arrow
                 # child's, of its Arrow buffers. Digests are compared only within one read path.
                 digest = taken or hashlib.blake2b(data, digest_size=16).hexdigest()  # type: ignore[arg-type]
-                self.reader.digests.append(digest)
-                if index < len(self.unchanged) and self.unchanged[index] == digest:
+                if batch_id in self.reader.digests:  # two batches of one id: its digest would describe one
+                    raise ArrowUnfit(f"batch {batch_id} came twice: the rows were not in key order")
+                self.reader.digests[batch_id] = digest
+                if self.unchanged.get(batch_id) == digest:
                     self.reader.rows_skipped += rows
                     continue
                 if data is None:  # the child kept a batch it took for unchanged: it must be so here too
-                    raise ArrowUnfit(f"the Arrow reader skipped batch {index}, which differs from the last sync's")
+                    raise ArrowUnfit(f"the Arrow reader skipped batch {batch_id}, which differs from the last sync's")
                 if not self._put((data, rows)):
                     return
             self._put(_END)

@@ -347,8 +347,14 @@ class SqliteSnapshot:
         ).fetchone()
         return int(n)
 
+    def key_span(self, table: TableInfo, column: str) -> tuple[int, int] | None:
+        """The smallest and largest value of an integer key (an index's ends: no scan); None if empty."""
+        q, name = quote_sqlite_identifier(column), quote_sqlite_identifier(table.name)
+        low, high = self.conn.execute(f"SELECT min({q}), max({q}) FROM {name}").fetchone()
+        return None if low is None else (int(low), int(high))
+
     def batches(
-        self, table: TableInfo, batch_size: int, since: Since | None = None
+        self, table: TableInfo, batch_size: int, since: Since | None = None, order: str = ""
     ) -> Iterator[list[tuple[object, ...]]]:
         """Rows in lists of at most ``batch_size``; memory stays one batch whatever the table size.
 
@@ -360,7 +366,8 @@ class SqliteSnapshot:
         if any(c.pg_type.repairs for c in table.columns):
             self.conn.text_factory = decode_leniently
         try:
-            cursor = self.conn.execute(f"SELECT {columns} FROM {quote_sqlite_identifier(table.name)}{where}", params)
+            query = f"SELECT {columns} FROM {quote_sqlite_identifier(table.name)}{where}{order}"
+            cursor = self.conn.execute(query, params)
             try:
                 while batch := cursor.fetchmany(batch_size):
                     yield batch

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field, replace
 import psycopg2
 import psycopg2.extensions
 
-from . import cursor
+from . import change_detection, cursor
 from .catalog import read_entry
+from .change_detection import BatchDigests, Batching
 from .column_types import ColumnRetype, ColumnTypes, pinned_misfit, resolve_pins
 from .errors import (
     OrphanDeletionRefused,
@@ -30,7 +31,7 @@ from .pg_target import KEYS, STAGE, PgTable, new_table_name
 from .reader import ProgressCallback, TableReader
 from .scope import Scope
 from .sqlite_source import SqliteSnapshot, TableInfo
-from .sync_state import BatchDigests, LastSync, SyncState, shape_of
+from .sync_state import LastSync, SyncState, shape_of
 from .types import PgType
 
 MODE_INCREMENTAL = "incremental"
@@ -261,7 +262,13 @@ def sync_table(
                     plan = cursor.plan(snapshot, typed, cursor_column, last, not rows_before or options.full_refresh)
                 since = plan.since
                 to_read = total if since is None else snapshot.count(typed, since)
-                reader = TableReader(snapshot, typed, options.batch_size, to_read, on_progress, since)
+                batching = Batching(options.batch_size)
+                if since is None:  # a full read: cut it so that a change resends little (change_detection.py)
+                    key = change_detection.key_column(typed)
+                    span = None if key is None else snapshot.key_span(typed, typed.columns[key].name)
+                    previous = last.digests if last is not None else None
+                    batching = change_detection.plan(typed, options.batch_size, total, span, previous)
+                reader = TableReader(snapshot, typed, options.batch_size, to_read, on_progress, since, batching)
                 target.savepoint(_TYPES_SAVEPOINT)
                 try:
                     counts = _load(target, reader, options, rows_before if existed else None, total, last)
@@ -299,18 +306,6 @@ def sync_table(
                     table.name, f"read {reader.rows_read} rows but the snapshot has {to_read}; nothing written"
                 )
             watermark = plan.watermark
-            state.save(
-                table,
-                shape,
-                snapshot.version,
-                cursor=None if cursor_column is None or watermark is None else (cursor_column, watermark),
-                # A full read: the next incremental sync can leave out the batches still the same.
-                digests=BatchDigests(reader.read_path, reader.batch_size, tuple(reader.digests))
-                if cursor_column is None and table.primary_key
-                else None,
-                same_mirror=same_mirror,
-            )
-            retyped = types.report(snapshot, typed)
             unchanged = (
                 same_mirror
                 and not added
@@ -323,6 +318,19 @@ def sync_table(
                 rows_after, bytes_after = rows_before, bytes_before
             else:
                 rows_after, bytes_after = target.count_and_size()
+            state.save(
+                table,
+                shape,
+                snapshot.version,
+                cursor=None if cursor_column is None or watermark is None else (cursor_column, watermark),
+                # A full read: the next incremental sync can leave out the batches still the same.
+                # Every SQLite key is in PostgreSQL now, so equal counts mean no orphan was kept.
+                digests=BatchDigests(reader.read_path, batching.describe(), reader.digests, exact=rows_after == total)
+                if cursor_column is None and table.primary_key
+                else None,
+                same_mirror=same_mirror,
+            )
+            retyped = types.report(snapshot, typed)
     return TableSyncResult(
         table=table.name,
         pg_table=target.qualified_name,
@@ -596,12 +604,32 @@ def _merge_by_key(
         if rows_before + counts.inserted > sqlite_rows:
             if reader.since is None and not reader.rows_skipped:
                 counts.deleted = target.delete_orphans(STAGE)  # the stage holds every key
+            elif (changed := _changed_key_ranges(reader, previous)) is not None:
+                # Orphans lie only in the key ranges of the batches sent, whose keys are all staged.
+                key = reader.table.columns[reader.batching.key_index].name  # type: ignore[index]
+                counts.deleted = target.delete_orphans_in(STAGE, key, reader.batching.shift, changed)
             else:
                 # Only changed rows were staged: compare against every SQLite key.
                 if not all_keys_staged:
                     _stage_keys(target, reader)
                 counts.deleted = target.delete_orphans(KEYS)
     return counts
+
+
+def _changed_key_ranges(reader: TableReader, previous: BatchDigests | None) -> set[int] | None:
+    """The ids of the batches that differ from the last sync's, or are gone, when batches are key
+    ranges and the last sync left PostgreSQL exact: then no other key range can hold an orphan
+    (change_detection.py). None when that is not known: every key must be compared."""
+    if (
+        reader.since is not None
+        or not reader.batching.by_key
+        or previous is None
+        or not previous.exact
+        or not previous.matches(reader.read_path, reader.batching)
+    ):
+        return None
+    now, before = reader.digests, previous.digests
+    return {i for i, digest in now.items() if before.get(i) != digest} | (before.keys() - now.keys())
 
 
 def _stage_keys(target: PgTable, reader: TableReader) -> None:

@@ -46,23 +46,10 @@ from .bookkeeping import (
     version_sequence,
 )
 from .catalog import TableEntry
+from .change_detection import BatchDigests
 from .sqlite_source import TableInfo
 
-
-@dataclass(frozen=True)
-class BatchDigests:
-    """Digests of the COPY text of each batch of a full read, in read order.
-
-    They only say something about a later read made the same way: same read path (the two
-    paths write some numbers differently) and same batch size (same batch boundaries).
-    """
-
-    read_path: str
-    batch_size: int
-    digests: tuple[str, ...]
-
-    def matches(self, read_path: str, batch_size: int) -> bool:
-        return (self.read_path, self.batch_size) == (read_path, batch_size)
+__all__ = ["BatchDigests", "LastSync", "SyncState", "shape_of"]
 
 
 @dataclass(frozen=True)
@@ -169,9 +156,7 @@ class SyncState:
             snapshot_version=version,
             cursor_column=cursor_column,
             watermark=_untagged(watermark),
-            digests=None
-            if batches is None
-            else BatchDigests(batches["read_path"], batches["batch_size"], tuple(batches["digests"])),
+            digests=None if batches is None else BatchDigests.from_json(batches),
         )
 
     def save(
@@ -210,11 +195,7 @@ class SyncState:
             ensure_state_schema(self.cur, self.state_schema)
         oid = table_oid(self.cur, self.schema, table.name) if known is None else known.oid
         watermark_value = None if cursor is None else _tagged(cursor[1])
-        batches_value = (
-            None
-            if digests is None
-            else {"read_path": digests.read_path, "batch_size": digests.batch_size, "digests": list(digests.digests)}
-        )
+        batches_value = None if digests is None else digests.to_json()
         cursor_column = None if cursor is None else cursor[0]
         stored = None if known is None else known.state
         if stored is None or (
