@@ -1,21 +1,22 @@
 """Benchmark: one SQLite file of many small tables, through ONE in-process Dagster run of every asset.
 
-    .venv/bin/python bench/bench_many_tables.py --tables 1000 [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
+    .venv/bin/python bench/bench_many_tables.py [--tables 100 1000] [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
 
-Builds a file of ``--tables`` tables of 50 rows each (``id INTEGER PRIMARY KEY`` and five typed
-columns) and materializes every asset as the tests do (``build_sync_assets`` over ``list_tables``,
-``dagster.materialize`` with ``SQLiteSource`` and ``PostgresTarget``), against an instance of its
-own (a temporary ``DAGSTER_HOME`` with the project's dagster.yaml: SQLite event storage on disk),
-a target schema and a bookkeeping schema of its own. Scenarios: the first sync, then a no-change
-sync, each in a child process so that its peak RSS is its own; then one more no-change sync under
-cProfile (skip it with ``--no-profile``), whose top functions are printed for the op's thread
-(which yields the results and so records the materializations and checks) and for the sync
-worker thread(s) apart: cProfile sees one thread only.
+For each count given (default: 100, then 1000), builds a file of that many tables of 50 rows each
+(``id INTEGER PRIMARY KEY`` and five typed columns) and materializes every asset as the tests do
+(``build_sync_assets`` over ``list_tables``, ``dagster.materialize`` with ``SQLiteSource`` and
+``PostgresTarget``), against an instance of its own (a temporary ``DAGSTER_HOME`` with the project's
+dagster.yaml: SQLite event storage on disk), a target schema and a bookkeeping schema of its own.
+Scenarios: the first sync, then a no-change sync, each in a child process so that its peak RSS is
+its own; then one more no-change sync under cProfile (skip it with ``--no-profile``), whose top
+functions are printed for the op's thread (which yields the results and so records the
+materializations and checks) and for the sync worker thread(s) apart: cProfile sees one thread only.
 
 Per scenario: ``defs s`` (``list_tables`` and ``build_sync_assets``), ``wall s`` (the
 ``materialize`` call), ``engine s`` (the materializations' ``duration_s`` summed), ``Dagster s``
 (wall minus engine), ``store_event s`` (time in the event log storage's ``store_event``, in the
-op's thread and in the others: worker threads log too) and ``handle_new_event s`` (the instance's
+op's thread, of which the planned events Dagster writes for every asset and check as it creates
+the run, and in the others: worker threads log too) and ``handle_new_event s`` (the instance's
 whole handling of an event, the storage write included), the events stored, PostgreSQL round trips
 per table and the child's peak RSS. Round trips are counted in the child by a psycopg2 connection
 class installed through ``psycopg2.connect``, over every connection of the run (the snapshot
@@ -91,7 +92,8 @@ def build_file(path: Path, tables: int) -> None:
 _lock = threading.Lock()
 trips: Counter[str] = Counter()  # "statement", "begin", "commit", "connect"
 shapes: Counter[str] = Counter()  # statements by their text, table names folded
-store_s: Counter[str] = Counter()  # "store_event op", "store_event other", "handle_new_event", "events"
+# "store_event op", "store_event other", "store_event planned" (part of "op"), "handle_new_event", "events"
+store_s: Counter[str] = Counter()
 event_types: Counter[str] = Counter()  # events stored, by Dagster event type ("log" for a log line)
 
 _NAMES = re.compile(r"\bt\d{4,}\b|bench_mt_[0-9a-f]+(_state)?")
@@ -157,8 +159,10 @@ def _event_type(entry: Any) -> str:
 
 def _timed(key: str | None, fn: Any) -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        planned = False
         if key is None:
             entries = args[0] if isinstance(args[0], list) else [args[0]]
+            planned = all(_event_type(e).endswith("_PLANNED") for e in entries)
             with _lock:
                 event_types.update(_event_type(e) for e in entries)
         started = time.perf_counter()
@@ -171,6 +175,8 @@ def _timed(key: str | None, fn: Any) -> Any:
                 store_s[name] += spent
                 if key is None:
                     store_s["events"] += 1
+                if planned:  # written when the run is created, before the op starts
+                    store_s["store_event planned"] += spent
 
     return wrapper
 
@@ -302,7 +308,8 @@ def _row(label: str, r: dict[str, Any]) -> str:
     round_trips = trips_.get("statement", 0) + trips_.get("begin", 0) + trips_.get("commit", 0)
     return (
         f"| {label} | {r['defs_s']:.1f} | {r['wall_s']:.1f} | {r['engine_s']:.1f} | {r['wall_s'] - r['engine_s']:.1f} "
-        f"| {store.get('store_event op', 0):.1f} / {store.get('store_event other', 0):.1f} "
+        f"| {store.get('store_event op', 0):.1f} ({store.get('store_event planned', 0):.1f} planned) "
+        f"/ {store.get('store_event other', 0):.1f} "
         f"| {store.get('handle_new_event', 0):.1f} | {store.get('events', 0):,} "
         f"| {round_trips / n:.1f} ({trips_.get('statement', 0) / n:.1f} + {trips_.get('begin', 0) / n:.1f} "
         f"+ {trips_.get('commit', 0) / n:.1f}) | {trips_.get('connect', 0)} | {r['peak_rss_mb']:.0f} |"
@@ -311,7 +318,7 @@ def _row(label: str, r: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tables", type=int, default=1000)
+    parser.add_argument("--tables", type=int, nargs="+", default=[100, 1000], help="table counts, one file each")
     parser.add_argument(
         "--dsn", default=os.environ.get("PG_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
@@ -325,23 +332,31 @@ def main() -> None:
         print(json.dumps(report))
         return
 
-    with workspace(args.dsn, "mt") as ws:
+    for tables in args.tables:
+        bench(tables, args.dsn, args.parallel_tables, not args.no_profile)
+
+
+def bench(tables: int, dsn: str, parallel_tables: int | None, profile: bool) -> None:
+    """One file of ``tables`` tables: first sync, no-change sync, and (``profile``) a profiled one."""
+
+    with workspace(dsn, "mt") as ws:
         work, home, schema = ws.work, ws.home, ws.schema
-        path = work / f"tables_{args.tables}.sqlite"
+        path = work / f"tables_{tables}.sqlite"
         started = time.perf_counter()
-        build_file(path, args.tables)
+        build_file(path, tables)
         print(
-            f"{args.tables} tables of {ROWS_PER_TABLE} rows ({args.tables * ROWS_PER_TABLE:,} rows), "
+            f"{tables} tables of {ROWS_PER_TABLE} rows ({tables * ROWS_PER_TABLE:,} rows), "
             f"built in {time.perf_counter() - started:.1f} s",
             flush=True,
         )
-        run = (path, args.dsn, schema, home, args.parallel_tables)
+        run = (path, dsn, schema, home, parallel_tables)
         results = [("first sync", _run("first", *run)), ("no-change sync", _run("nochange", *run))]
-        profiled = None if args.no_profile else _run("profile", *run)
+        profiled = None if not profile else _run("profile", *run)
 
         print(
-            f"\n{args.tables} tables x {ROWS_PER_TABLE} rows, one in-process Dagster run of every asset "
-            f"(parallel_tables {args.parallel_tables or 'default'}); store_event s: op's thread / other threads; "
+            f"\n{tables} tables x {ROWS_PER_TABLE} rows, one in-process Dagster run of every asset "
+            f"(parallel_tables {parallel_tables or 'default'}); store_event s: op's thread "
+            "(of which the planned events, written as the run is created) / other threads; "
             "round trips per table: statements + BEGIN + COMMIT\n"
         )
         print(

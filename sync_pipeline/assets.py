@@ -1,7 +1,7 @@
 """One multi-asset for all tables: one Launchpad config block, one result per table.
 
 Like dagster-sling and dagster-dlt, a single op syncs the selected tables and yields each
-table's ``MaterializeResult`` the moment that table commits, so the catalog shows progress
+table's materialization and check evaluations the moment that table commits, so the catalog shows progress
 table by table, and a table that fails does not hide the ones that succeeded. All tables of
 a run read one SQLite snapshot, so tables that refer to each other stay consistent, even when
 ``parallel_tables`` workers sync several at once. The one exception: a table retried (after a
@@ -17,16 +17,17 @@ from dataclasses import replace
 from typing import Any
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetOut,
     AssetsDefinition,
     BackfillPolicy,
     Failure,
-    MaterializeResult,
     MetadataValue,
     PartitionsDefinition,
     RetryPolicy,
@@ -57,6 +58,7 @@ from .engine import (
 from .engine.selection import Selection
 from .engine.summary import mode_line, run_summary, size_line, table_line
 from .engine.versions import SnapshotClock
+from .event_store import hold_event_shards
 from .resources import PostgresTarget, SQLiteSource, TargetUnavailableError
 from .translator import (
     ROW_COUNT_CHECK,
@@ -70,8 +72,16 @@ from .translator import (
 POOL = "sqlite_pg_sync"
 OP_NAME = "sqlite_tables"  # the multi-asset op: run config goes under ops.sqlite_tables.config
 PROGRESS_EVERY_S = 5.0
+# Up to this many tables in a run, the run log has a line per table as it starts and as it ends
+# (the seed script's log). Beyond, each line is an event written to Dagster's storage, and the
+# summary block at the end already lists every table: one line saying so instead (issue 16).
+LOG_EACH_TABLE_UP_TO = 20
 RETRY_DELAYS_S = (1.0, 3.0, 10.0)
 
+
+# What the op yields: per table synced, its materialization and its checks' evaluations as events
+# (see evaluation_of); a check selected without its asset, as a check result.
+Recorded = AssetMaterialization | AssetCheckEvaluation | AssetCheckResult
 
 # The numbers of a sync, named as TableSyncResult names them (DESIGN.md section 2).
 SYNC_NUMBERS = (
@@ -213,6 +223,29 @@ def row_count_check(key: AssetKey, sqlite_rows: int, pg_rows: int | None) -> Ass
     )
 
 
+def evaluation_of(key: AssetKey, result: AssetCheckResult) -> AssetCheckEvaluation:
+    """The check's evaluation event itself, recorded as it is, for a check of a table this run synced.
+
+    Why not ``MaterializeResult(check_results=...)``: Dagster turns each check result into an
+    output of its own (one more event written) and looks the check up among all of the op's
+    checks, and each materialization output among all of its outputs, per result: three event
+    writes and two scans of every key per table, quadratic in the table count (issue 16). The
+    evaluation carries no link to the materialization; Dagster's catalog then relates check and
+    materialization by run, and both are of this run, so the check counts as current.
+    """
+    if result.check_name is None:
+        raise ValueError(f"a check result of {key.to_user_string()} without the check's name")
+    return AssetCheckEvaluation(
+        asset_key=key,
+        check_name=result.check_name,
+        passed=result.passed,
+        metadata=result.metadata,
+        severity=result.severity,
+        description=result.description,
+        blocking=False,
+    )
+
+
 class _ProgressLog:
     """Logs 'rows done of total, rows/s' for long tables, at most every few seconds."""
 
@@ -279,7 +312,7 @@ def build_sync_assets(
         backfill_policy=BackfillPolicy.multi_run(1) if partitions_def is not None else None,
         description="Sync the selected SQLite tables into PostgreSQL, each in one transaction.",
     )
-    def _sync(context: AssetExecutionContext, config: config_class) -> Iterator[MaterializeResult | AssetCheckResult]:
+    def _sync(context: AssetExecutionContext, config: config_class) -> Iterator[Recorded]:
         sqlite: SQLiteSource = getattr(context.resources, sqlite_key)
         postgres: PostgresTarget = getattr(context.resources, postgres_key)
         selected = [table_by_key[k] for k in sorted(context.selected_asset_keys) if k in table_by_key]
@@ -287,19 +320,20 @@ def build_sync_assets(
         checks_alone = [
             table_by_key[k] for k in sorted({c.asset_key for c in checks} - set(context.selected_asset_keys))
         ]
-        yield from _run(
-            context,
-            replace(config.to_options(), state_schema=postgres.state_schema),
-            sqlite,
-            postgres,
-            translator,
-            selected,
-            checks,
-            checks_alone,
-            selection,
-            config.parallel_tables,
-            context.partition_key if context.has_partition_key else None,
-        )
+        with hold_event_shards(context.instance, context.run.run_id):
+            yield from _run(
+                context,
+                replace(config.to_options(), state_schema=postgres.state_schema),
+                sqlite,
+                postgres,
+                translator,
+                selected,
+                checks,
+                checks_alone,
+                selection,
+                config.parallel_tables,
+                context.partition_key if context.has_partition_key else None,
+            )
 
     return _sync
 
@@ -388,6 +422,7 @@ class _Workers:
     ) -> None:
         self.context = context
         self.options = options
+        self.log_each = len(tables) <= LOG_EACH_TABLE_UP_TO
         self.todo: queue.SimpleQueue[str] = queue.SimpleQueue()
         for name in tables:
             self.todo.put(name)
@@ -405,7 +440,8 @@ class _Workers:
                 name = self.todo.get_nowait()
             except queue.Empty:
                 return
-            self.context.log.info(f"📥 Syncing {name}...")
+            if self.log_each:
+                self.context.log.info(f"📥 Syncing {name}...")
             table = None
             try:
                 table = target.selection.columns_of(snapshot.table(name))
@@ -436,7 +472,7 @@ def _run(
     selection: Selection,
     parallel: int = 1,
     source_file: str | None = None,
-) -> Iterator[MaterializeResult | AssetCheckResult]:
+) -> Iterator[Recorded]:
     """Sync ``selected`` tables, up to ``parallel`` at a time, then run the checks selected alone.
 
     Each worker thread has its own PostgreSQL connection and its own reader of the one SQLite
@@ -445,8 +481,11 @@ def _run(
     """
     where = sqlite.path if source_file is None else f"{sqlite.file(source_file)} (partition {source_file})"
     context.log.info(f"SQLite source: {where}; PostgreSQL target: {postgres.describe()}")
+    log_each = len(selected) <= LOG_EACH_TABLE_UP_TO
     if selected:
         context.log.info(mode_line(options))
+    if not log_each:
+        context.log.info(f"📥 Syncing {len(selected)} tables; each is in the summary at the end")
     results: list[TableSyncResult] = []
     failed: dict[str, str] = {}
     workers = max(1, min(parallel, len(selected)))
@@ -478,7 +517,8 @@ def _run(
                         context.log.error(f"✗ {failed[table_name]}")
                         continue
                     results.append(outcome)
-                    context.log.info(table_line(outcome))
+                    if log_each:
+                        context.log.info(table_line(outcome))
                     for warning in outcome.warnings:
                         context.log.warning(f"⚠ {outcome.table}: {warning}")
                     for retyped in outcome.columns_retyped:
@@ -486,18 +526,20 @@ def _run(
                             retyped_line(outcome.table, retyped, retyped.column in outcome.columns_widened)
                         )
                     key = translator.get_asset_key(table)
-                    check_results = [
-                        row_count_check(key, outcome.sqlite_rows, outcome.pg_rows_after),
-                        types_check(key, outcome.columns_retyped),
-                    ]
-                    yield MaterializeResult(
+                    yield AssetMaterialization(
                         asset_key=key,
+                        partition=source_file,
                         metadata={
                             **materialization_metadata(outcome, table),
                             **({"source_file": source_file} if source_file is not None else {}),
                         },
-                        check_results=[c for c in check_results if AssetCheckKey(key, c.check_name) in checked],
                     )
+                    for check_result in (
+                        row_count_check(key, outcome.sqlite_rows, outcome.pg_rows_after),
+                        types_check(key, outcome.columns_retyped),
+                    ):
+                        if AssetCheckKey(key, check_result.check_name) in checked:
+                            yield evaluation_of(key, check_result)
                 for table_name in checks_alone:
                     table = selection.columns_of(snapshot.table(table_name))
                     key = translator.get_asset_key(table)

@@ -49,6 +49,7 @@ from .assets import OP_NAME, POOL, SYNC_NUMBERS
 from .engine import SyncOptions, TableSyncResult, redact
 from .engine.fingerprint import file_state
 from .engine.summary import mode_line, run_summary, table_line
+from .event_store import hold_event_shards
 from .partitions import discover, is_many, register_files
 from .run_reaper import CLI_HOST_TAG, HOLDING_STATUSES, fail_runs_whose_processes_died
 
@@ -372,14 +373,15 @@ def sync(
             if fingerprint is not None:
                 tags[FINGERPRINT_TAG] = fingerprint
             say(f"run for {batch.label() or 'every selected table'}: {', '.join(sorted(tables.values()))}")
-            result = job_def.execute_in_process(
-                run_config=request.run_config(),
-                instance=instance,
-                asset_selection=keys,
-                raise_on_error=False,
-                tags=tags,
-                **args,
-            )
+            with hold_event_shards(instance, None):  # the planned events of every table (event_store.py)
+                result = job_def.execute_in_process(
+                    run_config=request.run_config(),
+                    instance=instance,
+                    asset_selection=keys,
+                    raise_on_error=False,
+                    tags=tags,
+                    **args,
+                )
             results += table_results(result, tables, partitions_def is not None)
             if not result.success:
                 where = f" (files {batch.label()})" if batch.partitions else ""

@@ -148,7 +148,12 @@ def raise_sequence(cur: psycopg2.extensions.cursor, schema: str, name: str, valu
     ensure_sequence(cur, schema, name, about)
     current = sequence_value(cur, schema, name)
     if current is None or value > current:
-        cur.execute("SELECT setval(%s::regclass, %s)", (sql.Identifier(schema, name).as_string(cur), value))
+        set_sequence(cur, schema, name, value)
+
+
+def set_sequence(cur: psycopg2.extensions.cursor, schema: str, name: str, value: int) -> None:
+    """``setval``; the caller read the value under the lock every writer of the sequence holds."""
+    cur.execute("SELECT setval(%s::regclass, %s)", (sql.Identifier(schema, name).as_string(cur), value))
 
 
 def version_about(target_schema: str, table: str, source_file: str = "") -> str:

@@ -17,7 +17,7 @@ advisory lock, so the INSERT needs no ON CONFLICT clause.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import IO
 
@@ -113,6 +113,16 @@ class PgTable:
         self.cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(self.ident, self.scope.where()))
         return int(self.cur.fetchone()[0])
 
+    def count_and_size(self) -> tuple[int, int]:
+        """(:meth:`row_count`, :meth:`total_bytes`) of a table that exists, in one round trip."""
+        self.cur.execute(
+            sql.SQL("SELECT (SELECT count(*) FROM {} WHERE {}), pg_total_relation_size({}::regclass)").format(
+                self.ident, self.scope.where(), sql.Literal(self.ident.as_string(self.cur))
+            )
+        )
+        rows, size = self.cur.fetchone()
+        return int(rows), int(size)
+
     def total_bytes(self) -> int:
         oid = self.oid()
         if oid is None:
@@ -128,15 +138,18 @@ class PgTable:
         )
         return [(name, typ) for name, typ in self.cur.fetchall()]
 
-    def catalog(self) -> dict[str, tuple[str, str | None]]:
-        """SQLite column name -> (the PostgreSQL type its column has, its COMMENT), in one query;
-        columns PostgreSQL lacks are left out."""
-        self.cur.execute(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), col_description(a.attrelid, a.attnum) "
-            "FROM pg_attribute a WHERE a.attrelid = %s::oid AND a.attnum > 0 AND NOT a.attisdropped",
-            (self.oid(),),
-        )
-        found = {name: (typ, comment) for name, typ, comment in self.cur.fetchall()}
+    def catalog(self, known: Sequence[tuple[str, str, str | None]] | None = None) -> dict[str, tuple[str, str | None]]:
+        """SQLite column name -> (the PostgreSQL type its column has, its COMMENT), in one query, or
+        from ``known`` (``TableEntry.columns``, read under the sync's lock); columns PostgreSQL lacks
+        are left out."""
+        if known is None:
+            self.cur.execute(
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod), col_description(a.attrelid, a.attnum) "
+                "FROM pg_attribute a WHERE a.attrelid = %s::oid AND a.attnum > 0 AND NOT a.attisdropped",
+                (self.oid(),),
+            )
+            known = self.cur.fetchall()
+        found = {name: (typ, comment) for name, typ, comment in known}
         return {name: found[p.name] for name, p in self._pg_columns.items() if p.name in found}
 
     def holds(self, column: str) -> tuple[bool, bool]:
@@ -206,11 +219,12 @@ class PgTable:
         The lock is transaction-scoped, so it is released by the commit or rollback that
         ends this table's sync, even if the process dies.
         """
-        return self._wait_for(
-            sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"),
-            (self.scope.lock_key(self.qualified_name),),
-            timeout_s,
-        )
+        key = self.scope.lock_key(self.qualified_name)
+        # Free in the usual case: taken in one round trip, without the timeout's savepoint dance.
+        self.cur.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+        if self.cur.fetchone()[0]:
+            return True
+        return self._wait_for(sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"), (key,), timeout_s)
 
     def lock_for_ddl(self) -> None:
         """For a shared table: the lock a whole-table sync takes, so that two files' syncs never
@@ -261,14 +275,18 @@ class PgTable:
         self.cur.execute(sql.SQL("; ").join(comments))
         return ident
 
-    def _column_comment(self, ident: sql.Identifier, column: str) -> sql.Composable:
+    def comment_text(self, column: str) -> str:
+        """The COMMENT of a column (by SQLite name): its origin, and why its type is what it is."""
         index = self.table.column_names.index(column)
         declared = self.table.columns[index].declared_type or "no type"
         text = f"SQLite column {self.table.name!r}.{column!r}, declared {declared!r}"
         if column in self.notes:
             text += f"; {self.notes[column]}"
+        return text
+
+    def _column_comment(self, ident: sql.Identifier, column: str) -> sql.Composable:
         return sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
-            ident, sql.Identifier(self._pg_columns[column].name), sql.Literal(text)
+            ident, sql.Identifier(self._pg_columns[column].name), sql.Literal(self.comment_text(column))
         )
 
     def free_key_name(self) -> str:
@@ -318,8 +336,12 @@ class PgTable:
             sql.SQL("ALTER TABLE {} ").format(self.ident) + sql.SQL(", ").join(clauses), (), timeout_s
         )
 
-    def comment_columns(self, columns: list[str]) -> None:
-        """Write the COMMENT of these columns (by SQLite name) again, with their :attr:`notes`."""
+    def comment_columns(self, columns: list[str], current: Mapping[str, str | None] | None = None) -> None:
+        """Write the COMMENT of these columns (by SQLite name) again, with their :attr:`notes`; with
+        ``current`` (PostgreSQL column name -> its COMMENT now), only those whose text differs, so a
+        sync that changed nothing runs no DDL."""
+        if current is not None:
+            columns = [c for c in columns if current.get(self._pg_columns[c].name) != self.comment_text(c)]
         if columns:
             self.cur.execute(sql.SQL("; ").join(self._column_comment(self.ident, c) for c in columns))
 

@@ -16,6 +16,7 @@ import psycopg2
 import psycopg2.extensions
 
 from . import change_detection, cursor
+from .catalog import read_entry
 from .change_detection import BatchDigests, Batching
 from .column_types import ColumnRetype, ColumnTypes, pinned_misfit, resolve_pins
 from .errors import (
@@ -222,8 +223,6 @@ def sync_table(
         total = snapshot.count(table)
         with conn, conn.cursor() as cur:
             target = PgTable(cur, schema, table, scope=scope)
-            if not target.schema_exists():
-                raise SyncError(table.name, f"PostgreSQL schema {schema!r} does not exist; create it or set PG_SCHEMA")
             if not target.lock(options.lock_timeout_s):
                 raise SyncError(
                     table.name,
@@ -231,18 +230,29 @@ def sync_table(
                     "try again when it has finished",
                 )
             scope.enter(cur)
-            existed = target.oid() is not None
+            # Everything known before writing, in two round trips, under the lock (catalog.py).
+            entry = read_entry(cur, schema, options.state_schema, table.name, target.pg.name, scope)
+            if not entry.schema_exists:
+                raise SyncError(table.name, f"PostgreSQL schema {schema!r} does not exist; create it or set PG_SCHEMA")
+            existed = entry.oid is not None
             if scope.shared and not existed:
                 target.lock_for_ddl()  # two files' first syncs: one creates the table, the other merges
-                existed = target.oid() is not None
-            rows_before = target.row_count() if existed else 0
-            bytes_before = target.total_bytes()
+                entry = read_entry(cur, schema, options.state_schema, table.name, target.pg.name, scope)
+                existed = entry.oid is not None
+            rows_before = entry.rows
+            bytes_before = entry.total_bytes
             # A shared table keeps its types (other files' values are in it): full_refresh reloads in place.
             fresh = not existed or (options.full_refresh and not scope.shared)
             types = ColumnTypes(table, options.strict_types, resolve_pins(cur, table, options.column_types))
-            typed = types.start(None if fresh else target.catalog())
-            added = [] if fresh else _evolve_shape(PgTable(cur, schema, typed, scope=scope), options)
-            state = SyncState(cur, schema, options.state_schema, scope.state_key())
+            typed = types.start(None if fresh else target.catalog(entry.columns))
+            added = (
+                []
+                if fresh
+                else _evolve_shape(
+                    PgTable(cur, schema, typed, scope=scope), options, (entry.columns_in_pg(), entry.primary_key)
+                )
+            )
+            state = SyncState(cur, schema, options.state_schema, scope.state_key(), known=entry)
             while True:  # once, unless a value does not fit its column's type (column_types.py)
                 target = PgTable(cur, schema, typed, types.notes(typed), scope)
                 shape = shape_of(typed, snapshot.schema_version())
@@ -286,14 +296,28 @@ def sync_table(
                     raise misfit from None
                 target.release_savepoint(_TYPES_SAVEPOINT)
                 break
-            target.comment_columns(list(types.reasons))  # says why in \d+, and marks repaired columns
+            same_mirror = existed and not fresh  # not created or swapped by this sync: `entry` describes it
+            # Says why in \d+, and marks repaired columns; only comments that differ are written.
+            target.comment_columns(
+                list(types.reasons), {name: comment for name, _, comment in entry.columns} if same_mirror else None
+            )
             if reader.rows_read != to_read:
                 raise SyncError(
                     table.name, f"read {reader.rows_read} rows but the snapshot has {to_read}; nothing written"
                 )
             watermark = plan.watermark
-            # The count after the merge less the rows deleted since, or a count of its own.
-            rows_after = target.row_count() if counts.merged_rows is None else counts.merged_rows - counts.deleted
+            unchanged = (
+                same_mirror
+                and not added
+                and not types.widened
+                and counts.inserted == counts.updated == counts.deleted == 0
+            )
+            if counts.merged_rows is not None:  # the count after the merge less the rows deleted since
+                rows_after, bytes_after = counts.merged_rows - counts.deleted, target.total_bytes()
+            elif unchanged:  # nothing written: as read under the lock at the start
+                rows_after, bytes_after = rows_before, bytes_before
+            else:
+                rows_after, bytes_after = target.count_and_size()
             state.save(
                 table,
                 shape,
@@ -304,9 +328,9 @@ def sync_table(
                 digests=BatchDigests(reader.read_path, batching.describe(), reader.digests, exact=rows_after == total)
                 if cursor_column is None and table.primary_key
                 else None,
+                same_mirror=same_mirror,
             )
             retyped = types.report(snapshot, typed)
-            bytes_after = target.total_bytes()
     return TableSyncResult(
         table=table.name,
         pg_table=target.qualified_name,
@@ -441,7 +465,9 @@ def _shape_problem(target: PgTable, actual: list[tuple[str, str]], key: tuple[st
     return None
 
 
-def _evolve_shape(target: PgTable, options: SyncOptions) -> list[str]:
+def _evolve_shape(
+    target: PgTable, options: SyncOptions, in_pg: tuple[list[tuple[str, str]], tuple[str, ...]] | None = None
+) -> list[str]:
     """Follow SQLite's ``ALTER TABLE ADD COLUMN`` in this transaction; refuse any other change.
 
     SQLite appends an added column, so the PostgreSQL columns are then a prefix of SQLite's
@@ -451,7 +477,8 @@ def _evolve_shape(target: PgTable, options: SyncOptions) -> list[str]:
     have no identity to carry the new values to. Returns the names of the columns added.
     """
     expected = _expected_columns(target)
-    actual, key = target.columns_in_pg(), target.primary_key_in_pg()
+    # ``in_pg``: the columns and key as read_entry() read them under the lock, at the start of this sync.
+    actual, key = in_pg if in_pg is not None else (target.columns_in_pg(), target.primary_key_in_pg())
     if target.scope.shared:
         return _union_columns(target, actual, key, options)
     added = list(target.table.column_names[len(actual) :])  # SQLite's names

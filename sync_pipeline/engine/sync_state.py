@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import psycopg2.extensions
 from psycopg2 import sql
@@ -40,10 +40,12 @@ from .bookkeeping import (
     raise_sequence,
     relation_exists,
     sequence_value,
+    set_sequence,
     table_oid,
     version_about,
     version_sequence,
 )
+from .catalog import TableEntry
 from .change_detection import BatchDigests
 from .sqlite_source import TableInfo
 
@@ -104,8 +106,12 @@ class SyncState:
         schema: str,
         state_schema: str = DEFAULT_STATE_SCHEMA,
         source_file: str = "",
+        known: TableEntry | None = None,
     ) -> None:
         check_apart(schema, state_schema)
+        # The table's bookkeeping as read_entry() read it under the sync's lock: its row, sequence
+        # and OID then need no query of their own. Not with the old layout still to migrate.
+        self.known = None if known is None or known.old_layout else known
         self.cur = cur
         self.schema = schema
         self.state_schema = state_schema
@@ -119,22 +125,31 @@ class SyncState:
         only the snapshot number is returned: the stale check still applies, the rest does not.
         The old layout, if still in the target schema, is moved into the state schema first.
         """
-        migrate(self.cur, self.schema, self.state_schema)
-        version = sequence_value(self.cur, self.state_schema, version_sequence(self.schema, table, self.source_file))
-        row = None
-        if relation_exists(self.cur, self.state_schema, STATE_TABLE):
-            self.cur.execute(
-                sql.SQL(
-                    "SELECT table_oid, shape, cursor_column, watermark, batches FROM {} "
-                    "WHERE target_schema = %s AND table_name = %s AND source_file = %s"
-                ).format(self.ident),
-                (self.schema, table, self.source_file),
+        known = self._known(table)
+        if known is not None:
+            version, current_oid = known.version, known.oid
+            row = None if known.state is None else astuple(known.state)
+        else:
+            migrate(self.cur, self.schema, self.state_schema)
+            version = sequence_value(
+                self.cur, self.state_schema, version_sequence(self.schema, table, self.source_file)
             )
-            row = self.cur.fetchone()
+            row = None
+            if relation_exists(self.cur, self.state_schema, STATE_TABLE):
+                self.cur.execute(
+                    sql.SQL(
+                        "SELECT table_oid, shape, cursor_column, watermark, batches FROM {} "
+                        "WHERE target_schema = %s AND table_name = %s AND source_file = %s"
+                    ).format(self.ident),
+                    (self.schema, table, self.source_file),
+                )
+                row = self.cur.fetchone()
         if row is None:
             return None if version is None else LastSync(None, version, None, None, None)
         oid, shape, cursor_column, watermark, batches = row
-        if oid is None or oid != table_oid(self.cur, self.schema, table):
+        if known is None:
+            current_oid = table_oid(self.cur, self.schema, table)
+        if oid is None or oid != current_oid:
             return LastSync(None, version, None, None, None)
         return LastSync(
             shape=shape,
@@ -151,6 +166,7 @@ class SyncState:
         snapshot_version: int | None,
         cursor: tuple[str, int | float | str] | None = None,
         digests: BatchDigests | None = None,
+        same_mirror: bool = False,
     ) -> None:
         """Make the table's state what this sync read, writing its row only if that changed, and
         move its snapshot number up to ``snapshot_version`` (never down; None: leave it).
@@ -169,12 +185,65 @@ class SyncState:
         The other way round cannot happen: a sync whose rows commit always moved the number
         first. The sequence is created in this transaction if missing; a rollback then removes
         it along with the row it came with.
+
+        ``same_mirror``: the mirror is still the one ``known`` describes (not created or swapped
+        by this sync), so the row, sequence and OID read under the lock stand in for their queries,
+        and a row that would not change is not written at all (no statement, not only no tuple).
         """
-        ensure_state_schema(self.cur, self.state_schema)
-        oid = table_oid(self.cur, self.schema, table.name)
-        watermark = None if cursor is None else Json(_tagged(cursor[1]))
-        batches = None if digests is None else Json(digests.to_json())
-        values = (oid, shape, None if cursor is None else cursor[0], watermark, batches)
+        known = self._known(table.name) if same_mirror else None
+        if known is None or not known.state_table_exists:
+            ensure_state_schema(self.cur, self.state_schema)
+        oid = table_oid(self.cur, self.schema, table.name) if known is None else known.oid
+        watermark_value = None if cursor is None else _tagged(cursor[1])
+        batches_value = None if digests is None else digests.to_json()
+        cursor_column = None if cursor is None else cursor[0]
+        stored = None if known is None else known.state
+        if stored is None or (
+            stored.table_oid,
+            stored.shape,
+            stored.cursor_column,
+            stored.watermark,
+            stored.batches,
+        ) != (
+            oid,
+            shape,
+            cursor_column,
+            watermark_value,
+            batches_value,
+        ):
+            self._write_row(table, oid, shape, cursor_column, watermark_value, batches_value)
+        if snapshot_version is None:
+            return
+        name = version_sequence(self.schema, table.name, self.source_file)
+        if known is not None and known.version_sequence_exists:
+            # Read under the sync's lock, which every writer of this sequence holds: still current.
+            if known.version is None or snapshot_version > known.version:
+                set_sequence(self.cur, self.state_schema, name, snapshot_version)
+            return
+        raise_sequence(
+            self.cur,
+            self.state_schema,
+            name,
+            snapshot_version,
+            version_about(self.schema, table.name, self.source_file),
+        )
+
+    def _known(self, table: str) -> TableEntry | None:
+        return self.known if self.known is not None and self.known.table == table else None
+
+    def _write_row(
+        self,
+        table: TableInfo,
+        oid: int | None,
+        shape: str,
+        cursor_column: str | None,
+        watermark_value: object,
+        batches_value: object,
+    ) -> None:
+        """Insert the table's row if missing, then update it only where it differs (see :meth:`save`)."""
+        watermark = None if watermark_value is None else Json(watermark_value)
+        batches = None if batches_value is None else Json(batches_value)
+        values = (oid, shape, cursor_column, watermark, batches)
         self.cur.execute(
             sql.SQL(
                 "INSERT INTO {} (target_schema, table_name, source_file, table_oid, shape, cursor_column, watermark, "
@@ -193,11 +262,3 @@ class SyncState:
             ).format(self.ident),
             (*values, self.schema, table.name, self.source_file, *values),
         )
-        if snapshot_version is not None:
-            raise_sequence(
-                self.cur,
-                self.state_schema,
-                version_sequence(self.schema, table.name, self.source_file),
-                snapshot_version,
-                version_about(self.schema, table.name, self.source_file),
-            )

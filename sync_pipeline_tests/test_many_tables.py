@@ -1,0 +1,103 @@
+"""A file of many tables (issue 16): every table keeps its catalog entry while the run writes few events.
+
+The op records each table's materialization and check evaluations as events of their own (no
+step outputs), logs one line for the run instead of two per table, and holds Dagster's SQLite
+event shards open while it records. None of that may cost a table its materialization, any of
+its metadata or either of its checks in the catalog: this reads them back from the instance's
+event log (on-disk SQLite storage, as ``dagster dev`` has it), not from the run's result.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, IntMetadataValue
+
+from sync_pipeline.assets import LOG_EACH_TABLE_UP_TO
+from sync_pipeline.event_store import hold_event_shards, shard_paths
+from sync_pipeline.translator import ROW_COUNT_CHECK, TYPES_CHECK
+
+from .test_dagster_assets import INT_KEYS, log_text, run_sync
+
+TABLES = 200
+ROWS = 3
+CONTRACT_KEYS = {
+    *INT_KEYS,
+    "dagster/table_name",
+    "dagster/column_schema",
+    "mode",
+    "duration_s",
+    "table_size",
+    "read_path",
+    "rows_skipped",
+    "columns_retyped",
+}
+
+
+def _many_tables(path: Path) -> list[str]:
+    names = [f"t{number:04d}" for number in range(TABLES)]
+    conn = sqlite3.connect(path)
+    with conn:
+        for number, name in enumerate(names):
+            conn.execute(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, label TEXT, amount REAL)")
+            conn.executemany(
+                f"INSERT INTO {name} VALUES (?, ?, ?)", [(i, f"row {number}-{i}", i * 1.5) for i in range(ROWS)]
+            )
+    conn.close()
+    return names
+
+
+def test_every_table_of_a_200_table_file_has_its_materialization_metadata_and_checks(tmp_path, pg_dsn, schema):
+    path = tmp_path / "many.sqlite"
+    names = _many_tables(path)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with DagsterInstance.local_temp(str(home)) as instance:
+        result = run_sync(path, pg_dsn, schema, instance=instance)
+        assert result.success
+
+        for name in names:
+            key = AssetKey([name])
+            records = instance.fetch_materializations(key, limit=5).records
+            assert len(records) == 1, name  # one materialization per table, none lost, none twice
+            assert records[0].run_id == result.run_id
+            materialization = records[0].asset_materialization
+            assert materialization is not None
+            metadata = materialization.metadata
+            assert CONTRACT_KEYS <= set(metadata), (name, CONTRACT_KEYS - set(metadata))
+            assert metadata["dagster/row_count"] == IntMetadataValue(ROWS), name
+            assert metadata["rows_inserted"] == IntMetadataValue(ROWS), name
+            assert metadata["dagster/table_name"].value == f"{schema}.{name}"
+            assert [c.name for c in metadata["dagster/column_schema"].value.columns] == ["id", "label", "amount"]
+
+            for check_name in (ROW_COUNT_CHECK, TYPES_CHECK):
+                record = instance.get_latest_asset_check_evaluation_record(AssetCheckKey(key, check_name))
+                assert record is not None, (name, check_name)
+                assert record.run_id == result.run_id
+                assert record.status.value == "SUCCEEDED", (name, check_name, record.status)
+                evaluation = record.event.dagster_event.asset_check_evaluation_data  # type: ignore[union-attr]
+                assert evaluation.passed, (name, check_name)
+                if check_name == ROW_COUNT_CHECK:
+                    assert evaluation.metadata["sqlite_rows"] == IntMetadataValue(ROWS)
+                    assert evaluation.metadata["pg_rows"] == IntMetadataValue(ROWS)
+
+        # One line for the run instead of two per table; the summary block still names every table.
+        assert TABLES > LOG_EACH_TABLE_UP_TO
+        logs = log_text(instance, result)
+        assert "📥 Syncing t0000..." not in logs
+        assert f"📥 Syncing {TABLES} tables" in logs
+        assert all(name in logs for name in names)
+
+
+def test_event_shards_are_held_only_where_events_are_sqlite_files(tmp_path):
+    """The index shard exists once the instance does; a run's shard only once the run wrote to it.
+    Storage without files (in memory here, PostgreSQL in deploy/) is left alone."""
+    with DagsterInstance.ephemeral() as in_memory, hold_event_shards(in_memory, "some-run") as held:
+        assert held == 0
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with DagsterInstance.local_temp(str(home)) as instance:
+        assert [Path(p).name for p in shard_paths(instance, "no-such-run")] == ["index.db"]
+        with hold_event_shards(instance, None) as held:
+            assert held == 1
