@@ -445,7 +445,7 @@ class _Workers:
             table = None
             try:
                 table = target.selection.columns_of(snapshot.table(name))
-                self.done.put((name, table, target.sync(snapshot, table, self.options)))
+                self.done.put((name, table, target.sync(snapshot, table, self.options.for_table(name))))
             except BaseException as exc:  # noqa: BLE001 - not swallowed: _run re-raises or reports it
                 self.done.put((name, table, exc))
 

@@ -83,6 +83,11 @@ class SyncConfig(Config):
         description="Replace every row in one transaction instead of merging changes: in place when the schema "
         "is unchanged, rebuilt and swapped in when it changed.",
     )
+    full_refresh_tables: list[str] = Field(
+        default=[],
+        description="Tables (SQLite names) replaced in full on every sync, whatever full_refresh says: "
+        "e.g. small tables without a stable key.",
+    )
     delete_orphans: bool = Field(
         default=env_flag("DELETE_ORPHANS"),
         description="Also delete PostgreSQL rows whose primary key no longer exists in SQLite.",
@@ -134,6 +139,7 @@ class SyncConfig(Config):
     def to_options(self) -> SyncOptions:
         return SyncOptions(
             full_refresh=self.full_refresh,
+            full_refresh_tables=frozenset(self.full_refresh_tables),
             delete_orphans=self.delete_orphans,
             batch_size=self.batch_size,
             cursor_columns=dict(self.cursor_columns),

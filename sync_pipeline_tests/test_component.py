@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg2.extensions
 import pytest
-from dagster import AssetKey, DagsterInstance, EnvVar, SensorResult, build_sensor_context
+from dagster import AssetKey, DagsterInstance, EnvVar, SensorResult, build_sensor_context, materialize
 
 from sync_pipeline.components import SqliteSyncComponent
 from sync_pipeline.demo import PROJECT_ROOT, generate
@@ -294,3 +294,33 @@ def test_a_conn_str_template_of_an_unset_variable_means_the_embedded_server_not_
     plain = SqliteSyncComponent.resolve_from_dict({"sqlite": {"path": str(path)}}).build("lab")
     conn_str = plain.resources["lab_postgres"].conn_str
     assert isinstance(conn_str, EnvVar) and conn_str.env_var_name == "PG_CONN_STR"
+
+
+def test_a_table_marked_full_refresh_is_replaced_on_every_sync_and_the_others_merged(
+    tmp_path: Path, pg_dsn: str, schema: str
+) -> None:
+    path = generate(tmp_path / "lab.sqlite", rows=30, seed=4)
+    component = SqliteSyncComponent.resolve_from_dict(
+        {
+            "sqlite": {"path": str(path)},
+            "postgres": {"conn_str": pg_dsn, "pg_schema": schema},
+            "tables": {"options": {"experiments": {"full_refresh": True}}},
+        }
+    )
+    defs = component.build("lab")
+    (assets,) = defs.assets
+    instance = DagsterInstance.ephemeral()
+    for _ in range(2):
+        result = materialize([assets], resources=dict(defs.resources or {}), instance=instance)
+        assert result.success
+    modes = {
+        event.asset_key.path[-1]: event.materialization.metadata["mode"].value
+        for event in result.get_asset_materialization_events()
+    }
+    assert modes == {
+        "experiments": "full_refresh",
+        "narrative_results": "incremental",
+        "source_narratives": "incremental",
+    }
+    for table in modes:
+        assert sorted(pg_rows(pg_dsn, schema, table)) == sorted(sqlite_rows(path, table))

@@ -130,6 +130,13 @@ class TableOptions(dg.Resolvable, dg.Model):
             description="Columns (globs) never read from SQLite nor created in PostgreSQL; not a key column."
         ),
     ] = Field(default_factory=list)
+    full_refresh: Annotated[
+        bool,
+        dg.Resolver.default(
+            description="Replace this table in full on every sync, whatever the run's full_refresh says (e.g. a "
+            "small table without a stable key)."
+        ),
+    ] = False
 
 
 class TablesAttributes(dg.Resolvable, dg.Model):
@@ -455,6 +462,8 @@ class SqliteSyncComponent(dg.Component, dg.Resolvable, dg.Model):
         }
         if cursors:
             defaults["cursor_columns"] = cursors
+        if full := sorted(table for table, opts in options.items() if opts.full_refresh):
+            defaults["full_refresh_tables"] = full
         if pins:
             defaults["column_types"] = pins
         return defaults

@@ -62,6 +62,8 @@ class SyncOptions:
     # Where the sync keeps its bookkeeping (PG_STATE_SCHEMA), apart from the mirrored tables;
     # created on first use. The default is bookkeeping.DEFAULT_STATE_SCHEMA.
     state_schema: str = "sqlite_pg_sync"
+    # Tables reloaded in full on every sync, whatever ``full_refresh`` says (see for_table).
+    full_refresh_tables: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not (isinstance(self.batch_size, int) and 0 < self.batch_size <= MAX_BATCH_SIZE):
@@ -73,6 +75,10 @@ class SyncOptions:
     @property
     def mode(self) -> str:
         return MODE_FULL_REFRESH if self.full_refresh else MODE_INCREMENTAL
+
+    def for_table(self, table: str) -> SyncOptions:
+        """The options one table's sync takes: ``full_refresh`` for a table in ``full_refresh_tables``."""
+        return replace(self, full_refresh=True) if table in self.full_refresh_tables else self
 
 
 @dataclass(frozen=True)
