@@ -375,6 +375,7 @@ def test_run_config_defaults_follow_the_seed_environment_variables():
     out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == {
         "full_refresh": True,
+        "full_refresh_tables": [],  # no variable: set per table in a component's defs.yaml
         "delete_orphans": True,
         "batch_size": 2500,
         "cursor_columns": {"narrative_results": "updated_at", "t": "v"},
