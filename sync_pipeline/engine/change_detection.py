@@ -136,7 +136,7 @@ def order_by(table: TableInfo, batching: Batching) -> str:
     return f" ORDER BY {quote_sqlite_identifier(table.columns[batching.key_index].name)}"
 
 
-def by_key(
+def numbered(
     batches: Iterable[list[tuple[object, ...]]], batching: Batching
 ) -> Iterator[tuple[int, list[tuple[object, ...]]]]:
     """(batch id, rows) of rows read in batches: by position, or regrouped by key range."""

@@ -28,7 +28,7 @@ import psycopg2.errors
 from psycopg2 import sql
 
 from .arrow_reader import ArrowUnfit, text_chunks
-from .change_detection import BatchDigests, Batching, by_key, order_by
+from .change_detection import BatchDigests, Batching, numbered, order_by
 from .errors import ValueMismatchError
 from .pg_target import PgTable
 from .sqlite_source import Since, SqliteSnapshot, TableInfo
@@ -101,7 +101,7 @@ class TableReader:
         order = order_by(self.table, self.batching)
         batches = self.snapshot.batches(self.table, self.batch_size, self.since, order)
         try:
-            for batch_id, batch in by_key(batches, self.batching):
+            for batch_id, batch in numbered(batches, self.batching):
                 yield self._encode(batch), len(batch), None, batch_id
                 self._rows_encoded += len(batch)
         except sqlite3.OperationalError as exc:
