@@ -56,12 +56,13 @@ def _sent(result) -> int:
     return result.rows_processed - result.rows_skipped
 
 
-def test_one_changed_row_sends_only_its_batch(demo_db, pg_dsn, schema):
+def test_one_changed_row_sends_only_that_row(demo_db, pg_dsn, schema):
+    """Its batch's digest changed, and of that batch only the row whose hash is new is sent (row_digests.py)."""
     _synced(demo_db, pg_dsn, schema)
     _execute(demo_db, "UPDATE narrative_results SET label = 'changed' WHERE result_id = 1700")
     result = _synced(demo_db, pg_dsn, schema)["narrative_results"]
     assert (result.rows_updated, result.rows_inserted) == (1, 0)
-    assert 0 < _sent(result) <= BATCH < result.sqlite_rows
+    assert _sent(result) == 1
 
 
 def test_rows_deleted_mid_table_resend_only_their_batch_and_leave_no_orphan(demo_db, pg_dsn, schema):
@@ -69,8 +70,10 @@ def test_rows_deleted_mid_table_resend_only_their_batch_and_leave_no_orphan(demo
     assert _execute(demo_db, "DELETE FROM narrative_results WHERE result_id BETWEEN 1700 AND 1709") == 10
     result = _synced(demo_db, pg_dsn, schema, delete_orphans=True)["narrative_results"]
     assert result.rows_deleted == 10 and result.rows_changed == 10
-    # By position, every batch after row 1700 would have shifted and been sent again (1300 rows).
-    assert 0 < _sent(result) <= BATCH
+    # By position, every batch after row 1700 would have shifted and been sent again (1300 rows). By key,
+    # one batch changed, and every row left in it is one PostgreSQL has: nothing is sent, and the orphans
+    # are found among the SQLite keys of that batch's range alone.
+    assert _sent(result) == 0
 
 
 def test_rows_inserted_mid_table_and_appended_resend_only_their_batches(demo_db, pg_dsn, schema):
@@ -81,7 +84,7 @@ def test_rows_inserted_mid_table_and_appended_resend_only_their_batches(demo_db,
     _execute(demo_db, "INSERT INTO narrative_results (result_id, experiment_id, narrative_id) VALUES (9000, 1, 1)")
     result = _synced(demo_db, pg_dsn, schema, delete_orphans=True)["narrative_results"]
     assert (result.rows_inserted, result.rows_deleted) == (2, 0)
-    assert 0 < _sent(result) <= BATCH + 1
+    assert _sent(result) == 2
 
 
 def test_orphans_a_sync_kept_are_deleted_later_even_where_nothing_changed(demo_db, pg_dsn, schema):
@@ -111,7 +114,76 @@ def test_a_failed_sync_leaves_the_digests_of_the_last_good_one(demo_db, pg_dsn, 
         sync_all(demo_db, pg_dsn, schema, batch_size=BATCH, strict_types=True)
     _execute(demo_db, "UPDATE narrative_results SET tokens_in = 5 WHERE result_id = 10")
     result = _synced(demo_db, pg_dsn, schema)["narrative_results"]
-    assert result.rows_updated == 1 and 0 < _sent(result) <= BATCH
+    assert result.rows_updated == 1 and _sent(result) == 1
+
+
+@pytest.mark.parametrize("arrow", [True, False])
+def test_scattered_updates_send_only_the_rows_that_changed(demo_db, pg_dsn, schema, arrow):
+    """One row in 50 updated, in every batch: every batch changed, and only the updated rows are sent."""
+    _synced(demo_db, pg_dsn, schema, arrow=arrow)
+    updated = _execute(demo_db, "UPDATE narrative_results SET tokens_in = tokens_in + 1 WHERE result_id % 50 = 7")
+    _execute(demo_db, "DELETE FROM narrative_results WHERE result_id % 500 = 11")
+    result = _synced(demo_db, pg_dsn, schema, arrow=arrow, delete_orphans=True)["narrative_results"]
+    assert result.read_path == ("arrow" if arrow else "exact")
+    assert result.rows_updated == updated > 0 and result.rows_deleted > 0
+    assert _sent(result) == updated
+
+
+def _row_digests(pg_dsn, schema, table) -> list[tuple[int, str]]:
+    return query(
+        pg_dsn,
+        "SELECT batch_id, digest FROM sqlite_pg_sync._sps_row_digests WHERE target_schema = %s AND table_name = %s "
+        "ORDER BY batch_id",
+        (schema, table),
+    )
+
+
+def test_row_hashes_are_trusted_only_for_the_batch_they_were_taken_of(demo_db, pg_dsn, schema):
+    """Hashes kept for another content of the batch (here: their batch digest altered) never hold a row
+    back: the changed batch is sent whole."""
+    _synced(demo_db, pg_dsn, schema)
+    kept = _row_digests(pg_dsn, schema, "narrative_results")
+    assert len(kept) > 1
+    query(pg_dsn, "UPDATE sqlite_pg_sync._sps_row_digests SET digest = 'other' WHERE target_schema = %s", (schema,))
+    _execute(demo_db, "UPDATE narrative_results SET label = 'changed' WHERE result_id = 1700")
+    result = _synced(demo_db, pg_dsn, schema)["narrative_results"]
+    assert result.rows_updated == 1 and _sent(result) > 1
+    # The batch sent has its hashes again, taken of its new content; the others' stay as they were.
+    now = dict(_row_digests(pg_dsn, schema, "narrative_results"))
+    assert sorted(now) == [b for b, _ in kept] and sum(d != "other" for d in now.values()) == 1
+
+
+def test_a_table_of_one_or_two_batches_keeps_no_row_hashes(tmp_path, pg_dsn, schema):
+    db = tmp_path / "small.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE small (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.executemany("INSERT INTO small VALUES (?, ?)", [(i, str(i)) for i in range(2 * BATCH)])
+    conn.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.executemany("INSERT INTO big VALUES (?, ?)", [(i, str(i)) for i in range(2 * BATCH + 1)])
+    conn.commit()
+    conn.close()
+    sync_all(db, pg_dsn, schema, batch_size=BATCH)
+    assert _row_digests(pg_dsn, schema, "small") == [] and len(_row_digests(pg_dsn, schema, "big")) >= 2
+
+
+def test_a_table_read_by_position_sends_only_changed_rows_and_finds_its_orphans(tmp_path, pg_dsn, schema):
+    """A key that is not the rowid: batches by position, so a delete shifts every later batch; the rows
+    that moved into another batch are sent again, the others held back, and orphans found among all keys."""
+    db = tmp_path / "p.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t (id INT PRIMARY KEY, v TEXT)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"v{i}") for i in range(5000)])
+    conn.commit()
+    sync_all(db, pg_dsn, schema, batch_size=BATCH)
+    conn.execute("UPDATE t SET v = 'new' WHERE id % 100 = 3")
+    conn.execute("DELETE FROM t WHERE id = 250")
+    conn.commit()
+    conn.close()
+    result = sync_all(db, pg_dsn, schema, batch_size=BATCH, delete_orphans=True)["t"]
+    assert pg_rows(pg_dsn, schema, "t") == sqlite_rows(db, "t")
+    assert (result.rows_updated, result.rows_deleted) == (50, 1)
+    # Each batch after the delete begins one row later: its first row was the last of the batch before.
+    assert _sent(result) <= 50 + 5000 // BATCH
 
 
 def test_an_unchanged_batch_never_leaves_the_arrow_child(demo_db, pg_dsn, schema, monkeypatch):
@@ -220,12 +292,16 @@ _EDIT = st.one_of(
 def test_change_detection_never_misses_a_change(data, keys, pg_dsn, tmp_path_factory):
     """Random inserts, updates and deletes anywhere (single rows and runs of keys), each round synced
     with random options: the mirror is always SQLite's rows exactly (with delete_orphans) or SQLite's
-    rows plus only rows SQLite once had (without), whatever the batches skipped."""
+    rows plus only rows SQLite once had (without), whatever the batches and rows skipped (row_digests.py:
+    tables of more than two batches, which batch sizes of 2 and 7 give)."""
     db = tmp_path_factory.mktemp("cd") / "t.sqlite"
     schema = f"cd_{uuid.uuid4().hex[:10]}"
     query(pg_dsn, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    # The rowid (batches by key) or another integer key (batches by position).
+    conn.execute(
+        f"CREATE TABLE t (id {data.draw(st.sampled_from(['INTEGER', 'INT']), label='key')} PRIMARY KEY, v TEXT)"
+    )
     ever: set[int] = set()
     key = _KEYS[keys]
     # Kept for the whole example: the last sync's digests apply only to a read made the same way.

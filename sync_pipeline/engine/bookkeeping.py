@@ -6,6 +6,8 @@ first use, which several target schemas may share:
 
 * ``_sps_table_state``: one row per (target schema, table), what its last sync left behind
   (see :mod:`.sync_state`);
+* ``_sps_row_digests``: per (target schema, table, batch), a hash of each row of the batch as the
+  last sync that sent it read it (see :mod:`.row_digests`), created when first needed;
 * ``_sps_snapshots_<digest>``, one per target schema: numbers the SQLite snapshots read for it
   (see :mod:`.versions`);
 * ``_sps_version_<digest>``, one per (target schema, table): the newest snapshot number a sync
@@ -36,6 +38,7 @@ from .naming import pg_name
 
 DEFAULT_STATE_SCHEMA = "sqlite_pg_sync"
 STATE_TABLE = "_sps_table_state"
+ROW_DIGESTS_TABLE = "_sps_row_digests"
 # The layout before issue 10, in the target schema itself.
 OLD_STATE_TABLE = "_sps_sync_state"
 OLD_SEQUENCE = "_sps_snapshots"
@@ -52,6 +55,18 @@ _CREATE_STATE_TABLE = (
     "batches jsonb, "
     "changed_at timestamptz NOT NULL DEFAULT now(), "  # when this row last changed, not the last sync
     "PRIMARY KEY (target_schema, table_name, source_file))"
+)
+
+
+_CREATE_ROW_DIGESTS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS {} ("
+    "target_schema text NOT NULL, "
+    "table_name text NOT NULL, "
+    "source_file text NOT NULL DEFAULT '', "
+    "batch_id bigint NOT NULL, "
+    "digest text NOT NULL, "  # the batch digest the row hashes were taken of
+    "hashes bytea NOT NULL, "  # a 64-bit hash of each row's COPY line
+    "PRIMARY KEY (target_schema, table_name, source_file, batch_id))"
 )
 
 
@@ -120,6 +135,14 @@ def ensure_state_schema(cur: psycopg2.extensions.cursor, state_schema: str) -> N
     if cur.fetchone() is None:
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(state_schema)))
     cur.execute(sql.SQL(_CREATE_STATE_TABLE).format(sql.Identifier(state_schema, STATE_TABLE)))
+
+
+def ensure_row_digests_table(cur: psycopg2.extensions.cursor, state_schema: str) -> None:
+    """Create ``_sps_row_digests`` if missing, under the state schema's lock (as the state table)."""
+    if relation_exists(cur, state_schema, ROW_DIGESTS_TABLE):
+        return
+    _lock(cur, f"sqlite_pg_sync:state-schema:{state_schema}")
+    cur.execute(sql.SQL(_CREATE_ROW_DIGESTS_TABLE).format(sql.Identifier(state_schema, ROW_DIGESTS_TABLE)))
 
 
 def sequence_value(cur: psycopg2.extensions.cursor, schema: str, name: str) -> int | None:
@@ -264,8 +287,8 @@ def _move_state_rows(cur: psycopg2.extensions.cursor, target_schema: str, state_
 
 
 def forget(cur: psycopg2.extensions.cursor, target_schema: str, state_schema: str = DEFAULT_STATE_SCHEMA) -> None:
-    """Remove everything kept about ``target_schema`` from the state schema: its tables' rows and
-    version sequences, and its snapshot sequence. For a target schema that is gone for good (the
+    """Remove everything kept about ``target_schema`` from the state schema: its tables' rows, row
+    digests and version sequences, and its snapshot sequence. For a target schema that is gone for good (the
     tests drop theirs); a mirror still in use would then be read in full by its next sync."""
     cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (state_schema,))
     if cur.fetchone() is None:
@@ -279,5 +302,10 @@ def forget(cur: psycopg2.extensions.cursor, target_schema: str, state_schema: st
             (target_schema,),
         )
         tables = cur.fetchall()
+    if relation_exists(cur, state_schema, ROW_DIGESTS_TABLE):
+        cur.execute(
+            sql.SQL("DELETE FROM {} WHERE target_schema = %s").format(sql.Identifier(state_schema, ROW_DIGESTS_TABLE)),
+            (target_schema,),
+        )
     for name in [*(version_sequence(target_schema, t, f) for t, f in tables), snapshot_sequence(target_schema)]:
         cur.execute(sql.SQL("DROP SEQUENCE IF EXISTS {}").format(sql.Identifier(state_schema, name)))

@@ -31,6 +31,7 @@ from .arrow_reader import ArrowUnfit, text_chunks
 from .change_detection import BatchDigests, Batching, numbered, order_by
 from .errors import ValueMismatchError
 from .pg_target import PgTable
+from .row_digests import RowDigests
 from .sqlite_source import Since, SqliteSnapshot, TableInfo
 from .types import ValueRejected, batch_encoder
 
@@ -78,6 +79,7 @@ class TableReader:
         on_progress: ProgressCallback | None,
         since: Since | None = None,
         batching: Batching | None = None,
+        row_digests: RowDigests | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.table = table
@@ -89,6 +91,8 @@ class TableReader:
         self.rows_sent = 0  # rows handed to PostgreSQL (the consumer thread counts them)
         self.rows_skipped = 0  # rows of batches unchanged since the last sync (the producer counts them)
         self.digests: dict[int, str] = {}  # of every batch read, sent or skipped, by batch id
+        # The hashes of each row of the batches sent; when a batch changed, only its changed rows are sent.
+        self.row_digests = row_digests
         self.read_path = READ_EXACT  # which path the last copy_into took
         self.arrow_refused = ""  # why the Arrow path handed the table over, when it did
         self._rows_encoded = 0
@@ -174,6 +178,8 @@ class TableReader:
         self.read_path = path
         self.rows_sent = self.rows_skipped = 0
         self.digests = {}
+        if self.row_digests is not None:
+            self.row_digests.restart()
         stream = _QueueStream(self, chunks, self._unchanged(skip, path))
         producer = threading.Thread(target=stream.produce, name=f"sqlite-read-{self.table.name}", daemon=True)
         producer.start()
@@ -225,6 +231,13 @@ class _QueueStream:
                     continue
                 if data is None:  # the child kept a batch it took for unchanged: it must be so here too
                     raise ArrowUnfit(f"the Arrow reader skipped batch {batch_id}, which differs from the last sync's")
+                if self.reader.row_digests is not None:  # only the rows PostgreSQL may not hold (row_digests.py)
+                    last = self.unchanged.get(batch_id)
+                    data, changed = self.reader.row_digests.changed_lines(batch_id, last, digest, data)
+                    self.reader.rows_skipped += rows - changed
+                    rows = changed
+                    if not rows:
+                        continue
                 if not self._put((data, rows)):
                     return
             self._put(_END)

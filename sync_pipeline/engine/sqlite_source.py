@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,6 +372,16 @@ class SqliteSnapshot:
         q, name = quote_sqlite_identifier(column), quote_sqlite_identifier(table.name)
         low, high = self.conn.execute(f"SELECT (SELECT min({q}) FROM {name}), (SELECT max({q}) FROM {name})").fetchone()
         return None if low is None else (int(low), int(high))
+
+    def keys_in_ranges(self, table: TableInfo, column: str, shift: int, batch_ids: Iterable[int]) -> Iterator[int]:
+        """The values of integer key ``column`` in the key ranges ``batch_ids`` (batch *n* holds the keys
+        ``[n << shift, (n + 1) << shift)``, see change_detection.py): a range scan of the rowid each."""
+        q = quote_sqlite_identifier(column)
+        query = f"SELECT {q} FROM {quote_sqlite_identifier(table.name)} WHERE {q} BETWEEN ? AND ?"
+        for n in sorted(batch_ids):
+            low = n << shift
+            for (key,) in self.conn.execute(query, (low, low + (1 << shift) - 1)):
+                yield int(key)
 
     def batches(
         self, table: TableInfo, batch_size: int, since: Since | None = None, order: str = ""

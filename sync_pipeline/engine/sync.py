@@ -6,6 +6,7 @@ every count it needs; nothing here logs, and nothing needs to be parsed out of l
 
 from __future__ import annotations
 
+import io
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import psycopg2
 import psycopg2.extensions
 
-from . import change_detection, cursor
+from . import change_detection, cursor, row_digests
 from .catalog import read_entry
 from .change_detection import BatchDigests, Batching
 from .column_types import ColumnRetype, ColumnTypes, pinned_misfit, resolve_pins
@@ -269,12 +270,15 @@ def sync_table(
                 since = plan.since
                 to_read = total if since is None else snapshot.count(typed, since)
                 batching = Batching(options.batch_size)
+                rows = None  # the hashes of each row of each batch, where kept (row_digests.py)
                 if since is None:  # a full read: cut it so that a change resends little (change_detection.py)
                     key = change_detection.key_column(typed)
                     span = None if key is None else snapshot.key_span(typed, typed.columns[key].name)
                     previous = last.digests if last is not None else None
                     batching = change_detection.plan(typed, options.batch_size, total, span, previous)
-                reader = TableReader(snapshot, typed, options.batch_size, to_read, on_progress, since, batching)
+                    if cursor_column is None and table.primary_key and row_digests.applies(total, batching):
+                        rows = row_digests.load(cur, options.state_schema, schema, table.name, scope.state_key())
+                reader = TableReader(snapshot, typed, options.batch_size, to_read, on_progress, since, batching, rows)
                 target.savepoint(_TYPES_SAVEPOINT)
                 try:
                     counts = _load(target, reader, options, rows_before if existed else None, total, last)
@@ -336,6 +340,10 @@ def sync_table(
                 else None,
                 same_mirror=same_mirror,
             )
+            if reader.row_digests is not None:
+                row_digests.save(
+                    cur, options.state_schema, schema, table.name, scope.state_key(), reader.row_digests, reader.digests
+                )
             retyped = types.report(snapshot, typed)
     return TableSyncResult(
         table=table.name,
@@ -611,9 +619,14 @@ def _merge_by_key(
             if reader.since is None and not reader.rows_skipped:
                 counts.deleted = target.delete_orphans(STAGE)  # the stage holds every key
             elif (changed := _changed_key_ranges(reader, previous)) is not None:
-                # Orphans lie only in the key ranges of the batches sent, whose keys are all staged.
+                # Orphans lie only in the key ranges of the batches sent, whose keys are all staged,
+                # unless a batch was sent in part (row_digests.py): then its keys are read apart.
                 key = reader.table.columns[reader.batching.key_index].name  # type: ignore[index]
-                counts.deleted = target.delete_orphans_in(STAGE, key, reader.batching.shift, changed)
+                held_back = reader.row_digests is not None and reader.row_digests.held_back > 0
+                if held_back and not all_keys_staged:
+                    _stage_keys_in(target, reader, key, changed)
+                stage = KEYS if held_back else STAGE
+                counts.deleted = target.delete_orphans_in(stage, key, reader.batching.shift, changed)
             else:
                 # Only changed rows were staged: compare against every SQLite key.
                 if not all_keys_staged:
@@ -644,6 +657,15 @@ def _stage_keys(target: PgTable, reader: TableReader) -> None:
     key_reader = TableReader(reader.snapshot, keys, reader.batch_size, 0, None)
     target.create_key_stage()
     key_reader.copy_into(PgTable(target.cur, target.schema, keys, scope=target.scope), KEYS)
+
+
+def _stage_keys_in(target: PgTable, reader: TableReader, key: str, batch_ids: set[int]) -> None:
+    """The SQLite keys of the key ranges ``batch_ids`` (an integer key, see change_detection.py) into ``KEYS``."""
+    keys = replace(reader.table, columns=tuple(c for c in reader.table.columns if c.pk_position))
+    found = reader.snapshot.keys_in_ranges(reader.table, key, reader.batching.shift, batch_ids)
+    target.create_key_stage()
+    text = io.BytesIO("".join(f"{k}\n" for k in found).encode())
+    PgTable(target.cur, target.schema, keys, scope=target.scope).copy_into(KEYS, text)
 
 
 def _stage_all(target: PgTable, reader: TableReader, skip: BatchDigests | None = None) -> None:
