@@ -354,9 +354,10 @@ class PgTable:
             )
         )
 
-    def set_local(self, setting: str, value: str) -> None:
-        """A setting for the rest of this transaction only."""
-        self.cur.execute("SELECT set_config(%s, %s, true)", (setting, value))
+    def set_local(self, settings: Mapping[str, str]) -> None:
+        """Settings for the rest of this transaction only, in one round trip."""
+        calls = sql.SQL(", ").join(sql.SQL("set_config(%s, %s, true)") for _ in settings)
+        self.cur.execute(sql.SQL("SELECT {}").format(calls), [v for pair in settings.items() for v in pair])
 
     def analyze(self, ident: sql.Identifier | None = None) -> None:
         self.cur.execute(sql.SQL("ANALYZE {}").format(ident or self.ident))
@@ -427,6 +428,17 @@ class PgTable:
             )
             for k in self.pg.primary_key
         )
+
+    def new_keys_in_stage(self) -> int:
+        """The staged rows whose key the target does not hold yet: the rows a merge will insert.
+        For a stage much smaller than the target, one index probe each (counting the target after
+        the merge would read all of it)."""
+        self.cur.execute(
+            sql.SQL(
+                "SELECT count(*) FROM {stage} AS s WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {match})"
+            ).format(stage=STAGE, target=self.ident, match=self._key_match("t", "s"))
+        )
+        return int(self.cur.fetchone()[0])
 
     def merge_from_stage(self) -> int:
         """Insert the staged rows with new keys and rewrite only those whose values differ.

@@ -31,8 +31,9 @@ the keys of the changed batches from SQLite (see ``sync._merge_by_key``).
 
 from __future__ import annotations
 
+import io
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import psycopg2.extensions
@@ -41,12 +42,14 @@ from psycopg2 import sql
 
 from .bookkeeping import ROW_DIGESTS_TABLE, ensure_row_digests_table, relation_exists
 from .change_detection import TARGET_ROWS, Batching
+from .types import TEXT
 
 # Below: a table of one or two batches, cheap to resend whole; its sync saves the round trips.
 MIN_BATCHES = 2
 MAX_ROWS = 4_000_000  # above: 8 bytes a row held during the sync would pass 32 MB
 
 _hash = xxhash.xxh3_64_intdigest
+_FETCH_BATCHES = 16  # batches of hashes per fetch when loading (about 0.5 MB)
 
 
 def applies(rows: int, batching: Batching) -> bool:
@@ -58,15 +61,20 @@ def applies(rows: int, batching: Batching) -> bool:
 
 @dataclass
 class RowDigests:
-    """One table's row hashes: the last sync's (``before``, by batch id: (batch digest, hashes)) and
-    those of the batches this read sent (``taken``), which :meth:`save` stores."""
+    """One table's row hashes: the last sync's (``before``, by batch id: (batch digest, hashes), each
+    dropped once its batch was read) and those of the batches this read sent (``taken``), which
+    :meth:`save` stores. So the sync holds about 8 bytes a row, not 16."""
 
-    before: Mapping[int, tuple[str, bytes]]
+    before: dict[int, tuple[str, bytes]]
     taken: dict[int, tuple[str, bytes]] = field(default_factory=dict)
     held_back: int = 0  # rows of changed batches not sent: their lines are the last sync's
 
+    def __post_init__(self) -> None:
+        self.kept_ids = frozenset(self.before)  # the batches that have hashes kept: those gone are dropped
+
     def restart(self) -> None:
-        """A new read of the table (the Arrow path handed it to the exact path): forget what was taken."""
+        """A new read of the table (the Arrow path handed it to the exact path): forget what was taken.
+        Hashes already dropped from ``before`` are not needed again: their batches are sent whole."""
         self.taken = {}
         self.held_back = 0
 
@@ -78,13 +86,15 @@ class RowDigests:
         lines.pop()  # the text ends with a newline
         hashes = array("Q", map(_hash, lines))
         self.taken[batch_id] = (digest, hashes.tobytes())
-        kept = self.before.get(batch_id)
+        kept = self.before.pop(batch_id, None)
         if last_digest is None or kept is None or kept[0] != last_digest:
             return data, len(lines)
         held = array("Q")
         held.frombytes(kept[1])
-        known = set(held)
-        changed = [line for line, h in zip(lines, hashes, strict=True) if h not in known]
+        # Set operations in C; the order of the lines sent does not matter to the merge. Two equal
+        # lines (keys are unique, so none) would be one row in PostgreSQL all the same.
+        by_hash = dict(zip(hashes, lines, strict=True))
+        changed = [by_hash[h] for h in by_hash.keys() - set(held)]
         self.held_back += len(lines) - len(changed)
         if not changed:
             return b"", 0
@@ -95,16 +105,23 @@ class RowDigests:
 def load(
     cur: psycopg2.extensions.cursor, state_schema: str, target_schema: str, table: str, source_file: str
 ) -> RowDigests:
-    """The row hashes kept by the table's last syncs (none if the table for them does not exist yet)."""
+    """The row hashes kept by the table's last syncs (none if the table for them does not exist yet),
+    fetched a few batches at a time: the result of one fetch would hold them twice, as hex."""
     if not relation_exists(cur, state_schema, ROW_DIGESTS_TABLE):
         return RowDigests({})
-    cur.execute(
-        sql.SQL(
-            "SELECT batch_id, digest, hashes FROM {} WHERE target_schema = %s AND table_name = %s AND source_file = %s"
-        ).format(sql.Identifier(state_schema, ROW_DIGESTS_TABLE)),
-        (target_schema, table, source_file),
-    )
-    return RowDigests({int(b): (d, bytes(h)) for b, d, h in cur.fetchall()})
+    before: dict[int, tuple[str, bytes]] = {}
+    with cur.connection.cursor(name="_sps_row_digests") as rows:
+        rows.itersize = _FETCH_BATCHES
+        rows.execute(
+            sql.SQL(
+                "SELECT batch_id, digest, hashes FROM {} "
+                "WHERE target_schema = %s AND table_name = %s AND source_file = %s"
+            ).format(sql.Identifier(state_schema, ROW_DIGESTS_TABLE)),
+            (target_schema, table, source_file),
+        )
+        for batch_id, digest, hashes in rows:
+            before[int(batch_id)] = (digest, bytes(hashes))
+    return RowDigests(before)
 
 
 def save(
@@ -117,27 +134,38 @@ def save(
     batch_ids: Iterable[int],
 ) -> None:
     """Keep the hashes of the batches this sync sent, and drop those of the batches gone (not among
-    ``batch_ids``, the batches read). Nothing is written when nothing was sent or gone."""
-    now = set(batch_ids)
-    gone = [b for b in digests.before if b not in now]
+    ``batch_ids``, the batches read). Nothing is written when nothing was sent or gone. The rows go
+    through COPY a batch at a time, so they are never all in memory as text."""
+    gone = digests.kept_ids - set(batch_ids)
     if not digests.taken and not gone:
         return
     ensure_row_digests_table(cur, state_schema)
     ident = sql.Identifier(state_schema, ROW_DIGESTS_TABLE)
-    mine = (target_schema, table, source_file)
     cur.execute(
         sql.SQL(
             "DELETE FROM {} WHERE target_schema = %s AND table_name = %s AND source_file = %s "
             "AND batch_id = ANY(%s::bigint[])"
         ).format(ident),
-        (*mine, sorted(set(digests.taken) | set(gone))),
+        (target_schema, table, source_file, sorted(set(digests.taken) | gone)),
     )
     if digests.taken:
-        ids, batch_digests, hashes = zip(*((b, d, h) for b, (d, h) in digests.taken.items()), strict=True)
-        cur.execute(
-            sql.SQL(
-                "INSERT INTO {} (target_schema, table_name, source_file, batch_id, digest, hashes) "
-                "SELECT %s, %s, %s, u.b, u.d, u.h FROM unnest(%s::bigint[], %s::text[], %s::bytea[]) AS u(b, d, h)"
-            ).format(ident),
-            (*mine, list(ids), list(batch_digests), list(hashes)),
+        names = "\t".join(TEXT.encode(name) for name in (target_schema, table, source_file))
+        lines = (
+            f"{names}\t{batch_id}\t{digest}\t\\\\x{hashes.hex()}\n".encode()
+            for batch_id, (digest, hashes) in digests.taken.items()
         )
+        statement = sql.SQL("COPY {} (target_schema, table_name, source_file, batch_id, digest, hashes) FROM STDIN")
+        cur.copy_expert(statement.format(ident).as_string(cur), _Stream(lines))
+
+
+class _Stream(io.RawIOBase):
+    """The file object COPY reads: one line at a time from a generator."""
+
+    def __init__(self, lines: Iterator[bytes]) -> None:
+        self.lines = lines
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return next(self.lines, b"")

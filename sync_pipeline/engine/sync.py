@@ -39,10 +39,15 @@ MODE_INCREMENTAL = "incremental"
 MODE_FULL_REFRESH = "full_refresh"
 MODE_CURSOR = "cursor"
 DEFAULT_BATCH_SIZE = 10_000
-# For this transaction's statements over the stage only (the server default is 4MB): the
-# keyless multiset comparison hashes whole rows. The MERGE hashes only the target's keys.
-MERGE_WORK_MEM = "256MB"
+# For this transaction's statements over the stage only. work_mem (the server default is 4MB): the
+# keyless multiset comparison hashes whole rows; the MERGE hashes only the target's keys.
+# random_page_cost (default 4, a spinning disk's): a stage of a few changed rows is then merged by
+# probing the target's key index (0.11 s for 10,000 rows of a million) instead of walking all of it
+# (0.61 s); a big stage is still one hash or merge join.
+MERGE_SETTINGS = {"work_mem": "256MB", "random_page_cost": "1.1"}
 MAX_BATCH_SIZE = 1_000_000
+# A merge of fewer rows than the target's / this counts its inserts before, by index probes.
+_FEW_ROWS_SENT = 8
 MIN_SERVER_VERSION = 150000
 _TYPES_SAVEPOINT = "_sps_types"  # rolled back to when a column's type must move (column_types.py)
 
@@ -606,9 +611,12 @@ def _merge_by_key(
     all_keys_staged = _refuse_merged_keys(target, reader)
     _stage_all(target, reader, previous)
     if reader.rows_sent:  # nothing sent: nothing past the watermark, or no batch changed
+        # A few changed rows: count their new keys by index probes; else count the target after the merge.
+        few = reader.rows_sent * _FEW_ROWS_SENT < rows_before
+        new_keys = target.new_keys_in_stage() if few else None
         merged = target.merge_from_stage()
         # Keys are unique in the target, so the rows it gained are the rows inserted.
-        counts.merged_rows = target.row_count()
+        counts.merged_rows = rows_before + new_keys if new_keys is not None else target.row_count()
         counts.inserted = counts.merged_rows - rows_before
         counts.updated = merged - counts.inserted
     if options.delete_orphans:
@@ -674,12 +682,12 @@ def _stage_all(target: PgTable, reader: TableReader, skip: BatchDigests | None =
     Merging batch by batch would hash (or scan) the whole target once per batch, which is
     quadratic in the table size; one statement over the full stage is one hash join.
     The stage is a temp table: not WAL-logged, dropped at commit. It is not analyzed: the
-    planner's estimate from its size already picks the hash join, and ANALYZE cost 0.3 s of
-    a 5 s no-change sync of a million rows.
+    planner's estimate from its size already picks the join (see ``MERGE_SETTINGS``), and ANALYZE
+    cost 0.3 s of a 5 s no-change sync of a million rows.
     """
     target.create_stage()
     reader.copy_into(target, STAGE, skip)
-    target.set_local("work_mem", MERGE_WORK_MEM)
+    target.set_local(MERGE_SETTINGS)
 
 
 def _merge_keyless(target: PgTable, reader: TableReader, options: SyncOptions, rows_before: int) -> _Counts:
