@@ -23,9 +23,8 @@ batch boundaries lie:
   in SQLite's order. A row inserted or deleted shifts every later boundary, and orphans are found
   by staging every key. Exact all the same, only slower when rows move.
 
-A scattered update (1% of the rows anywhere) still changes nearly every batch: finding the
-changed rows themselves would need a digest per row, which costs more to compute in the
-reader than resending the batches saves (see README, Performance).
+A scattered update (1% of the rows anywhere) still changes nearly every batch: of a changed
+batch, only the rows whose hash is new are sent (row_digests.py).
 """
 
 from __future__ import annotations
