@@ -275,15 +275,15 @@ def sync_table(
                 since = plan.since
                 to_read = total if since is None else snapshot.count(typed, since)
                 batching = Batching(options.batch_size)
-                rows = None  # the hashes of each row of each batch, where kept (row_digests.py)
+                hashes = None  # of each row of each batch, where kept (row_digests.py)
                 if since is None:  # a full read: cut it so that a change resends little (change_detection.py)
                     key = change_detection.key_column(typed)
                     span = None if key is None else snapshot.key_span(typed, typed.columns[key].name)
                     previous = last.digests if last is not None else None
                     batching = change_detection.plan(typed, options.batch_size, total, span, previous)
                     if cursor_column is None and table.primary_key and row_digests.applies(total, batching):
-                        rows = row_digests.load(cur, options.state_schema, schema, table.name, scope.state_key())
-                reader = TableReader(snapshot, typed, options.batch_size, to_read, on_progress, since, batching, rows)
+                        hashes = row_digests.load(cur, options.state_schema, schema, table.name, scope.state_key())
+                reader = TableReader(snapshot, typed, options.batch_size, to_read, on_progress, since, batching, hashes)
                 target.savepoint(_TYPES_SAVEPOINT)
                 try:
                     counts = _load(target, reader, options, rows_before if existed else None, total, last)
