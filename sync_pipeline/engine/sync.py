@@ -632,7 +632,7 @@ def _merge_by_key(
                 key = reader.table.columns[reader.batching.key_index].name  # type: ignore[index]
                 held_back = reader.row_digests is not None and reader.row_digests.held_back > 0
                 if held_back and not all_keys_staged:
-                    _stage_keys_in(target, reader, key, changed)
+                    _stage_keys(target, reader, changed)
                 stage = KEYS if held_back else STAGE
                 counts.deleted = target.delete_orphans_in(stage, key, reader.batching.shift, changed)
             else:
@@ -659,21 +659,18 @@ def _changed_key_ranges(reader: TableReader, previous: BatchDigests | None) -> s
     return {i for i, digest in now.items() if before.get(i) != digest} | (before.keys() - now.keys())
 
 
-def _stage_keys(target: PgTable, reader: TableReader) -> None:
-    """Every SQLite key of the table (keys only) into the temporary table ``KEYS``."""
+def _stage_keys(target: PgTable, reader: TableReader, batch_ids: set[int] | None = None) -> None:
+    """The SQLite keys of the table (keys only) into the temporary table ``KEYS``: every key, or those
+    of the key ranges ``batch_ids`` (an integer key, see change_detection.py; a range scan each)."""
     keys = replace(reader.table, columns=tuple(c for c in reader.table.columns if c.pk_position))
-    key_reader = TableReader(reader.snapshot, keys, reader.batch_size, 0, None)
+    stage = PgTable(target.cur, target.schema, keys, scope=target.scope)
     target.create_key_stage()
-    key_reader.copy_into(PgTable(target.cur, target.schema, keys, scope=target.scope), KEYS)
-
-
-def _stage_keys_in(target: PgTable, reader: TableReader, key: str, batch_ids: set[int]) -> None:
-    """The SQLite keys of the key ranges ``batch_ids`` (an integer key, see change_detection.py) into ``KEYS``."""
-    keys = replace(reader.table, columns=tuple(c for c in reader.table.columns if c.pk_position))
+    if batch_ids is None:
+        TableReader(reader.snapshot, keys, reader.batch_size, 0, None).copy_into(stage, KEYS)
+        return
+    (key,) = keys.column_names
     found = reader.snapshot.keys_in_ranges(reader.table, key, reader.batching.shift, batch_ids)
-    target.create_key_stage()
-    text = io.BytesIO("".join(f"{k}\n" for k in found).encode())
-    PgTable(target.cur, target.schema, keys, scope=target.scope).copy_into(KEYS, text)
+    stage.copy_into(KEYS, io.BytesIO("".join(f"{k}\n" for k in found).encode()))
 
 
 def _stage_all(target: PgTable, reader: TableReader, skip: BatchDigests | None = None) -> None:
