@@ -344,6 +344,17 @@ def stored_value(pg_type: str, value: object) -> object:
     return expected_value(pg_type, value)
 
 
+def _stored_keys(keys: set[tuple[object, ...]], types: list[str]) -> set[tuple[object, ...]]:
+    """SQLite keys as PostgreSQL returns them under ``types`` (tokens); keys a type cannot hold are none."""
+    stored = set()
+    for key in keys:
+        try:
+            stored.add(tuple(token(stored_value(t, v)) for t, v in zip(types, key, strict=True)))
+        except Unrepresentable:
+            continue
+    return stored
+
+
 def token(value: object) -> tuple[object, ...]:
     """A hashable, exact form of a value as PostgreSQL returns it (-0.0 is not 0.0, 1.0 is 1)."""
     if value is None:
@@ -467,7 +478,9 @@ class Table:
     added: list[str] = field(default_factory=list)
     high: object = None  # the highest (numeric, for "mixed") cursor value ever written
     text_high: str | None = None  # for "mixed": the highest text written among the numbers
-    ever_keys: set[tuple[object, ...]] = field(default_factory=set)  # PostgreSQL keys SQLite once had
+    # The keys SQLite once had, as SQLite held them: an orphan's key is compared under the column's type now,
+    # since widening a key column in place (bytea to repaired text, say) converts the orphans' keys too.
+    ever_keys: set[tuple[object, ...]] = field(default_factory=set)
     repaired: set[str] = field(default_factory=set)  # columns PostgreSQL knows as REPAIRED text (their COMMENT)
     added_as: dict[str, str] = field(default_factory=dict)  # added column name -> the mapping it was first added with
 
@@ -1253,9 +1266,9 @@ class SyncMachine(RuleBasedStateMachine):
         )
         extra_keys = set(have) - set(want)
         assert not (exact and extra_keys), f"{what}: orphans left: {sorted(extra_keys, key=repr)[:5]}"
-        unknown = extra_keys - table.ever_keys
+        table.ever_keys |= {tuple(row[i] for i in positions) for row in sqlite_rows}
+        unknown = extra_keys - _stored_keys(table.ever_keys, [pg_types[i] for i in positions]) if extra_keys else set()
         assert not unknown, f"{what}: PostgreSQL has keys SQLite never had: {sorted(unknown, key=repr)[:5]}"
-        table.ever_keys |= set(want)
 
     def _sync_tables(
         self,
