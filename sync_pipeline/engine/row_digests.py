@@ -89,11 +89,12 @@ class RowDigests:
         kept = self.before.pop(batch_id, None)
         if last_digest is None or kept is None or kept[0] != last_digest:
             return data, len(lines)
+        # Set operations in C; the order of the lines sent does not matter to the merge.
+        by_hash = dict(zip(hashes, lines, strict=True))
+        if len(by_hash) != len(lines):  # two lines of one hash (equal lines, or a collision): send them all
+            return data, len(lines)
         held = array("Q")
         held.frombytes(kept[1])
-        # Set operations in C; the order of the lines sent does not matter to the merge. Two equal
-        # lines (keys are unique, so none) would be one row in PostgreSQL all the same.
-        by_hash = dict(zip(hashes, lines, strict=True))
         changed = [by_hash[h] for h in by_hash.keys() - set(held)]
         self.held_back += len(lines) - len(changed)
         if not changed:
