@@ -334,3 +334,19 @@ def test_change_detection_never_misses_a_change(data, keys, pg_dsn, tmp_path_fac
             assert result.pg_rows_after == len(mirror)
     finally:
         conn.close()
+
+
+def test_row_hashes_hold_back_only_lines_the_batch_had_and_never_one_of_two_alike():
+    from sync_pipeline.engine.row_digests import RowDigests
+
+    first = RowDigests({})
+    assert first.changed_lines(0, None, "d0", b"1\ta\n2\tb\n3\tc\n") == (b"1\ta\n2\tb\n3\tc\n", 3)
+    again = RowDigests(dict(first.taken))
+    text, sent = again.changed_lines(0, "d0", "d1", b"1\ta\n2\tB\n3\tc\n4\td\n")
+    assert (sorted(text.splitlines()), sent, again.held_back) == ([b"2\tB", b"4\td"], 2, 2)
+    # Hashes taken of another content of the batch (another digest) hold nothing back.
+    other = RowDigests(dict(first.taken))
+    assert other.changed_lines(0, "not d0", "d1", b"1\ta\n2\tb\n")[1] == 2
+    # Two lines with one hash: the set of hashes could not tell them apart, so the batch goes whole.
+    alike = RowDigests(dict(first.taken))
+    assert alike.changed_lines(0, "d0", "d2", b"1\ta\n1\ta\n2\tb\n") == (b"1\ta\n1\ta\n2\tb\n", 3)
