@@ -89,6 +89,7 @@ class EventShards:
         self._stack = stack
         self._lock = threading.Lock()
         self._held: set[str] = set()
+        self._shards: dict[str, str | None] = {}  # a database's name as SQLite reports it -> shard path or None
         self.tuned = 0
 
     @property
@@ -126,18 +127,29 @@ class EventShards:
         and its file a holder. Anything else is left untouched."""
         if not isinstance(dbapi_connection, sqlite3.Connection):
             return
-        main = [row[2] for row in dbapi_connection.execute("PRAGMA database_list") if row[1] == "main"]
-        if not main or not main[0] or os.path.realpath(os.path.dirname(main[0])) != self.folder:
+        shard = self._shard_of(dbapi_connection)
+        if shard is None:
             return
-        if not main[0].endswith(".db"):
-            return
-        (mode,) = dbapi_connection.execute("PRAGMA journal_mode").fetchone()
-        if str(mode).lower() != "wal":  # a shard Dagster is creating: not yet in WAL mode
-            return
+        if shard not in self._held:  # held means seen in WAL mode, which a database keeps
+            (mode,) = dbapi_connection.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != "wal":  # a shard Dagster is creating: not yet in WAL mode
+                return
         dbapi_connection.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
         with self._lock:
             self.tuned += 1
-        self.hold(main[0])
+        self.hold(shard)
+
+    def _shard_of(self, dbapi_connection: sqlite3.Connection) -> str | None:
+        """The real path of the connection's main database if it is one of the shard files, else None.
+        Paths are resolved once each: Dagster opens the same few files thousands of times."""
+        names = [row[2] for row in dbapi_connection.execute("PRAGMA database_list") if row[1] == "main"]
+        if not names or not names[0]:  # an in-memory or temporary database
+            return None
+        name = names[0]
+        if name not in self._shards:
+            real = os.path.realpath(name)
+            self._shards[name] = real if real.endswith(".db") and os.path.dirname(real) == self.folder else None
+        return self._shards[name]
 
 
 @contextmanager
