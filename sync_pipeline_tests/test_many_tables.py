@@ -1,8 +1,9 @@
 """A file of many tables (issue 16): every table keeps its catalog entry while the run writes few events.
 
 The op records each table's materialization and check evaluations as events of their own (no
-step outputs), logs one line for the run instead of two per table, and holds Dagster's SQLite
-event shards open while it records. None of that may cost a table its materialization, any of
+step outputs), logs one line for the run instead of two per table, and while it records holds
+Dagster's SQLite event shards open and has Dagster's connections to them commit with
+``synchronous=NORMAL`` (event_store.py). None of that may cost a table its materialization, any of
 its metadata or either of its checks in the catalog: this reads them back from the instance's
 event log (on-disk SQLite storage, as ``dagster dev`` has it), not from the run's result.
 """
