@@ -90,6 +90,7 @@ class EventShards:
         self._lock = threading.Lock()
         self._held: set[str] = set()
         self._shards: dict[str, str | None] = {}  # a database's name as SQLite reports it -> shard path or None
+        self._wal: set[str] = set()  # shards seen in WAL mode
         self.tuned = 0
 
     @property
@@ -130,10 +131,11 @@ class EventShards:
         shard = self._shard_of(dbapi_connection)
         if shard is None:
             return
-        if shard not in self._held:  # held means seen in WAL mode, which a database keeps
+        if shard not in self._wal:  # once in WAL mode, a database stays in it (the mode is in its header)
             (mode,) = dbapi_connection.execute("PRAGMA journal_mode").fetchone()
             if str(mode).lower() != "wal":  # a shard Dagster is creating: not yet in WAL mode
                 return
+            self._wal.add(shard)
         dbapi_connection.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
         with self._lock:
             self.tuned += 1
