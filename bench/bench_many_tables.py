@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -219,13 +220,16 @@ def _profile_rows(stats: pstats.Stats, column: int, top: int) -> list[str]:
     return rows
 
 
-def child(scenario: str, path: Path, dsn: str, schema: str, home: Path, parallel: int | None) -> dict[str, Any]:
+def child(
+    scenario: str, path: Path, dsn: str, schema: str, home: Path, parallel: int | None, like_cli: bool
+) -> dict[str, Any]:
     _install_counters()
     from dagster import DagsterInstance, materialize
 
     from sync_pipeline import assets as assets_module
     from sync_pipeline.assets import OP_NAME, build_sync_assets
     from sync_pipeline.engine import list_tables
+    from sync_pipeline.event_store import hold_event_shards
     from sync_pipeline.resources import PostgresTarget, SQLiteSource
     from sync_pipeline.translator import SqliteTableTranslator
 
@@ -256,15 +260,18 @@ def child(scenario: str, path: Path, dsn: str, schema: str, home: Path, parallel
         started = time.perf_counter()
         if profile:
             op_profile.enable()
-        result = materialize(
-            [assets],
-            instance=instance,
-            resources={
-                "sqlite": SQLiteSource(path=str(path)),
-                "postgres": PostgresTarget(conn_str=dsn, pg_schema=schema, state_schema=f"{schema}_state"),
-            },
-            run_config={"ops": {OP_NAME: {"config": config}}},
-        )
+        # --like-cli: the run is created and executed in hold_event_shards, as `python -m sync_pipeline
+        # sync` does (cli.py); else only the op's own recording is (as for a run the UI launches).
+        with hold_event_shards(instance, None) if like_cli else nullcontext():
+            result = materialize(
+                [assets],
+                instance=instance,
+                resources={
+                    "sqlite": SQLiteSource(path=str(path)),
+                    "postgres": PostgresTarget(conn_str=dsn, pg_schema=schema, state_schema=f"{schema}_state"),
+                },
+                run_config={"ops": {OP_NAME: {"config": config}}},
+            )
         if profile:
             op_profile.disable()
         wall = time.perf_counter() - started
@@ -293,8 +300,11 @@ def child(scenario: str, path: Path, dsn: str, schema: str, home: Path, parallel
 # --- the parent -----------------------------------------------------------------------------
 
 
-def _run(scenario: str, path: Path, dsn: str, schema: str, home: Path, parallel: int | None) -> dict[str, Any]:
+def _run(
+    scenario: str, path: Path, dsn: str, schema: str, home: Path, parallel: int | None, like_cli: bool
+) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", scenario, str(path), dsn, schema, str(home), str(parallel or 0)]
+    command += ["--like-cli"] if like_cli else []
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{scenario}: exit {done.returncode}\n{done.stderr[-3000:]}")
@@ -324,19 +334,25 @@ def main() -> None:
     )
     parser.add_argument("--parallel-tables", type=int, help="the sync config's parallel_tables (default: its own)")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled no-change sync")
+    parser.add_argument(
+        "--like-cli",
+        action="store_true",
+        help="create and execute the run inside event_store.hold_event_shards, as `python -m sync_pipeline sync` "
+        "does (by default only the op's recording is inside it, as for a run the UI or the sensor launches)",
+    )
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         scenario, path, dsn, schema, home, parallel = args.child
-        report = child(scenario, Path(path), dsn, schema, Path(home), int(parallel) or None)
+        report = child(scenario, Path(path), dsn, schema, Path(home), int(parallel) or None, args.like_cli)
         print(json.dumps(report))
         return
 
     for tables in args.tables:
-        bench(tables, args.dsn, args.parallel_tables, not args.no_profile)
+        bench(tables, args.dsn, args.parallel_tables, not args.no_profile, args.like_cli)
 
 
-def bench(tables: int, dsn: str, parallel_tables: int | None, profile: bool) -> None:
+def bench(tables: int, dsn: str, parallel_tables: int | None, profile: bool, like_cli: bool = False) -> None:
     """One file of ``tables`` tables: first sync, no-change sync, and (``profile``) a profiled one."""
 
     with workspace(dsn, "mt") as ws:
@@ -349,13 +365,15 @@ def bench(tables: int, dsn: str, parallel_tables: int | None, profile: bool) -> 
             f"built in {time.perf_counter() - started:.1f} s",
             flush=True,
         )
-        run = (path, dsn, schema, home, parallel_tables)
+        run = (path, dsn, schema, home, parallel_tables, like_cli)
         results = [("first sync", _run("first", *run)), ("no-change sync", _run("nochange", *run))]
         profiled = None if not profile else _run("profile", *run)
 
         print(
             f"\n{tables} tables x {ROWS_PER_TABLE} rows, one in-process Dagster run of every asset "
-            f"(parallel_tables {parallel_tables or 'default'}); store_event s: op's thread "
+            f"(parallel_tables {parallel_tables or 'default'}; "
+            f"run created {'in hold_event_shards, as the CLI' if like_cli else 'outside it, as the UI'}); "
+            "store_event s: op's thread "
             "(of which the planned events, written as the run is created) / other threads; "
             "round trips per table: statements + BEGIN + COMMIT\n"
         )
