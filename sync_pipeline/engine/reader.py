@@ -226,13 +226,13 @@ class _QueueStream:
                 if batch_id in self.reader.digests:  # two batches of one id: its digest would describe one
                     raise ArrowUnfit(f"batch {batch_id} came twice: the rows were not in key order")
                 self.reader.digests[batch_id] = digest
-                if self.unchanged.get(batch_id) == digest:
+                last = self.unchanged.get(batch_id)  # the batch's digest at the last sync, if it applies
+                if last == digest:
                     self.reader.rows_skipped += rows
                     continue
                 if data is None:  # the child kept a batch it took for unchanged: it must be so here too
                     raise ArrowUnfit(f"the Arrow reader skipped batch {batch_id}, which differs from the last sync's")
                 if self.reader.row_digests is not None:  # only the rows PostgreSQL may not hold (row_digests.py)
-                    last = self.unchanged.get(batch_id)
                     data, changed = self.reader.row_digests.changed_lines(batch_id, last, digest, data)
                     self.reader.rows_skipped += rows - changed
                     rows = changed
