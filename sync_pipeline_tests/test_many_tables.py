@@ -15,6 +15,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from dagster import (
     AssetCheckKey,
     AssetCheckResult,
@@ -30,6 +31,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from sync_pipeline.assets import LOG_EACH_TABLE_UP_TO
+from sync_pipeline.engine.sqlite_source import SourceUnavailableError, SqliteSnapshot
 from sync_pipeline.event_store import SYNCHRONOUS_LEVEL, hold_event_shards, shard_paths
 from sync_pipeline.translator import ROW_COUNT_CHECK, TYPES_CHECK
 
@@ -185,3 +187,20 @@ def test_a_run_created_inside_the_scope_has_its_shard_held_and_its_events_record
             assert not os.path.exists(f"{path}-wal"), path
             with sqlite3.connect(path) as conn:
                 assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_table_is_looked_up_by_its_exact_name_alone(tmp_path):
+    """The per-table lookup reads one entry of SQLite's table list (not the whole list, which made a
+    sync of n tables O(n^2)); it must still find only a table of data, by its own name."""
+    db = tmp_path / "lookup.sqlite"
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("CREATE TABLE Mixed (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT)")  # makes sqlite_sequence
+        conn.execute("CREATE VIEW v AS SELECT * FROM Mixed")
+    conn.close()
+    with SqliteSnapshot(db, arrow=False) as snapshot:
+        found = snapshot.table("Mixed")
+        assert (found.name, found.column_names) == ("Mixed", ("id", "v"))
+        for not_a_data_table in ("mixed", "sqlite_sequence", "v", "absent"):
+            with pytest.raises(SourceUnavailableError, match="has no table"):
+                snapshot.table(not_a_data_table)

