@@ -12,15 +12,17 @@ import os
 import sqlite3
 import uuid
 
+import psycopg2
+import psycopg2.extensions
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg2 import sql
 
-from sync_pipeline.engine import SyncError
+from sync_pipeline.engine import SyncError, SyncOptions, sync_table
 from sync_pipeline.engine.change_detection import plan
 from sync_pipeline.engine.errors import OrphanDeletionRefused
-from sync_pipeline.engine.sqlite_source import ColumnInfo, TableInfo
+from sync_pipeline.engine.sqlite_source import ColumnInfo, SqliteSnapshot, TableInfo
 from sync_pipeline.engine.types import pg_type_for
 
 from .conftest import pg_rows, query, sqlite_rows, sync_all
@@ -350,3 +352,70 @@ def test_row_hashes_hold_back_only_lines_the_batch_had_and_never_one_of_two_alik
     # Two lines with one hash: the set of hashes could not tell them apart, so the batch goes whole.
     alike = RowDigests(dict(first.taken))
     assert alike.changed_lines(0, "d0", "d2", b"1\ta\n1\ta\n2\tb\n") == (b"1\ta\n1\ta\n2\tb\n", 3)
+
+
+STAGING_WORDS = ("_sps_stage", "COPY", "_sps_attempt")  # the stage, a COPY, the Arrow path's savepoint
+
+
+class _RecordingCursor(psycopg2.extensions.cursor):
+    def execute(self, query, vars=None):
+        self.connection.statements.append(query if isinstance(query, str) else query.as_string(self))
+        return super().execute(query, vars)
+
+    def copy_expert(self, sql, file, size=8192):
+        self.connection.statements.append(sql)
+        return super().copy_expert(sql, file, size)
+
+
+class _Recording(psycopg2.extensions.connection):
+    """Every statement its cursors send, COPY included."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.statements: list[str] = []
+
+    def cursor(self, *args, **kwargs):
+        kwargs.setdefault("cursor_factory", _RecordingCursor)
+        return super().cursor(*args, **kwargs)
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "exact"])
+def test_an_unchanged_table_costs_no_stage_no_copy_and_no_savepoint_of_its_own(demo_db, pg_dsn, schema, arrow):
+    """In a file of many tables most are unchanged at each sync: creating and dropping a temporary
+    stage for each (catalog churn) and an empty COPY would be most of their round trips."""
+    _synced(demo_db, pg_dsn, schema, arrow=arrow)  # batch digests hold for one read path only
+    _execute(demo_db, "UPDATE narrative_results SET label = 'changed' WHERE result_id = 1700")
+    conn = psycopg2.connect(pg_dsn, connection_factory=_Recording)
+    sent: dict[str, list[str]] = {}
+    try:
+        with SqliteSnapshot(demo_db, arrow=arrow) as snapshot:
+            for table in snapshot.tables():
+                conn.statements.clear()
+                result = sync_table(snapshot, conn, table, schema, SyncOptions(batch_size=BATCH, delete_orphans=True))
+                assert result.rows_changed == (1 if table.name == "narrative_results" else 0)
+                sent[table.name] = [
+                    s for s in conn.statements if "_sps_stage" in s or "COPY" in s or "_sps_attempt" in s
+                ]
+    finally:
+        conn.close()
+    assert sent.pop("narrative_results")  # the one changed table is staged and copied
+    assert sent == {name: [] for name in sent} and len(sent) >= 2
+    for table in ("narrative_results", *sent):
+        assert pg_rows(pg_dsn, schema, table) == sqlite_rows(demo_db, table)
+
+
+def test_a_key_range_gone_whole_is_deleted_although_no_row_is_sent(tmp_path, pg_dsn, schema):
+    """Every batch left is unchanged, so there is no stage to compare against until the orphan search
+    needs one: the rows of the vanished range must still go."""
+    db = tmp_path / "gone.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"v{i}") for i in range(4096)])
+    conn.commit()
+    sync_all(db, pg_dsn, schema, batch_size=BATCH)
+    conn.execute("DELETE FROM t WHERE id BETWEEN 1024 AND 1279")  # one range of 256 keys (BATCH 500: shift 8)
+    conn.commit()
+    conn.close()
+    result = sync_all(db, pg_dsn, schema, batch_size=BATCH, delete_orphans=True)["t"]
+    assert (_sent(result), result.rows_deleted) == (0, 256)
+    assert pg_rows(pg_dsn, schema, "t") == sqlite_rows(db, "t")

@@ -354,11 +354,6 @@ class PgTable:
             )
         )
 
-    def set_local(self, settings: Mapping[str, str]) -> None:
-        """Settings for the rest of this transaction only, in one round trip."""
-        calls = sql.SQL(", ").join(sql.SQL("set_config(%s, %s, true)") for _ in settings)
-        self.cur.execute(sql.SQL("SELECT {}").format(calls), [v for pair in settings.items() for v in pair])
-
     def analyze(self, ident: sql.Identifier | None = None) -> None:
         self.cur.execute(sql.SQL("ANALYZE {}").format(ident or self.ident))
 
@@ -402,9 +397,15 @@ class PgTable:
     def release_savepoint(self, name: str = "_sps_attempt") -> None:
         self.cur.execute(sql.SQL("RELEASE SAVEPOINT {}").format(sql.Identifier(name)))
 
-    def create_stage(self) -> None:
+    def create_stage(self, settings: Mapping[str, str]) -> None:
+        """The stage, and ``settings`` for the rest of this transaction (the statements over the
+        stage), in one round trip."""
+        calls = sql.SQL(", ").join(sql.SQL("set_config(%s, %s, true)") for _ in settings)
         self.cur.execute(
-            sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(STAGE, self.ident)
+            sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP; SELECT {}").format(
+                STAGE, self.ident, calls
+            ),
+            [v for pair in settings.items() for v in pair],
         )
 
     def create_key_stage(self) -> None:

@@ -150,31 +150,55 @@ class TableReader:
     def rows_read(self) -> int:
         return self.rows_sent + self.rows_skipped
 
-    def copy_into(self, target: PgTable, ident: sql.Identifier, skip: BatchDigests | None = None) -> None:
+    def copy_into(
+        self,
+        target: PgTable,
+        ident: sql.Identifier,
+        skip: BatchDigests | None = None,
+        prepare: Callable[[], None] | None = None,
+    ) -> bool:
         """COPY the table's rows into ``ident`` (the target or the stage), in one statement.
 
         With ``skip`` (the digests of the last sync's batches), a batch whose digest is the one
         its batch id had last time is not sent again: PostgreSQL has had exactly those rows
-        since that sync committed.
+        since that sync committed. ``prepare`` (creating the stage) runs just before the COPY.
+        When no row is to be sent, neither runs, nor the Arrow path's savepoint: an unchanged table
+        costs no round trip here. Returns whether the COPY ran.
         """
         if self.snapshot.arrow is not None:
-            target.savepoint()
+            began = False
+
+            def begin() -> None:
+                nonlocal began
+                target.savepoint()
+                began = True
+                if prepare is not None:
+                    prepare()
+
             try:
                 chunks = text_chunks(
                     self.snapshot, self.table, self.batching, self.since, self._unchanged(skip, READ_ARROW)
                 )
-                self._stream(target, ident, chunks, READ_ARROW, skip)
+                sent = self._stream(target, ident, chunks, READ_ARROW, skip, begin)
             except (ArrowUnfit, psycopg2.DataError, psycopg2.IntegrityError) as exc:
-                target.rollback_to_savepoint()
+                if began:
+                    target.rollback_to_savepoint()
                 self.arrow_refused = str(exc).splitlines()[0]
             else:
-                target.release_savepoint()
-                return
-        self._stream(target, ident, self._chunks(), READ_EXACT, skip)
+                if began:
+                    target.release_savepoint()
+                return sent
+        return self._stream(target, ident, self._chunks(), READ_EXACT, skip, prepare)
 
     def _stream(
-        self, target: PgTable, ident: sql.Identifier, chunks: Chunks, path: str, skip: BatchDigests | None
-    ) -> None:
+        self,
+        target: PgTable,
+        ident: sql.Identifier,
+        chunks: Chunks,
+        path: str,
+        skip: BatchDigests | None,
+        prepare: Callable[[], None] | None,
+    ) -> bool:
         self.read_path = path
         self.rows_sent = self.rows_skipped = 0
         self.digests = {}
@@ -184,6 +208,10 @@ class TableReader:
         producer = threading.Thread(target=stream.produce, name=f"sqlite-read-{self.table.name}", daemon=True)
         producer.start()
         try:
+            if not stream.has_rows():
+                return False
+            if prepare is not None:
+                prepare()
             target.copy_into(ident, stream)
         except psycopg2.errors.QueryCanceled:
             if stream.error is not None:
@@ -193,6 +221,7 @@ class TableReader:
             stream.stop(producer)
         if stream.error is not None:
             raise stream.error
+        return True
 
     def _unchanged(self, skip: BatchDigests | None, path: str) -> Mapping[int, str]:
         """The last sync's batch digests, if they apply to a read by ``path`` cut the same way."""
@@ -215,6 +244,7 @@ class _QueueStream:
         self.stopping = threading.Event()
         self.error: BaseException | None = None
         self._done = False
+        self._first: object = None  # the item :meth:`has_rows` took, for :meth:`read`
 
     def produce(self) -> None:
         try:
@@ -256,10 +286,21 @@ class _QueueStream:
                 continue
         return False
 
+    def has_rows(self) -> bool:
+        """Whether any row is to be sent: waits for the producer's first item (all of the reading,
+        when every batch is unchanged) and keeps it for :meth:`read`. A producer's error is raised."""
+        item = self._first = self.queue.get()
+        if isinstance(item, _Failed):
+            self._done = True
+            self.error = item.error
+            raise item.error
+        return item is not _END
+
     def read(self, size: int = -1) -> bytes:
         if self._done:
             return b""
-        item = self.queue.get()
+        item = self._first if self._first is not None else self.queue.get()
+        self._first = None
         if item is _END:
             self._done = True
             return b""

@@ -609,7 +609,7 @@ def _merge_by_key(
         counts.inserted = reader.rows_read
         return counts
     all_keys_staged = _refuse_merged_keys(target, reader)
-    _stage_all(target, reader, previous)
+    staged = _stage_all(target, reader, previous)
     if reader.rows_sent:  # nothing sent: nothing past the watermark, or no batch changed
         # A few changed rows: count their new keys by index probes; else count the target after the merge.
         few = reader.rows_sent * _FEW_ROWS_SENT < rows_before
@@ -624,6 +624,8 @@ def _merge_by_key(
         # Every SQLite key is now in the target and keys are unique on both sides, so any
         # target row beyond SQLite's count is an orphan. None: skip the scan.
         if rows_before + counts.inserted > sqlite_rows:
+            if not staged:  # nothing was sent: the searches below compare against an empty stage
+                target.create_stage(MERGE_SETTINGS)
             if reader.since is None and not reader.rows_skipped:
                 counts.deleted = target.delete_orphans(STAGE)  # the stage holds every key
             elif (changed := _changed_key_ranges(reader, previous)) is not None:
@@ -673,7 +675,7 @@ def _stage_keys(target: PgTable, reader: TableReader, batch_ids: set[int] | None
     stage.copy_into(KEYS, io.BytesIO("".join(f"{k}\n" for k in found).encode()))
 
 
-def _stage_all(target: PgTable, reader: TableReader, skip: BatchDigests | None = None) -> None:
+def _stage_all(target: PgTable, reader: TableReader, skip: BatchDigests | None = None) -> bool:
     """COPY every batch into one temporary staging table, so each merge statement runs once.
 
     Merging batch by batch would hash (or scan) the whole target once per batch, which is
@@ -681,10 +683,15 @@ def _stage_all(target: PgTable, reader: TableReader, skip: BatchDigests | None =
     The stage is a temp table: not WAL-logged, dropped at commit. It is not analyzed: the
     planner's estimate from its size already picks the join (see ``MERGE_SETTINGS``), and ANALYZE
     cost 0.3 s of a 5 s no-change sync of a million rows.
+
+    With ``skip``, a table with nothing to send gets no stage (returns False): an unchanged table
+    then costs no DDL and no COPY (in a file of 1000 tables, 1000 temporary tables created and
+    dropped in the catalog at every sync). Without it the stage is always made, empty or not.
     """
-    target.create_stage()
-    reader.copy_into(target, STAGE, skip)
-    target.set_local(MERGE_SETTINGS)
+    staged = reader.copy_into(target, STAGE, skip, prepare=lambda: target.create_stage(MERGE_SETTINGS))
+    if not staged and skip is None:
+        target.create_stage(MERGE_SETTINGS)
+    return staged or skip is None
 
 
 def _merge_keyless(target: PgTable, reader: TableReader, options: SyncOptions, rows_before: int) -> _Counts:
