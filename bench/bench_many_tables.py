@@ -40,13 +40,17 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+from psycopg2 import sql
+from sqlalchemy.engine import make_url
 from workspace import workspace
 
 ROWS_PER_TABLE = 50
@@ -340,6 +344,12 @@ def main() -> None:
         help="create and execute the run inside event_store.hold_event_shards, as `python -m sync_pipeline sync` "
         "does (by default only the op's recording is inside it, as for a run the UI or the sensor launches)",
     )
+    parser.add_argument(
+        "--pg-storage",
+        action="store_true",
+        help="Dagster's instance storage in PostgreSQL (dagster-postgres, as deploy/ has it; a database of its own "
+        "on --dsn's server, dropped after) instead of the project's SQLite files",
+    )
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -349,13 +359,34 @@ def main() -> None:
         return
 
     for tables in args.tables:
-        bench(tables, args.dsn, args.parallel_tables, not args.no_profile, args.like_cli)
+        bench(tables, args.dsn, args.parallel_tables, not args.no_profile, args.like_cli, args.pg_storage)
 
 
-def bench(tables: int, dsn: str, parallel_tables: int | None, profile: bool, like_cli: bool = False) -> None:
+@contextmanager
+def pg_storage(dsn: str, home: Path) -> Iterator[None]:
+    """``home``'s instance with its storage in a new database on ``dsn``'s server, dropped at the end."""
+    database = f"bench_dagster_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(dsn)
+    admin.autocommit = True
+    admin.cursor().execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    url = make_url(dsn).set(drivername="postgresql+psycopg2", database=database)
+    config = (home / "dagster.yaml").read_text()
+    start, end = config.index("storage:"), config.index("telemetry:")
+    storage = f"storage:\n  postgres:\n    postgres_url: {json.dumps(url.render_as_string(hide_password=False))}\n"
+    (home / "dagster.yaml").write_text(config[:start] + storage + config[end:])
+    try:
+        yield
+    finally:
+        admin.cursor().execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+        admin.close()
+
+
+def bench(
+    tables: int, dsn: str, parallel_tables: int | None, profile: bool, like_cli: bool = False, on_pg: bool = False
+) -> None:
     """One file of ``tables`` tables: first sync, no-change sync, and (``profile``) a profiled one."""
 
-    with workspace(dsn, "mt") as ws:
+    with workspace(dsn, "mt") as ws, pg_storage(dsn, ws.home) if on_pg else nullcontext():
         work, home, schema = ws.work, ws.home, ws.schema
         path = work / f"tables_{tables}.sqlite"
         started = time.perf_counter()
@@ -372,7 +403,8 @@ def bench(tables: int, dsn: str, parallel_tables: int | None, profile: bool, lik
         print(
             f"\n{tables} tables x {ROWS_PER_TABLE} rows, one in-process Dagster run of every asset "
             f"(parallel_tables {parallel_tables or 'default'}; "
-            f"run created {'in hold_event_shards, as the CLI' if like_cli else 'outside it, as the UI'}); "
+            f"run created {'in hold_event_shards, as the CLI' if like_cli else 'outside it, as the UI'}; "
+            f"Dagster's storage in {'PostgreSQL' if on_pg else 'SQLite files'}); "
             "store_event s: op's thread "
             "(of which the planned events, written as the run is created) / other threads; "
             "round trips per table: statements + BEGIN + COMMIT\n"
