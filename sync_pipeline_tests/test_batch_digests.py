@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 import uuid
 
 import psycopg2
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg2 import sql
 
-from sync_pipeline.engine import SyncError, SyncOptions, sync_table
+from sync_pipeline.engine import SyncError, SyncOptions, reader, sync_table
 from sync_pipeline.engine.change_detection import plan
 from sync_pipeline.engine.errors import OrphanDeletionRefused
 from sync_pipeline.engine.sqlite_source import ColumnInfo, SqliteSnapshot, TableInfo
@@ -419,3 +420,27 @@ def test_a_key_range_gone_whole_is_deleted_although_no_row_is_sent(tmp_path, pg_
     result = sync_all(db, pg_dsn, schema, batch_size=BATCH, delete_orphans=True)["t"]
     assert (_sent(result), result.rows_deleted) == (0, 256)
     assert pg_rows(pg_dsn, schema, "t") == sqlite_rows(db, "t")
+
+
+def test_a_read_slower_than_the_peek_copies_as_before_and_stays_exact(demo_db, pg_dsn, schema, monkeypatch):
+    """A big unchanged table is not read to its end before the COPY starts (the transaction would sit
+    idle meanwhile): past ``PEEK_S`` the stage and an empty COPY are made as before, with the same result."""
+    _synced(demo_db, pg_dsn, schema, arrow=False)
+    produce = reader._QueueStream.produce
+
+    def slow(self):
+        time.sleep(0.3)
+        produce(self)
+
+    monkeypatch.setattr(reader, "PEEK_S", 0.05)
+    monkeypatch.setattr(reader._QueueStream, "produce", slow)
+    conn = psycopg2.connect(pg_dsn, connection_factory=_Recording)
+    try:
+        with SqliteSnapshot(demo_db, arrow=False) as snapshot:
+            table = snapshot.table("narrative_results")
+            result = sync_table(snapshot, conn, table, schema, SyncOptions(batch_size=BATCH, delete_orphans=True))
+    finally:
+        conn.close()
+    assert result.rows_changed == 0 and _sent(result) == 0
+    assert any("CREATE TEMP TABLE" in s for s in conn.statements) and any("COPY" in s for s in conn.statements)
+    assert pg_rows(pg_dsn, schema, "narrative_results") == sqlite_rows(demo_db, "narrative_results")

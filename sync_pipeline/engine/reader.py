@@ -36,6 +36,8 @@ from .sqlite_source import Since, SqliteSnapshot, TableInfo
 from .types import ValueRejected, batch_encoder
 
 QUEUED_BATCHES = 2
+# How long a COPY waits for its first row before it starts (see _QueueStream.has_rows).
+PEEK_S = 1.0
 READ_ARROW = "arrow"
 READ_EXACT = "exact"
 
@@ -162,8 +164,8 @@ class TableReader:
         With ``skip`` (the digests of the last sync's batches), a batch whose digest is the one
         its batch id had last time is not sent again: PostgreSQL has had exactly those rows
         since that sync committed. ``prepare`` (creating the stage) runs just before the COPY.
-        When no row is to be sent, neither runs, nor the Arrow path's savepoint: an unchanged table
-        costs no round trip here. Returns whether the COPY ran.
+        When the read ends with no row to send (within :data:`PEEK_S`), neither runs, nor the Arrow
+        path's savepoint: an unchanged table costs no round trip here. Returns whether the COPY ran.
         """
         if self.snapshot.arrow is not None:
             began = False
@@ -208,7 +210,7 @@ class TableReader:
         producer = threading.Thread(target=stream.produce, name=f"sqlite-read-{self.table.name}", daemon=True)
         producer.start()
         try:
-            if not stream.has_rows():
+            if not stream.has_rows():  # nothing to send: no COPY, nor what only it needs
                 return False
             if prepare is not None:
                 prepare()
@@ -287,9 +289,17 @@ class _QueueStream:
         return False
 
     def has_rows(self) -> bool:
-        """Whether any row is to be sent: waits for the producer's first item (all of the reading,
-        when every batch is unchanged) and keeps it for :meth:`read`. A producer's error is raised."""
-        item = self._first = self.queue.get()
+        """Whether rows may be sent: False only when the producer ended, with no row to send, within
+        :data:`PEEK_S`. Its first item is kept for :meth:`read`; its error is raised.
+
+        Bounded because the transaction is idle while this waits (a COPY under way is not): reading
+        a big unchanged table can take minutes, longer than a server's
+        ``idle_in_transaction_session_timeout`` may allow. Past the bound the COPY starts as always.
+        """
+        try:
+            item = self._first = self.queue.get(timeout=PEEK_S)
+        except queue.Empty:
+            return True
         if isinstance(item, _Failed):
             self._done = True
             self.error = item.error
