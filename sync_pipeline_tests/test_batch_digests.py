@@ -169,15 +169,21 @@ def test_a_table_of_one_or_two_batches_keeps_no_row_hashes(tmp_path, pg_dsn, sch
     assert _row_digests(pg_dsn, schema, "small") == [] and len(_row_digests(pg_dsn, schema, "big")) >= 2
 
 
+def _synced_t(db, pg_dsn, schema, key: str, rows: int) -> sqlite3.Connection:
+    """Table ``t`` (``id <key>, v TEXT``) of ``rows`` rows, synced; its connection, left open for changes."""
+    conn = sqlite3.connect(db)
+    conn.execute(f"CREATE TABLE t (id {key}, v TEXT)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"v{i}") for i in range(rows)])
+    conn.commit()
+    sync_all(db, pg_dsn, schema, batch_size=BATCH)
+    return conn
+
+
 def test_a_table_read_by_position_sends_only_changed_rows_and_finds_its_orphans(tmp_path, pg_dsn, schema):
     """A key that is not the rowid: batches by position, so a delete shifts every later batch; the rows
     that moved into another batch are sent again, the others held back, and orphans found among all keys."""
     db = tmp_path / "p.sqlite"
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE t (id INT PRIMARY KEY, v TEXT)")
-    conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"v{i}") for i in range(5000)])
-    conn.commit()
-    sync_all(db, pg_dsn, schema, batch_size=BATCH)
+    conn = _synced_t(db, pg_dsn, schema, "INT PRIMARY KEY", 5000)
     conn.execute("UPDATE t SET v = 'new' WHERE id % 100 = 3")
     conn.execute("DELETE FROM t WHERE id = 250")
     conn.commit()
@@ -409,11 +415,7 @@ def test_a_key_range_gone_whole_is_deleted_although_no_row_is_sent(tmp_path, pg_
     """Every batch left is unchanged, so there is no stage to compare against until the orphan search
     needs one: the rows of the vanished range must still go."""
     db = tmp_path / "gone.sqlite"
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-    conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"v{i}") for i in range(4096)])
-    conn.commit()
-    sync_all(db, pg_dsn, schema, batch_size=BATCH)
+    conn = _synced_t(db, pg_dsn, schema, "INTEGER PRIMARY KEY", 4096)
     conn.execute("DELETE FROM t WHERE id BETWEEN 1024 AND 1279")  # one range of 256 keys (BATCH 500: shift 8)
     conn.commit()
     conn.close()
