@@ -348,7 +348,8 @@ def main() -> None:
         "--pg-storage",
         action="store_true",
         help="Dagster's instance storage in PostgreSQL (dagster-postgres, as deploy/ has it; a database of its own "
-        "on --dsn's server, dropped after) instead of the project's SQLite files",
+        "on --dsn's server, dropped after) instead of the project's SQLite files; the round trips counted then "
+        "include Dagster's own",
     )
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
