@@ -688,10 +688,12 @@ def _stage_all(target: PgTable, reader: TableReader, skip: BatchDigests | None =
     then costs no DDL and no COPY (in a file of 1000 tables, 1000 temporary tables created and
     dropped in the catalog at every sync). Without it the stage is always made, empty or not.
     """
-    staged = reader.copy_into(target, STAGE, skip, prepare=lambda: target.create_stage(MERGE_SETTINGS))
-    if not staged and skip is None:
+    if reader.copy_into(target, STAGE, skip, prepare=lambda: target.create_stage(MERGE_SETTINGS)):
+        return True
+    if skip is None:  # nothing read: the callers still compare against the (empty) stage
         target.create_stage(MERGE_SETTINGS)
-    return staged or skip is None
+        return True
+    return False
 
 
 def _merge_keyless(target: PgTable, reader: TableReader, options: SyncOptions, rows_before: int) -> _Counts:
