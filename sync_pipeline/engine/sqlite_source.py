@@ -101,11 +101,12 @@ def quote_sqlite_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# The rows of pragma_table_list that are tables of data: not views, virtual tables or SQLite's own.
+_DATA_TABLES = "schema = 'main' AND type = 'table' AND substr(name, 1, 7) <> 'sqlite_'"
+
+
 def _user_tables(conn: sqlite3.Connection) -> list[tuple[str, bool]]:
-    rows = conn.execute(
-        "SELECT name, wr FROM pragma_table_list WHERE schema = 'main' AND type = 'table' "
-        "AND substr(name, 1, 7) <> 'sqlite_' ORDER BY name"
-    ).fetchall()
+    rows = conn.execute(f"SELECT name, wr FROM pragma_table_list WHERE {_DATA_TABLES} ORDER BY name").fetchall()
     return [(name, bool(wr)) for name, wr in rows]
 
 
@@ -357,11 +358,9 @@ class SqliteSnapshot:
         """One table, looked up by name: ``pragma_table_list(name)`` reads that table's entry only,
         where listing every table costs 3 ms in a file of 1000 (so O(n^2) over a sync of them all).
         SQLite matches the name without regard to case; the name must be the table's own."""
-        rows = self.conn.execute(
-            "SELECT name, wr FROM pragma_table_list(?) WHERE schema = 'main' AND type = 'table'", (name,)
-        ).fetchall()
+        rows = self.conn.execute(f"SELECT name, wr FROM pragma_table_list(?) WHERE {_DATA_TABLES}", (name,)).fetchall()
         for candidate, wr in rows:
-            if candidate == name and not candidate.startswith("sqlite_"):
+            if candidate == name:
                 return _table_info(self.conn, name, bool(wr))
         raise SourceUnavailableError(f"SQLite file {str(self.path)!r} has no table {name!r}")
 
