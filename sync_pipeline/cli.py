@@ -30,14 +30,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
+import psycopg2
 from dagster import (
     AssetKey,
     AssetsDefinition,
     DagsterInstance,
     DagsterRunStatus,
     Definitions,
+    DynamicPartitionsDefinition,
     ExecuteInProcessResult,
     LoggerDefinition,
     PartitionsDefinition,
@@ -50,7 +53,9 @@ from .engine import SyncOptions, TableSyncResult, redact
 from .engine.fingerprint import file_state
 from .engine.summary import mode_line, run_summary, table_line
 from .event_store import hold_event_shards
-from .partitions import discover, is_many, register_files
+from .partitions import is_many, survey
+from .removed_files import reconcile, removed_at, synced_since_removal
+from .resources import TargetUnavailableError
 from .run_reaper import CLI_HOST_TAG, HOLDING_STATUSES, fail_runs_whose_processes_died
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -138,16 +143,24 @@ def select_tables(defs: Definitions, pattern: str | None) -> dict[AssetKey, str]
 
 
 def plan_batches(
-    assets: AssetsDefinition, instance: DagsterInstance, pattern: str | None
+    assets: AssetsDefinition,
+    instance: DagsterInstance,
+    pattern: str | None,
+    present: Mapping[str, object] | None = None,
 ) -> tuple[PartitionsDefinition | None, list[Batch]]:
-    """The runs to launch: one unpartitioned run, or the selected partitions grouped into runs."""
+    """The runs to launch: one unpartitioned run, or the selected partitions grouped into runs;
+    ``present``: the partitions whose file is there now (a partition whose file is gone gets no run)."""
     partitions_def = assets.partitions_def
     if partitions_def is None:
         if pattern is not None:
             raise UsageError(SINGLE_FILE_ERROR)
         return None, [Batch()]
     keys = list(partitions_def.get_partition_keys(dynamic_partitions_store=instance))
+    if present is not None:
+        keys = [k for k in keys if k in present]
     chosen = {k for k in keys if pattern is None or fnmatch.fnmatchcase(k, pattern)}
+    if not chosen and present is not None and pattern is None:
+        return partitions_def, []  # no file in the folder now: nothing to sync, nothing failed
     if not chosen:
         known = f"{len(keys)} known" if keys else "none known to the instance yet"
         raise UsageError(f"no file (partition) matches --files {pattern or '*'!r} ({known})")
@@ -287,19 +300,62 @@ FINGERPRINT_TAG = (
 )
 
 
-def synced_already(instance: DagsterInstance, key: str, fingerprint: str | None, assets: Sequence[AssetKey]) -> bool:
+def synced_already(
+    instance: DagsterInstance,
+    key: str,
+    fingerprint: str | None,
+    assets: Sequence[AssetKey],
+    removed: float | None = None,
+) -> bool:
     """Whether the last successful run of partition ``key`` synced every one of ``assets`` from a file
-    whose fingerprint (size, times, inode, and its -wal's) is still ``fingerprint``: then PostgreSQL
-    already holds what the file holds, and a sync would only read it to change nothing. The sensor
-    decides the same way."""
+    whose fingerprint (size, times, inode, and its -wal's) is still ``fingerprint``, after the file's last
+    removal (``removed``, see removed_files.py): then PostgreSQL already holds what the file holds, and a
+    sync would only read it to change nothing. The sensor decides the same way."""
     if fingerprint is None:
         return False
-    runs = instance.get_runs(RunsFilter(tags={"dagster/partition": key}, statuses=[DagsterRunStatus.SUCCESS]), limit=1)
-    return (
-        bool(runs)
-        and runs[0].tags.get(FINGERPRINT_TAG) == fingerprint
-        and set(assets) <= set(runs[0].asset_selection or ())
+    records = instance.get_run_records(
+        RunsFilter(tags={"dagster/partition": key}, statuses=[DagsterRunStatus.SUCCESS]), limit=1
     )
+    if not records:
+        return False
+    run = records[0].dagster_run
+    return (
+        run.tags.get(FINGERPRINT_TAG) == fingerprint
+        and set(assets) <= set(run.asset_selection or ())
+        and synced_since_removal(records[0], removed)
+    )
+
+
+def _follow_folder(
+    defs: Definitions,
+    instance: DagsterInstance,
+    partitions_def: PartitionsDefinition,
+    say: Callable[[str], None],
+    err: TextIO,
+) -> tuple[dict[str, Path] | None, dict[str, float]]:
+    """Many files: the partitions follow the folder as the sensor makes them (removed_files.py), files
+    that are not partitions are named on stderr; (key -> file of every file there now, key -> when its
+    rows were last deleted as a removed file). None for the files when the definitions name no folder
+    of files (every partition the instance knows is then synced)."""
+    if not ({"sqlite", "postgres"} <= set(defs.resources or {})) or not isinstance(
+        partitions_def, DynamicPartitionsDefinition
+    ):
+        return None, {}
+    sqlite = defs.resources["sqlite"].process_config_and_initialize()
+    postgres = defs.resources["postgres"].process_config_and_initialize()
+    if not is_many(sqlite.path):
+        return None, {}
+    folder = survey(sqlite.path)
+    for refusal in folder.refusals():
+        err.write(f"warning: not synced: {refusal}\n")
+    name = partitions_def.name or ""
+    changes = reconcile(instance, name, folder, postgres, say=say)
+    if changes.kept:
+        err.write(
+            f"warning: gone from {sqlite.path}, rows kept (SYNC_DELETE_REMOVED_FILES=1 deletes them): "
+            f"{', '.join(changes.kept)}\n"
+        )
+    return dict(folder.files), removed_at(instance, name, folder.files)
 
 
 def sync(
@@ -334,22 +390,22 @@ def sync(
         err.write(f"error: {exc}\n")
         return EXIT_USAGE
     with _instance() as instance:
+        files: dict[str, Path] | None = None
+        removed: dict[str, float] = {}
         try:
             first = defs.resolve_assets_def(next(iter(tables)))
-            if first.partitions_def is not None and is_many(os.environ.get("SQLITE_PATH", "")):
-                register_files(instance, os.environ["SQLITE_PATH"])
-            partitions_def, batches = plan_batches(first, instance, request.files)
+            if first.partitions_def is not None:
+                files, removed = _follow_folder(defs, instance, first.partitions_def, say, err)
+            partitions_def, batches = plan_batches(first, instance, request.files, present=files)
         except UsageError as exc:
             err.write(f"error: {exc}\n")
             return EXIT_USAGE
+        except (TargetUnavailableError, psycopg2.Error) as exc:  # deleting a removed file's rows
+            err.write(f"error: {redact(str(exc).strip(), os.environ.get('PG_CONN_STR'))}\n")
+            return EXIT_FAILED
         keys = sorted(tables, key=lambda k: k.to_user_string())
         results: list[TableSyncResult] = []
         failures: list[str] = []
-        files = (
-            discover(os.environ["SQLITE_PATH"])
-            if partitions_def is not None and is_many(os.environ.get("SQLITE_PATH", ""))
-            else {}
-        )
         # One job for every run: resolving it costs about as much as a no-change sync of a small file.
         handler = RunLog(out, live)
         job = Definitions.merge(defs, Definitions(loggers={LOGGER_NAME: _logger_def(handler)}))
@@ -360,10 +416,10 @@ def sync(
         for batch in batches:
             handler.start(prefix=f"[{batch.label()}] " if batch.partitions else "")
             fingerprint = None
-            if len(batch.partitions) == 1 and batch.partitions[0] in files:
+            if files is not None and len(batch.partitions) == 1 and batch.partitions[0] in files:
                 fingerprint = file_state(files[batch.partitions[0]]).fingerprint
                 if not (request.full_refresh or request.delete_orphans) and synced_already(
-                    instance, batch.partitions[0], fingerprint, keys
+                    instance, batch.partitions[0], fingerprint, keys, removed.get(batch.partitions[0])
                 ):
                     skipped.append(batch.partitions[0])
                     continue

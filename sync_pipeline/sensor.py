@@ -45,13 +45,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dagster import (
-    AddDynamicPartitionsRequest,
     AssetSelection,
     DagsterInstance,
     DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
-    DeleteDynamicPartitionsRequest,
     DynamicPartitionsDefinition,
     RunRequest,
     RunsFilter,
@@ -62,11 +60,10 @@ from dagster import (
 )
 
 from .assets import POOL
-from .config import env_flag
 from .engine.fingerprint import FileState, file_state
-from .engine.scope import delete_source_file
 from .instance import ensure_pool_limit, max_concurrent_runs, prepare_dev_instance
-from .partitions import SQLITE_FILES, discover
+from .partitions import SQLITE_FILES, survey
+from .removed_files import reconcile, removed_at
 from .resources import PostgresTarget, SQLiteSource
 from .run_reaper import fail_runs_whose_processes_died
 
@@ -184,6 +181,9 @@ class _Cursor:
     attempt: int = 0  # how many runs were requested for it (each one after the previous one failed)
     failures: int = 0  # syncs that failed in a row before the run `run_key` (whatever their content)
     retry_at: str | None = None  # ISO time of the next try once `run_key` failed past the quick retries
+    # Many files: when the file's rows were last deleted as a removed file (removed_files.py), if ever. A file
+    # back from its removal starts a new life: run keys of its own, since Dagster dedupes a run key forever.
+    generation: str | None = None
 
     @classmethod
     def parse(cls, raw: str | None) -> "_Cursor":
@@ -199,8 +199,10 @@ class _Cursor:
 
 def _run_key(cursor: _Cursor, key: str | None) -> str:
     """Run keys are per file when there are many (a partition key never holds a ``|``-free clash:
-    it is followed by the fingerprint)."""
-    return cursor.run_key if key is None else f"{key}|{cursor.run_key}"
+    it is followed by the fingerprint), and per life of the file (see ``_Cursor.generation``)."""
+    if key is None:
+        return cursor.run_key
+    return f"{key}|{cursor.run_key}" + (f"|back after removal at {cursor.generation}" if cursor.generation else "")
 
 
 def _last_run(instance: DagsterInstance, cursor: _Cursor, key: str | None) -> DagsterRun | None:
@@ -226,8 +228,10 @@ def _times(n: int) -> str:
     return "1 time" if n == 1 else f"{n} times"
 
 
-def _request(fingerprint: str, attempt: int, failures: int, reason: str, key: str | None) -> SensorResult:
-    cursor = _Cursor(seen=fingerprint, requested=fingerprint, attempt=attempt, failures=failures)
+def _request(
+    fingerprint: str, attempt: int, failures: int, reason: str, key: str | None, generation: str | None = None
+) -> SensorResult:
+    cursor = _Cursor(seen=fingerprint, requested=fingerprint, attempt=attempt, failures=failures, generation=generation)
     tags = {"sqlite_fingerprint": fingerprint, "sync_reason": reason}
     request = RunRequest(run_key=_run_key(cursor, key), tags=tags, partition_key=key)
     return SensorResult(run_requests=[request], cursor=cursor.dump())
@@ -250,7 +254,7 @@ def _unchanged(
             "no new request until it ends"
         )
     if failures < MAX_ATTEMPTS:
-        return _request(fingerprint, cursor.attempt + 1, failures, "retry", key)
+        return _request(fingerprint, cursor.attempt + 1, failures, "retry", key, cursor.generation)
 
     # The wait counts from the first tick that sees this failure (one interval after it while the sensor runs); the
     # cursor keeps its end so that every later tick, and the skip reason, agree on it.
@@ -262,7 +266,7 @@ def _unchanged(
     if retry_at is None:
         retry_at = now + wait
     elif now >= retry_at:
-        return _request(fingerprint, cursor.attempt + 1, failures, "retry after backoff", key)
+        return _request(fingerprint, cursor.attempt + 1, failures, "retry after backoff", key, cursor.generation)
 
     how = "was canceled" if run.status == DagsterRunStatus.CANCELED else "failed"
     reason = (
@@ -319,7 +323,7 @@ def _decide(
     if fingerprint == cursor.requested:
         return _unchanged(fingerprint, cursor, last, failures, now, key)
     if quiet:
-        return _request(fingerprint, 1, failures, "changed", key)
+        return _request(fingerprint, 1, failures, "changed", key, cursor.generation)
     if cursor.waited + 1 < MAX_WAIT_TICKS:
         return SensorResult(
             skip_reason=SkipReason(
@@ -327,7 +331,7 @@ def _decide(
             ),
             cursor=replace(cursor, seen=fingerprint, waited=cursor.waited + 1).dump(),
         )
-    return _request(fingerprint, 1, failures, "still changing", key)
+    return _request(fingerprint, 1, failures, "still changing", key, cursor.generation)
 
 
 def evaluate_many(
@@ -340,15 +344,23 @@ def evaluate_many(
 ) -> SensorResult | SkipReason:
     """Every file of a directory or glob, each decided as the single file is (settling, retries,
     backoff), with a cursor of its own; the changed files are watched together, within one budget.
-    A new file becomes a partition and gets its first sync once it is quiet. A removed file keeps its
-    rows (and its partition, so its history stays), unless ``SYNC_DELETE_REMOVED_FILES=1``: then its
-    rows go, in one transaction, and so does its partition."""
+    A new file becomes a partition and gets its first sync once it is quiet; a file that is not a
+    partition (partitions.py: not a database, a symlink, a clash of keys) is named in the skip reason
+    and holds up no other. A removed file keeps its rows, or loses them with
+    ``SYNC_DELETE_REMOVED_FILES=1``; one back after that is synced again (removed_files.py)."""
     now = now or _utc_now()
-    files = discover(sqlite.path)
-    known = set(context.instance.get_dynamic_partitions(files_def.name))
-    new = [key for key in files if key not in known]
+    folder = survey(sqlite.path)
+    files = folder.files
+    changes = reconcile(context.instance, files_def.name, folder, postgres, say=context.log.info)
+    removed = removed_at(context.instance, files_def.name, files)
     raw_cursors: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    cursors: dict[str | None, _Cursor] = {key: _Cursor.parse(raw_cursors.get(key)) for key in files}
+    cursors: dict[str | None, _Cursor] = {}
+    for key in files:
+        cursor = _Cursor.parse(raw_cursors.get(key))
+        generation = f"{removed[key]:.6f}" if key in removed else None
+        if cursor.generation != generation:  # back after its rows were deleted: its history no longer holds
+            cursor = _Cursor(failures=cursor.failures, generation=generation)
+        cursors[key] = cursor
     states, quiet = _observe(dict(files), cursors, settle)
     requests: list[RunRequest] = []
     skipped: list[str] = []
@@ -363,27 +375,13 @@ def evaluate_many(
         if decision.skip_reason is not None:
             skipped.append(f"{key}: {decision.skip_reason.skip_message}")
         out[key] = decision.cursor or cursors[key].dump()
-    gone = sorted(known - set(files))
-    partition_requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = []
-    if new:
-        partition_requests.append(files_def.build_add_request(new))
-    if gone and env_flag("SYNC_DELETE_REMOVED_FILES") and postgres is not None:
-        conn = postgres.connect()
-        try:
-            for key in gone:
-                deleted = delete_source_file(conn, postgres.pg_schema, key, postgres.state_schema)
-                context.log.info(f"{key}: file removed; deleted its rows ({deleted}) and its partition")
-        finally:
-            conn.close()
-        partition_requests.append(files_def.build_delete_request(gone))
-    elif gone:
-        context.log.info(f"gone from {sqlite.path}, rows kept: {', '.join(gone)}")
+    skipped += [f"not synced: {refusal}" for refusal in folder.refusals()]
+    if changes.kept:
         skipped.append(
-            f"gone from {sqlite.path}, rows kept (SYNC_DELETE_REMOVED_FILES=1 deletes them): {', '.join(gone)}"
+            f"gone from {sqlite.path}, rows kept (SYNC_DELETE_REMOVED_FILES=1 deletes them): {', '.join(changes.kept)}"
         )
     return SensorResult(
         run_requests=requests,
-        dynamic_partitions_requests=partition_requests,
         skip_reason=None if requests else SkipReason("; ".join(skipped) or f"no SQLite file matches {sqlite.path}"),
         cursor=json.dumps(out, sort_keys=True),
     )

@@ -15,7 +15,7 @@ from sync_pipeline.assets import OP_NAME, build_sync_assets
 from sync_pipeline.demo import generate
 from sync_pipeline.engine import list_tables
 from sync_pipeline.history import sync_history
-from sync_pipeline.partitions import PARTITIONS_NAME, SQLITE_FILES, FileKeyCollisionError, discover, union_tables
+from sync_pipeline.partitions import PARTITIONS_NAME, SQLITE_FILES, discover, survey, union_tables
 from sync_pipeline.resources import PostgresTarget, SQLiteSource
 from sync_pipeline.sensor import Settle, evaluate
 from sync_pipeline.translator import SqliteTableTranslator
@@ -23,16 +23,21 @@ from sync_pipeline.translator import SqliteTableTranslator
 from .conftest import query
 
 
-def test_a_files_key_is_its_path_under_the_directory_without_extension_and_clashes_are_refused(tmp_path):
-    for name in ("a.sqlite", "sub/b.db", "c.sqlite3", "notes.txt", "a.sqlite-wal"):
+def test_a_files_key_is_its_path_under_the_directory_without_extension_and_clashes_refuse_both(tmp_path):
+    for name in ("a.sqlite", "sub/b.db", "c.sqlite3", "d.sqlite"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        sqlite3.connect(tmp_path / name).execute("CREATE TABLE t (x)").connection.close()
+    for name in ("notes.txt", "a.sqlite-wal"):
         (tmp_path / name).write_bytes(b"")
-    assert list(discover(str(tmp_path))) == ["a", "c", "sub/b"]
-    assert list(discover(str(tmp_path / "*.sqlite"))) == ["a"]
+    assert list(discover(str(tmp_path))) == ["a", "c", "d", "sub/b"]
+    assert list(discover(str(tmp_path / "*.sqlite"))) == ["a", "d"]
     assert list(discover(str(tmp_path / "**" / "*.db"))) == ["sub/b"]
-    (tmp_path / "a.db").write_bytes(b"")
-    with pytest.raises(FileKeyCollisionError, match=r"would both be partition 'a'"):
-        discover(str(tmp_path))
+    (tmp_path / "a.db").write_bytes((tmp_path / "a.sqlite").read_bytes())
+    folder = survey(str(tmp_path))
+    assert list(folder.files) == ["c", "d", "sub/b"]  # neither `a` is a partition; the others are untouched
+    for name in ("a.db", "a.sqlite"):
+        assert "would all be partition 'a'" in folder.refused[str(tmp_path / name)]
+        assert str(tmp_path / "a.db") in folder.refused[str(tmp_path / name)]
 
 
 def _directory(tmp_path: Path, keys: tuple[str, ...] = ("run_a", "run_b")) -> Path:
@@ -189,7 +194,7 @@ def test_a_removed_file_keeps_its_rows_unless_asked_then_they_go_in_one_transact
         postgres=postgres,
         settle=FAST,
     )
-    assert [list(r.partition_keys) for r in removed.dynamic_partitions_requests] == [["run_a"]]
+    assert instance.get_dynamic_partitions(PARTITIONS_NAME) == ["run_b"]
     assert query(pg_dsn, counts) == [("run_b", True)]
     assert query(
         pg_dsn,

@@ -28,7 +28,7 @@ from ..demo import DEFAULT_DEMO_PATH, PROJECT_ROOT, generate
 from ..engine import MAX_BATCH_SIZE, list_tables
 from ..engine.bookkeeping import DEFAULT_STATE_SCHEMA
 from ..engine.selection import Selection, parse_globs
-from ..partitions import PARTITIONS_NAME, SQLITE_FILES, discover, is_many, union_tables
+from ..partitions import PARTITIONS_NAME, SQLITE_FILES, discover, is_many, union_of_tables
 from ..resources import PostgresTarget, SQLiteSource
 from ..sensor import DEFAULT_INTERVAL_S, build_sensor
 from ..translator import CHECKS, KINDS, SqliteTableTranslator
@@ -373,7 +373,7 @@ class SqliteSyncComponent(dg.Component, dg.Resolvable, dg.Model):
         }
         op_name = self.op.name or f"{name}_tables"
         if is_many(path):  # every file a partition of the same assets (partitions.py)
-            found = union_tables(list_tables(file) for file in discover(path).values())
+            found = union_of_tables(discover(path))  # a file that cannot be read fails only itself
             assets = build_sync_assets(selection.apply(found), translator, op_name, partitions_def=files, **options)
         else:
             assets = build_sync_assets(selection.apply(list_tables(path)), translator, op_name, **options)

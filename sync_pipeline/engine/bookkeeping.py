@@ -286,26 +286,45 @@ def _move_state_rows(cur: psycopg2.extensions.cursor, target_schema: str, state_
     return highest
 
 
-def forget(cur: psycopg2.extensions.cursor, target_schema: str, state_schema: str = DEFAULT_STATE_SCHEMA) -> None:
-    """Remove everything kept about ``target_schema`` from the state schema: its tables' rows, row
-    digests and version sequences, and its snapshot sequence. For a target schema that is gone for good (the
-    tests drop theirs); a mirror still in use would then be read in full by its next sync."""
+def forget(
+    cur: psycopg2.extensions.cursor,
+    target_schema: str,
+    state_schema: str = DEFAULT_STATE_SCHEMA,
+    source_file: str | None = None,
+) -> None:
+    """Remove everything kept about ``target_schema`` (or only about its file ``source_file``, when many
+    files share its tables) from the state schema: the rows of every bookkeeping table keyed by it (state,
+    row digests, and any table added later with a ``target_schema`` column), the version sequences of its
+    tables, and, for a whole schema, its snapshot sequence. For a target schema that is gone for good (the
+    tests drop theirs) or a file removed for good; a mirror still in use would then be read in full by its
+    next sync."""
     cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (state_schema,))
     if cur.fetchone() is None:
         return
-    tables: list[str] = []
-    if relation_exists(cur, state_schema, STATE_TABLE):
+    cur.execute(
+        "SELECT c.relname, bool_or(a.attname = 'table_name') FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_attribute a ON a.attrelid = c.oid AND NOT a.attisdropped "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') GROUP BY c.relname "
+        "HAVING bool_or(a.attname = 'target_schema') AND bool_or(a.attname = 'source_file') ORDER BY 1",
+        (state_schema,),
+    )
+    names_back = sql.SQL("RETURNING table_name, source_file")
+    where, params = sql.SQL("target_schema = %s"), [target_schema]
+    if source_file is not None:
+        where, params = where + sql.SQL(" AND source_file = %s"), [target_schema, source_file]
+    tables: set[tuple[str, str]] = set()
+    for name, has_table_name in cur.fetchall():
         cur.execute(
-            sql.SQL("DELETE FROM {} WHERE target_schema = %s RETURNING table_name, source_file").format(
-                sql.Identifier(state_schema, STATE_TABLE)
+            sql.SQL("DELETE FROM {} WHERE {} {}").format(
+                sql.Identifier(state_schema, name), where, names_back if has_table_name else sql.SQL("")
             ),
-            (target_schema,),
+            params,
         )
-        tables = cur.fetchall()
-    if relation_exists(cur, state_schema, ROW_DIGESTS_TABLE):
-        cur.execute(
-            sql.SQL("DELETE FROM {} WHERE target_schema = %s").format(sql.Identifier(state_schema, ROW_DIGESTS_TABLE)),
-            (target_schema,),
-        )
-    for name in [*(version_sequence(target_schema, t, f) for t, f in tables), snapshot_sequence(target_schema)]:
+        if has_table_name:
+            tables.update(cur.fetchall())
+    names = [version_sequence(target_schema, t, f) for t, f in sorted(tables)]
+    if source_file is None:
+        names.append(snapshot_sequence(target_schema))
+    for name in names:
         cur.execute(sql.SQL("DROP SEQUENCE IF EXISTS {}").format(sql.Identifier(state_schema, name)))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import psycopg2.extensions
 from psycopg2 import sql
 
-from .bookkeeping import STATE_TABLE, relation_exists
+from .bookkeeping import forget
 from .sqlite_source import ColumnInfo
 from .types import TEXT
 
@@ -93,11 +93,5 @@ def delete_source_file(
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (scope.lock_key(f"{schema}.{table}"),))
             cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(schema, table), scope.where()))
             deleted[table] = cur.rowcount
-        if relation_exists(cur, state_schema, STATE_TABLE):
-            cur.execute(
-                sql.SQL("DELETE FROM {} WHERE target_schema = %s AND source_file = %s").format(
-                    sql.Identifier(state_schema, STATE_TABLE)
-                ),
-                (schema, source_file),
-            )
+        forget(cur, schema, state_schema, source_file)
     return deleted

@@ -143,9 +143,9 @@ def _is_rowid_key(conn: sqlite3.Connection, name: str, columns: tuple[ColumnInfo
     return all(origin != "pk" for (origin,) in origins)
 
 
-def _open_read_only(path: Path) -> sqlite3.Connection:
+def _open_read_only(path: Path, timeout_s: float = 30.0) -> sqlite3.Connection:
     uri = path.resolve().as_uri() + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=timeout_s)
     _register_missing_collations(conn)
     return conn
 
@@ -484,7 +484,21 @@ def _begin_arrows(arrows: list[ArrowChild | None]) -> list[ArrowChild | None]:
     return [arrow if arrow is not None and arrow.begun() else None for arrow in arrows]
 
 
-def list_tables(path: str | Path) -> list[TableInfo]:
-    """The user tables of a SQLite file, read once (used at definitions load time)."""
-    with SqliteSnapshot(path, arrow=False) as snapshot:
-        return snapshot.tables()
+def list_tables(path: str | Path, busy_timeout_s: float = 2.0) -> list[TableInfo]:
+    """The user tables of a SQLite file, read once (used at definitions load time, once per file).
+
+    Only the schema is read, in one short read transaction: a snapshot would copy a file in
+    rollback-journal mode whole first. A writer's lock is waited for ``busy_timeout_s`` at most, so a
+    busy file cannot hold up the load of every other one; it then fails like an unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceUnavailableError(f"SQLite file {str(path)!r} does not exist or is not a file")
+    try:
+        conn = _open_read_only(path, busy_timeout_s)
+        try:
+            conn.execute("BEGIN")
+            return [_table_info(conn, name, wr) for name, wr in _user_tables(conn)]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise SourceUnavailableError(f"cannot read SQLite file {str(path)!r}: {exc}") from exc
