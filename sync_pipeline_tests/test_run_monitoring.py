@@ -8,8 +8,10 @@ sync must start and complete once the table is free.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,14 +25,31 @@ import psutil
 import psycopg2
 import psycopg2.extensions
 import pytest
-from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
+from dagster import (
+    AssetKey,
+    DagsterEvent,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    Definitions,
+    asset,
+    define_asset_job,
+)
 from dagster_graphql import DagsterGraphQLClient
 from psycopg2 import sql
 
 from sync_pipeline.demo import PROJECT_ROOT, generate
 from sync_pipeline.dev_server import dagster_dev as dagster_dev_process
 from sync_pipeline.dev_server import wait_for
-from sync_pipeline.run_reaper import fail_runs_whose_processes_died, launched_on_this_host
+from sync_pipeline.run_reaper import (
+    CLI_HOST_TAG,
+    GRPC_INFO_TAG,
+    PROCESS_SPACE_TAG,
+    code_server_may_be_local,
+    fail_runs_whose_processes_died,
+    process_space,
+)
 
 from .conftest import pg_rows, sqlite_rows, sync_all
 
@@ -214,6 +233,102 @@ def test_a_run_whose_processes_died_with_dagster_dev_is_failed_by_the_reaper_and
         (None, False),  # executed in the process that created it: no host recorded
     ],
 )
-def test_the_reaper_judges_only_runs_launched_on_this_machine(grpc_info: str | None, judged: bool):
-    tags = {} if grpc_info is None else {".dagster/grpc_info": grpc_info}
-    assert launched_on_this_host(tags) is judged
+def test_the_reaper_looks_for_the_code_server_only_on_this_machine(grpc_info: str | None, judged: bool):
+    tags = {} if grpc_info is None else {GRPC_INFO_TAG: grpc_info}
+    assert code_server_may_be_local(tags) is judged
+
+
+# Unit level, against a real (ephemeral) instance: which runs the reaper may judge by their pids.
+
+
+@asset(pool="sqlite_pg_sync")
+def _pooled() -> None:
+    """An asset in the sync pool, so its runs count against it as the sync's do."""
+
+
+_POOLED_JOB = Definitions(assets=[_pooled], jobs=[define_asset_job("pooled")]).resolve_job_def("pooled")
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with DagsterInstance.ephemeral() as ephemeral:
+        yield ephemeral
+
+
+def a_started_run(instance: DagsterInstance, tags: dict[str, str], pid: int) -> DagsterRun:
+    """A STARTED run in the pool whose RUN_START was written by ``pid`` (now)."""
+    run = instance.create_run_for_job(_POOLED_JOB, status=DagsterRunStatus.STARTING, tags=tags)
+    start = DagsterEvent(event_type_value=DagsterEventType.RUN_START.value, job_name=run.job_name, pid=pid)
+    instance.report_dagster_event(start, run.run_id)
+    return run
+
+
+def a_dead_pid() -> int:
+    """The pid of a process of ours that has exited (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait(10)
+    return process.pid
+
+
+def status_of(instance: DagsterInstance, run: DagsterRun) -> DagsterRunStatus:
+    current = instance.get_run_by_id(run.run_id)
+    assert current is not None
+    return current.status
+
+
+@pytest.mark.skipif(process_space() is None, reason="needs Linux /proc")
+def test_a_run_of_another_pid_namespace_with_the_same_hostname_is_not_judged(instance: DagsterInstance):
+    # A headless sync in a sidecar container: same hostname, pids of its own namespace.
+    boot_id = process_space().split(":")[0]
+    tags = {CLI_HOST_TAG: socket.gethostname(), PROCESS_SPACE_TAG: f"{boot_id}:1"}
+    run = a_started_run(instance, tags, a_dead_pid())
+    assert fail_runs_whose_processes_died(instance) == []
+    assert status_of(instance, run) == DagsterRunStatus.STARTED
+
+
+@pytest.mark.skipif(process_space() is None, reason="needs Linux /proc")
+def test_a_run_with_only_the_old_hostname_tag_is_not_judged(instance: DagsterInstance):
+    run = a_started_run(instance, {CLI_HOST_TAG: socket.gethostname()}, a_dead_pid())
+    assert fail_runs_whose_processes_died(instance) == []
+    assert status_of(instance, run) == DagsterRunStatus.STARTED
+
+
+@pytest.mark.skipif(process_space() is None, reason="needs Linux /proc")
+def test_a_run_of_our_process_space_whose_processes_died_is_failed(instance: DagsterInstance):
+    live = a_started_run(instance, {PROCESS_SPACE_TAG: process_space()}, os.getpid())
+    dead = a_started_run(instance, {PROCESS_SPACE_TAG: process_space()}, a_dead_pid())
+    assert [f.run_id for f in fail_runs_whose_processes_died(instance)] == [dead.run_id]
+    assert status_of(instance, dead) == DagsterRunStatus.FAILURE
+    assert status_of(instance, live) == DagsterRunStatus.STARTED
+
+
+@contextmanager
+def a_code_server_and_its_worker(socket_path: str) -> Iterator[int]:
+    """A process naming ``socket_path`` in its command line (as ``dagster api grpc --socket`` does)
+    and a child of it, whose pid is yielded; both are killed at the end."""
+    code = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import time; time.sleep(60)'])"
+    server = subprocess.Popen([sys.executable, "-c", code, "--socket", socket_path])
+    try:
+        worker = wait_for(lambda: next(iter(psutil.Process(server.pid).children()), None), 10, "the worker")
+        yield worker.pid
+    finally:
+        for process in [*psutil.Process(server.pid).children(), psutil.Process(server.pid)]:
+            process.kill()
+        server.wait(10)
+
+
+@pytest.mark.skipif(process_space() is None, reason="needs Linux /proc")
+@pytest.mark.parametrize("served_here", [True, False], ids=["our code server", "a socket nobody here serves"])
+def test_a_code_server_run_is_judged_only_once_its_live_worker_was_proven_ours(
+    instance: DagsterInstance, tmp_path: Path, served_here: bool
+):
+    socket_path = str(tmp_path / "grpc.sock")
+    with a_code_server_and_its_worker(socket_path) as worker:
+        named = socket_path if served_here else str(tmp_path / "elsewhere.sock")
+        run = a_started_run(instance, {GRPC_INFO_TAG: json.dumps({"host": "localhost", "socket": named})}, worker)
+        assert fail_runs_whose_processes_died(instance) == []  # alive: only stamped, when provable
+        stamped = instance.get_run_by_id(run.run_id)
+        assert stamped is not None and stamped.tags.get(PROCESS_SPACE_TAG) == (process_space() if served_here else None)
+    # Code server and worker gone, as after `kill -9` of dagster dev.
+    failed = fail_runs_whose_processes_died(instance)
+    assert [f.run_id for f in failed] == ([run.run_id] if served_here else [])
