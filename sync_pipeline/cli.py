@@ -56,7 +56,7 @@ from .event_store import hold_event_shards
 from .partitions import is_many, survey
 from .removed_files import reconcile, removed_at, synced_since_removal
 from .resources import TargetUnavailableError
-from .run_reaper import CLI_HOST_TAG, HOLDING_STATUSES, fail_runs_whose_processes_died
+from .run_reaper import CLI_HOST_TAG, HOLDING_STATUSES, fail_runs_whose_processes_died, process_space_tags
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SINGLE_FILE_ERROR = "SQLITE_PATH names a single file; --files needs a directory or glob"
@@ -425,7 +425,7 @@ def sync(
                     continue
             wait_for_pool(instance, say)
             args = batch.execute_args()
-            tags = {CLI_HOST_TAG: socket.gethostname(), **args.pop("tags", {})}
+            tags = {CLI_HOST_TAG: socket.gethostname(), **process_space_tags(), **args.pop("tags", {})}
             if fingerprint is not None:
                 tags[FINGERPRINT_TAG] = fingerprint
             say(f"run for {batch.label() or 'every selected table'}: {', '.join(sorted(tables.values()))}")
