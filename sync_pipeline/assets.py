@@ -323,7 +323,10 @@ def build_sync_assets(
         with hold_event_shards(context.instance, context.run.run_id):
             yield from _run(
                 context,
-                replace(config.to_options(), state_schema=postgres.state_schema),
+                # The exclusion too: a table many files share drops the columns it leaves out (engine).
+                replace(
+                    config.to_options(), state_schema=postgres.state_schema, exclude_columns=selection.exclude_columns
+                ),
                 sqlite,
                 postgres,
                 translator,
@@ -391,7 +394,9 @@ class _Target:
                 time.sleep(pause)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _sync(self, snapshot: SqliteSnapshot, table: TableInfo, options: SyncOptions) -> TableSyncResult:
+    def _sync(
+        self, snapshot: SqliteSnapshot, table: TableInfo, options: SyncOptions, source_file: str | None = None
+    ) -> TableSyncResult:
         return sync_table(
             snapshot,
             self.conn,
@@ -399,8 +404,27 @@ class _Target:
             self.postgres.pg_schema,
             options,
             on_progress=_ProgressLog(self.context),
-            source_file=self.source_file,
+            source_file=source_file or self.source_file,
         )
+
+    def complete_rewrites(self, result: TableSyncResult, options: SyncOptions) -> None:
+        """Sync the table for each other file whose rows wait for a rewrite (``result.pending_rewrites``:
+        this sync widened a column they hold values in, or a run that did so died before this step), each
+        from its own file, now: an unchanged file would not be synced again (its fingerprint stays), and
+        its rows would keep PostgreSQL's cast of its values. Logged only: this run materializes its own
+        partition. A file that cannot be synced now keeps its mark, for the next sync of the table."""
+        for key, why in sorted(result.pending_rewrites.items()):
+            try:
+                with self.sqlite.snapshot(clock=self.clock, key=key) as snapshot:
+                    table = self.selection.columns_of(snapshot.table(result.table))
+                    self._sync(snapshot, table, options, source_file=key)
+            except (SyncError, SourceUnavailableError, TargetUnavailableError) as exc:
+                self.context.log.warning(
+                    f"⚠ {result.table}: the rows of file {key!r} wait for a rewrite ({why}), not done now: "
+                    f"{redact(str(exc), self.postgres.conn_str)}; the next sync of the table tries again"
+                )
+                continue
+            self.context.log.info(f"↻ {result.table}: rewrote the rows of file {key!r} after {why}")
 
 
 _Done = tuple[str, TableInfo | None, TableSyncResult | BaseException]
@@ -445,7 +469,9 @@ class _Workers:
             table = None
             try:
                 table = target.selection.columns_of(snapshot.table(name))
-                self.done.put((name, table, target.sync(snapshot, table, self.options.for_table(name))))
+                result = target.sync(snapshot, table, self.options.for_table(name))
+                target.complete_rewrites(result, self.options.for_table(name))
+                self.done.put((name, table, result))
             except BaseException as exc:  # noqa: BLE001 - not swallowed: _run re-raises or reports it
                 self.done.put((name, table, exc))
 

@@ -4,6 +4,7 @@ from .column_types import ColumnRetype
 from .errors import (
     OrphanDeletionRefused,
     SchemaMismatchError,
+    SourceFileGoneError,
     StaleSnapshotError,
     SyncError,
     TargetError,
@@ -11,6 +12,7 @@ from .errors import (
     ValueMismatchError,
 )
 from .reader import Progress
+from .rewrites import pending_rewrites
 from .secrets import mask_dsn, redact
 from .sqlite_source import ColumnInfo, SourceUnavailableError, SqliteSnapshot, TableInfo, list_tables
 from .sync import (
@@ -35,6 +37,7 @@ __all__ = [
     "OrphanDeletionRefused",
     "Progress",
     "SchemaMismatchError",
+    "SourceFileGoneError",
     "SourceUnavailableError",
     "SqliteSnapshot",
     "StaleSnapshotError",
@@ -47,6 +50,7 @@ __all__ = [
     "ValueMismatchError",
     "list_tables",
     "mask_dsn",
+    "pending_rewrites",
     "redact",
     "retyped_columns",
     "row_counts",

@@ -8,6 +8,9 @@ first use, which several target schemas may share:
   (see :mod:`.sync_state`);
 * ``_sps_row_digests``: per (target schema, table, batch), a hash of each row of the batch as the
   last sync that sent it read it (see :mod:`.row_digests`), created when first needed;
+* ``_sps_pending_rewrites``: per (target schema, table, file), a file of many sharing the table whose
+  rows another file's sync changed by widening a column's type, to be rewritten from SQLite by its
+  next sync (see :mod:`.rewrites`), created when first needed;
 * ``_sps_snapshots_<digest>``, one per target schema: numbers the SQLite snapshots read for it
   (see :mod:`.versions`);
 * ``_sps_version_<digest>``, one per (target schema, table): the newest snapshot number a sync
@@ -39,6 +42,7 @@ from .naming import pg_name
 DEFAULT_STATE_SCHEMA = "sqlite_pg_sync"
 STATE_TABLE = "_sps_table_state"
 ROW_DIGESTS_TABLE = "_sps_row_digests"
+PENDING_REWRITES_TABLE = "_sps_pending_rewrites"
 # The layout before issue 10, in the target schema itself.
 OLD_STATE_TABLE = "_sps_sync_state"
 OLD_SEQUENCE = "_sps_snapshots"
@@ -67,6 +71,19 @@ _CREATE_ROW_DIGESTS_TABLE = (
     "digest text NOT NULL, "  # the batch digest the row hashes were taken of
     "hashes bytea NOT NULL, "  # a 64-bit hash of each row's COPY line
     "PRIMARY KEY (target_schema, table_name, source_file, batch_id))"
+)
+
+
+# Columns named target_schema and source_file, as in every table here: a removed file's bookkeeping
+# is deleted from each table that has both (scope.delete_source_file).
+_CREATE_PENDING_REWRITES_TABLE = (
+    "CREATE TABLE IF NOT EXISTS {} ("
+    "target_schema text NOT NULL, "
+    "table_name text NOT NULL, "  # the SQLite name
+    "source_file text NOT NULL, "  # the file whose rows are to be rewritten
+    "reason text NOT NULL, "  # which column widened, to what, in which file's sync
+    "marked_at timestamptz NOT NULL DEFAULT now(), "
+    "PRIMARY KEY (target_schema, table_name, source_file))"
 )
 
 
@@ -143,6 +160,16 @@ def ensure_row_digests_table(cur: psycopg2.extensions.cursor, state_schema: str)
         return
     _lock(cur, f"sqlite_pg_sync:state-schema:{state_schema}")
     cur.execute(sql.SQL(_CREATE_ROW_DIGESTS_TABLE).format(sql.Identifier(state_schema, ROW_DIGESTS_TABLE)))
+
+
+def ensure_pending_rewrites_table(cur: psycopg2.extensions.cursor, state_schema: str) -> None:
+    """Create the state schema if missing, then ``_sps_pending_rewrites`` if missing, under the
+    state schema's lock (as the state table)."""
+    ensure_state_schema(cur, state_schema)
+    if relation_exists(cur, state_schema, PENDING_REWRITES_TABLE):
+        return
+    _lock(cur, f"sqlite_pg_sync:state-schema:{state_schema}")
+    cur.execute(sql.SQL(_CREATE_PENDING_REWRITES_TABLE).format(sql.Identifier(state_schema, PENDING_REWRITES_TABLE)))
 
 
 def sequence_value(cur: psycopg2.extensions.cursor, schema: str, name: str) -> int | None:

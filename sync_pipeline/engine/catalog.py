@@ -22,7 +22,8 @@ from typing import Any
 import psycopg2.extensions
 from psycopg2 import sql
 
-from .bookkeeping import OLD_SEQUENCE, OLD_STATE_TABLE, STATE_TABLE, version_sequence
+from .bookkeeping import OLD_SEQUENCE, OLD_STATE_TABLE, PENDING_REWRITES_TABLE, STATE_TABLE, version_sequence
+from .rewrites import pending_in_entry
 from .scope import Scope
 
 
@@ -53,6 +54,9 @@ class TableEntry:
     version_sequence_exists: bool
     version: int | None  # the table's version sequence's value; None: missing or never set
     state: StateRow | None  # None: no row (or no state table)
+    # Files of many sharing the table whose rows wait for a rewrite (rewrites.py), file -> why;
+    # read only for a sync of one of them (a shared scope).
+    pending_rewrites: dict[str, str]
 
     def columns_in_pg(self) -> list[tuple[str, str]]:
         return [(name, typ) for name, typ, _ in self.columns]
@@ -73,7 +77,9 @@ SELECT n.oid IS NOT NULL, c.oid,
   EXISTS (SELECT 1 FROM pg_class o WHERE o.relnamespace = n.oid AND o.relname IN (%(old_table)s, %(old_sequence)s)),
   EXISTS (SELECT 1 FROM pg_class q JOIN pg_namespace qn ON qn.oid = q.relnamespace
            WHERE qn.nspname = %(state_schema)s AND q.relname = %(sequence)s),
-  (SELECT last_value FROM pg_sequences WHERE schemaname = %(state_schema)s AND sequencename = %(sequence)s)
+  (SELECT last_value FROM pg_sequences WHERE schemaname = %(state_schema)s AND sequencename = %(sequence)s),
+  EXISTS (SELECT 1 FROM pg_class p JOIN pg_namespace pn ON pn.oid = p.relnamespace
+           WHERE pn.nspname = %(state_schema)s AND p.relname = %(pending_table)s)
 FROM (SELECT 1) AS one
 LEFT JOIN pg_namespace n ON n.nspname = %(schema)s
 LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = %(table)s AND c.relkind IN ('r', 'p')
@@ -99,9 +105,12 @@ def read_entry(
             "old_table": OLD_STATE_TABLE,
             "old_sequence": OLD_SEQUENCE,
             "sequence": version_sequence(schema, table, scope.state_key()),
+            "pending_table": PENDING_REWRITES_TABLE,
         },
     )
-    schema_exists, oid, columns, key, total_bytes, state_table, old_layout, sequence_exists, version = cur.fetchone()
+    schema_exists, oid, columns, key, total_bytes, state_table, old_layout, sequence_exists, version, marks_table = (
+        cur.fetchone()
+    )
     parts: list[sql.Composable] = [
         sql.SQL("0")
         if oid is None
@@ -120,9 +129,11 @@ def read_entry(
         if state_table
         else sql.SQL("NULL::json")
     )
+    shared_marks = scope.shared and marks_table  # the marks matter to a sync of one of many files only
+    parts.append(pending_in_entry(state_schema, schema, table) if shared_marks else sql.SQL("NULL::json"))
     # Values as literals, no parameters: a '%' in a file's name must not read as a placeholder.
     cur.execute(sql.SQL("SELECT ") + sql.SQL(", ").join(parts))
-    rows, state = cur.fetchone()
+    rows, state, pending = cur.fetchone()
     return TableEntry(
         table=table,
         schema_exists=bool(schema_exists),
@@ -136,4 +147,5 @@ def read_entry(
         version_sequence_exists=bool(sequence_exists),
         version=None if version is None else int(version),
         state=None if state is None else StateRow(None if state[0] is None else int(state[0]), *state[1:]),
+        pending_rewrites=dict(pending or {}),
     )

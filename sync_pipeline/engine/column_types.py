@@ -186,6 +186,15 @@ def using(column: sql.Identifier, old: str, new: PgType) -> sql.Composable:
     return sql.SQL("{}::{}").format(column, target)
 
 
+def cast_keeps_values(old: str, new: PgType) -> bool:
+    """Whether :func:`using` leaves every value of a column of type ``old`` exactly as the engine
+    writes it into type ``new``. Integers and booleans keep their text in any wider type; reals do
+    not: a double ``100.0`` cast to text is ``'100'`` (the engine writes ``'100.0'``, its repr), and
+    to numeric ``100`` (the engine's ``100.0`` keeps its scale); a numeric ``1e+292`` as text is 293
+    digits. Rows a sync does not rewrite itself must then be rewritten from SQLite (rewrites.py)."""
+    return old not in (DOUBLE.name, NUMERIC.name) or new.name == old
+
+
 def _valid_utf8(raw: bytes | None) -> int:
     try:
         (raw or b"").decode()

@@ -34,6 +34,14 @@ class SchemaMismatchError(SyncError):
     """The PostgreSQL table no longer has the shape of the SQLite table."""
 
 
+class SourceFileGoneError(SyncError):
+    """The SQLite file of a sync (one of many sharing the table) was removed while the sync ran.
+
+    Not transient: a removed file's rows are deleted by ``scope.delete_source_file`` when asked,
+    and a sync that wrote them again from its older snapshot would bring them back for good.
+    """
+
+
 class OrphanDeletionRefused(SyncError):
     """Deleting orphans was refused because the source read looked empty."""
 

@@ -28,7 +28,7 @@ from .column_types import using
 from .errors import UnsupportedTableError
 from .naming import pg_table
 from .scope import SOURCE_FILE_COLUMN, Scope
-from .sqlite_source import TableInfo
+from .sqlite_source import ColumnInfo, TableInfo
 from .types import PgType
 
 STAGE = sql.Identifier("_sps_stage")
@@ -152,6 +152,10 @@ class PgTable:
         found = {name: (typ, comment) for name, typ, comment in known}
         return {name: found[p.name] for name, p in self._pg_columns.items() if p.name in found}
 
+    def pg_column(self, column: str) -> ColumnInfo:
+        """The PostgreSQL column (name and type) of SQLite column ``column``."""
+        return self._pg_columns[column]
+
     def holds(self, column: str) -> tuple[bool, bool]:
         """(whether the column, by SQLite name, holds any value; whether its values are all within
         2^53, which is what a bigint column must be to become double precision exactly)."""
@@ -205,7 +209,8 @@ class PgTable:
         self.cur.execute("SAVEPOINT _sps_wait")
         self.cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{max(1, int(timeout_s * 1000))}ms",))
         try:
-            self.cur.execute(statement, params)
+            # No parameters, no placeholders: a '%' in a SQLite name must not read as one.
+            self.cur.execute(statement, params or None)
         except psycopg2.errors.LockNotAvailable:
             self.cur.execute("ROLLBACK TO SAVEPOINT _sps_wait")
             return False
@@ -335,6 +340,25 @@ class PgTable:
         return self._wait_for(
             sql.SQL("ALTER TABLE {} ").format(self.ident) + sql.SQL(", ").join(clauses), (), timeout_s
         )
+
+    def drop_columns(self, names: Sequence[str], timeout_s: float) -> bool:
+        """Drop these columns (PostgreSQL names), their COMMENTs with them, in one ALTER TABLE (no
+        rewrite: PostgreSQL only marks them dropped). False if readers kept the table busy for ``timeout_s``."""
+        clauses = sql.SQL(", ").join(sql.SQL("DROP COLUMN {}").format(sql.Identifier(n)) for n in names)
+        return self._wait_for(sql.SQL("ALTER TABLE {} ").format(self.ident) + clauses, (), timeout_s)
+
+    def clear_columns(self, names: Sequence[str]) -> int:
+        """Set these columns (PostgreSQL names) to NULL in the scope's rows that hold a value in one;
+        the rows changed."""
+        self.cur.execute(
+            sql.SQL("UPDATE {} SET {} WHERE {} AND ({})").format(
+                self.ident,
+                sql.SQL(", ").join(sql.SQL("{} = NULL").format(sql.Identifier(n)) for n in names),
+                self.scope.where(),
+                sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(n)) for n in names),
+            )
+        )
+        return self.cur.rowcount
 
     def comment_columns(self, columns: list[str], current: Mapping[str, str | None] | None = None) -> None:
         """Write the COMMENT of these columns (by SQLite name) again, with their :attr:`notes`; with

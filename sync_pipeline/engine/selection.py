@@ -24,6 +24,12 @@ def parse_globs(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def column_excluded(globs: Iterable[str], table: str, column: str) -> bool:
+    """Whether a ``table.column`` glob of ``globs`` (``SYNC_EXCLUDE_COLUMNS``) leaves the column out.
+    The one matcher: the engine drops from a table many files share the columns it matches."""
+    return any(fnmatch.fnmatchcase(f"{table}.{column}", g) for g in globs)
+
+
 @dataclass(frozen=True)
 class Selection:
     tables: tuple[str, ...] = ()  # globs of tables to mirror; empty: every table
@@ -39,11 +45,7 @@ class Selection:
         """The table with the excluded columns left out."""
         if not self.exclude_columns:
             return table
-        dropped = {
-            c.name
-            for c in table.columns
-            if any(fnmatch.fnmatchcase(f"{table.name}.{c.name}", g) for g in self.exclude_columns)
-        }
+        dropped = {c.name for c in table.columns if column_excluded(self.exclude_columns, table.name, c.name)}
         keys = dropped & set(table.primary_key)
         if keys:
             raise SelectionError(

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field, replace
 import psycopg2
 import psycopg2.extensions
 
-from . import change_detection, cursor, row_digests
-from .catalog import read_entry
+from . import change_detection, cursor, rewrites, row_digests
+from .catalog import TableEntry, read_entry
 from .change_detection import BatchDigests, Batching
 from .column_types import ColumnRetype, ColumnTypes, pinned_misfit, resolve_pins
 from .errors import (
     OrphanDeletionRefused,
     SchemaMismatchError,
+    SourceFileGoneError,
     StaleSnapshotError,
     SyncError,
     ValueMismatchError,
@@ -31,6 +32,7 @@ from .keys import mixed_key_columns
 from .pg_target import KEYS, STAGE, PgTable, new_table_name
 from .reader import ProgressCallback, TableReader
 from .scope import Scope
+from .selection import column_excluded
 from .sqlite_source import SqliteSnapshot, TableInfo
 from .sync_state import LastSync, SyncState, shape_of
 from .types import PgType
@@ -70,6 +72,10 @@ class SyncOptions:
     state_schema: str = "sqlite_pg_sync"
     # Tables reloaded in full on every sync, whatever ``full_refresh`` says (see for_table).
     full_refresh_tables: frozenset[str] = frozenset()
+    # "table.column" globs (SYNC_EXCLUDE_COLUMNS, matched as selection.Selection matches them). The
+    # caller leaves those columns out of the tables it passes; a table many files share drops the
+    # ones it still has, so no file's values stay (see _drop_excluded_columns).
+    exclude_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not (isinstance(self.batch_size, int) and 0 < self.batch_size <= MAX_BATCH_SIZE):
@@ -120,6 +126,9 @@ class TableSyncResult:
     columns_retyped: tuple[ColumnRetype, ...] = ()
     columns_widened: tuple[str, ...] = ()
     pg_types: Mapping[str, str] = field(default_factory=dict)  # SQLite column -> its PostgreSQL type now
+    # Many files: the other files whose rows of this table wait for a rewrite by their own sync, file ->
+    # why (rewrites.py); the caller syncs them next (the Dagster layer does).
+    pending_rewrites: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def rows_changed(self) -> int:
@@ -242,6 +251,7 @@ def sync_table(
                     "try again when it has finished",
                 )
             scope.enter(cur)
+            _refuse_gone_file(snapshot, table, scope)
             # Everything known before writing, in two round trips, under the lock (catalog.py).
             entry = read_entry(cur, schema, options.state_schema, table.name, target.pg.name, scope)
             if not entry.schema_exists:
@@ -251,6 +261,8 @@ def sync_table(
                 target.lock_for_ddl()  # two files' first syncs: one creates the table, the other merges
                 entry = read_entry(cur, schema, options.state_schema, table.name, target.pg.name, scope)
                 existed = entry.oid is not None
+            if scope.shared and existed:
+                entry, options = _prepare_shared(target, entry, options)
             rows_before = entry.rows
             bytes_before = entry.total_bytes
             # A shared table keeps its types (other files' values are in it): full_refresh reloads in place.
@@ -311,6 +323,7 @@ def sync_table(
                     raise misfit from None
                 target.release_savepoint(_TYPES_SAVEPOINT)
                 break
+            counts.updated += _clear_lacked_columns(target, entry, options, last)
             same_mirror = existed and not fresh  # not created or swapped by this sync: `entry` describes it
             # Says why in \d+, and marks repaired columns; only comments that differ are written.
             target.comment_columns(
@@ -349,6 +362,11 @@ def sync_table(
                 row_digests.save(
                     cur, options.state_schema, schema, table.name, scope.state_key(), reader.row_digests, reader.digests
                 )
+            if rewrites.rewrite_due(scope, entry.pending_rewrites):
+                rewrites.done(cur, options.state_schema, schema, table.name, scope)
+            pending = rewrites.others(
+                cur, options.state_schema, schema, table.name, scope, entry.pending_rewrites, bool(types.widened)
+            )
             retyped = types.report(snapshot, typed)
     return TableSyncResult(
         table=table.name,
@@ -361,7 +379,7 @@ def sync_table(
         rows_inserted=counts.inserted,
         rows_updated=counts.updated,
         rows_deleted=counts.deleted,
-        rows_unchanged=reader.rows_read - counts.inserted - counts.updated,
+        rows_unchanged=max(0, reader.rows_read - counts.inserted - counts.updated),
         table_bytes_before=bytes_before,
         table_bytes_after=bytes_after,
         batch_size=options.batch_size,
@@ -378,6 +396,7 @@ def sync_table(
         columns_retyped=retyped,
         columns_widened=tuple(types.widened),
         pg_types={c.name: c.pg_type.name for c in typed.columns},
+        pending_rewrites=pending,
     )
 
 
@@ -414,6 +433,79 @@ def _alter_types(target: PgTable, changes: Mapping[str, tuple[PgType, bool]], op
             f"{', '.join(map(repr, changes))} could not be widened; nothing changed (look for sessions idle in "
             "transaction)",
         )
+    rewrites.mark_others(target, changes, options.state_schema)
+
+
+def _refuse_gone_file(snapshot: SqliteSnapshot, table: TableInfo, scope: Scope) -> None:
+    """One of many files, checked under its (table, file) lock: a removal's deletion of the file's rows
+    (``scope.delete_source_file``) takes that lock too, so a sync that finds the file still there
+    commits before that deletion, and one that comes after it must not write the gone file's rows
+    back from its older snapshot: nothing would ever remove them."""
+    if scope.shared and not snapshot.path.exists():
+        raise SourceFileGoneError(
+            table.name,
+            f"file {str(snapshot.path)!r} (partition {scope.source_file!r}) was removed during the sync; "
+            "nothing written for it",
+        )
+
+
+def _prepare_shared(target: PgTable, entry: TableEntry, options: SyncOptions) -> tuple[TableEntry, SyncOptions]:
+    """What a sync of one of many files settles before it reads, under its lock: the columns the
+    exclusion names go from the shared table, and a file marked for a rewrite reloads its rows in
+    place (rewrites.py). Returns the entry without the dropped columns, and the options to sync with."""
+    entry = _drop_excluded_columns(target, entry, options)
+    if rewrites.rewrite_due(target.scope, entry.pending_rewrites):
+        options = replace(options, full_refresh=True)
+    return entry, options
+
+
+def _drop_excluded_columns(target: PgTable, entry: TableEntry, options: SyncOptions) -> TableEntry:
+    """Drop from a shared table the columns ``exclude_columns`` matches that this file's table does not
+    carry (the caller left them out): configuration is the same for every file, so every file's values
+    go at once, under the table's DDL lock. Matched by their PostgreSQL names, which are the SQLite
+    ones but for names over 63 bytes (naming.py). One file of one table, by contrast, fails as a
+    changed shape asking for full_refresh, as ever: that keeps a column nobody asked to drop."""
+
+    def excluded(columns: list[tuple[str, str]]) -> list[str]:
+        return [
+            name
+            for name, _ in columns
+            if name not in target.pg.column_names and column_excluded(options.exclude_columns, target.table.name, name)
+        ]
+
+    gone = excluded(entry.columns_in_pg()) if options.exclude_columns else []
+    if not gone:
+        return entry
+    target.lock_for_ddl()
+    still = excluded(target.columns_in_pg())  # another file's sync may have dropped them meanwhile
+    if still:
+        views = target.dependent_views()
+        if views:
+            raise SyncError(
+                target.table.name,
+                f"columns {', '.join(map(repr, still))} of {target.qualified_name} are excluded (SYNC_EXCLUDE_COLUMNS) "
+                f"and must be dropped, but views depend on the table: {', '.join(views)}. Drop them, sync, and "
+                "create them again",
+            )
+        if not target.drop_columns(still, options.lock_timeout_s):
+            raise SyncError(
+                target.table.name,
+                f"other sessions kept {target.qualified_name} in use for {options.lock_timeout_s:g} s, so excluded "
+                f"columns {', '.join(map(repr, still))} could not be dropped; nothing changed (look for sessions "
+                "idle in transaction)",
+            )
+    return replace(entry, columns=tuple(c for c in entry.columns if c[0] not in gone))
+
+
+def _clear_lacked_columns(target: PgTable, entry: TableEntry, options: SyncOptions, last: LastSync | None) -> int:
+    """A shared table holds the union of the files' columns; a column this file lacks (dropped from it)
+    is NULL for its rows, as for a file that never had it. Set so in the sync that first sees the file
+    without it: the first whose shape differs from the last sync's (``last`` None), so a sync that
+    changed nothing scans nothing more. A full reload (``reload_from``) leaves them NULL already."""
+    if not target.scope.shared or not entry.rows or last is not None or options.full_refresh:
+        return 0
+    lacked = [name for name, _ in entry.columns_in_pg() if name not in target.pg.column_names]
+    return target.clear_columns(lacked) if lacked else 0
 
 
 def _use_utf8(conn: psycopg2.extensions.connection) -> None:
