@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from dagster import DagsterInstance, SensorResult, build_sensor_context, materialize
 
 from sync_pipeline.assets import OP_NAME, build_sync_assets
@@ -188,7 +187,7 @@ def test_a_removed_file_keeps_its_rows_unless_asked_then_they_go_in_one_transact
     assert query(pg_dsn, counts) == [("run_a", True), ("run_b", True)]
 
     monkeypatch.setenv("SYNC_DELETE_REMOVED_FILES", "1")
-    removed = evaluate(
+    evaluate(
         build_sensor_context(instance=instance, cursor=cursor),
         SQLiteSource(path=str(runs)),
         postgres=postgres,
