@@ -53,7 +53,7 @@ from .engine import SyncOptions, TableSyncResult, redact
 from .engine.fingerprint import file_state
 from .engine.summary import mode_line, run_summary, table_line
 from .event_store import hold_event_shards
-from .partitions import is_many, survey
+from .partitions import SQLITE_FILES, is_many, survey
 from .removed_files import reconcile, removed_at, synced_since_removal
 from .resources import TargetUnavailableError
 from .run_reaper import CLI_HOST_TAG, HOLDING_STATUSES, fail_runs_whose_processes_died, process_space_tags
@@ -137,9 +137,9 @@ def select_tables(defs: Definitions, pattern: str | None) -> dict[AssetKey, str]
         if "sqlite_table" in spec.metadata and defs.resolve_assets_def(spec.key).op.name == OP_NAME
     }
     chosen = {k: t for k, t in tables.items() if pattern is None or fnmatch.fnmatchcase(t, pattern)}
-    if not chosen:
+    if not chosen and (pattern is not None or tables):
         raise UsageError(f"no table matches --tables {pattern!r}; tables: {', '.join(sorted(tables.values()))}")
-    return chosen
+    return chosen  # empty: the source has no table (yet), nothing to sync
 
 
 def plan_batches(
@@ -393,9 +393,14 @@ def sync(
         files: dict[str, Path] | None = None
         removed: dict[str, float] = {}
         try:
-            first = defs.resolve_assets_def(next(iter(tables)))
-            if first.partitions_def is not None:
-                files, removed = _follow_folder(defs, instance, first.partitions_def, say, err)
+            first = defs.resolve_assets_def(next(iter(tables))) if tables else None
+            if first is None or first.partitions_def is not None:  # no table: files may still have gone
+                files, removed = _follow_folder(
+                    defs, instance, first.partitions_def if first else SQLITE_FILES, say, err
+                )
+            if first is None:
+                out.write(f"nothing to sync: no table in {os.environ.get('SQLITE_PATH') or 'the SQLite source'}\n")
+                return EXIT_OK
             partitions_def, batches = plan_batches(first, instance, request.files, present=files)
         except UsageError as exc:
             err.write(f"error: {exc}\n")
