@@ -10,7 +10,8 @@ partitions definition ``sqlite_files``. The rules, one place for all of them (RE
   ``history/runs.db``, or ``runs.db`` beside ``runs/``: the layout of Dagster's storage), so
   ``SQLITE_PATH=state`` never takes Dagster's run history for data.
 - **Refused, each alone.** A file that does not start with SQLite's header (a text file named
-  ``junk.sqlite``, an empty or half-started copy), a symlink (or a file reached through a symlinked
+  ``junk.sqlite``, an empty or half-started copy), a file shorter than its header says (a copy still being
+  written), a symlink (or a file reached through a symlinked
   folder: symlinks are never followed, so a link can neither leave the folder nor name a file twice),
   a path of 512 bytes or more (SQLite cannot open it), a key Dagster does not accept as a partition
   key, and every file of a key two files share (``a.db`` beside ``a.sqlite``): none is a partition,
@@ -46,6 +47,7 @@ SQLITE_FILES = DynamicPartitionsDefinition(name=PARTITIONS_NAME)
 SUFFIXES = (".sqlite", ".sqlite3", ".db")
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 SQLITE_HEADER = b"SQLite format 3\x00"
+_HEADER_BYTES = 100  # SQLite's database header
 MAX_PATH_BYTES = 512  # SQLite's unix VFS refuses a path of this many bytes or more (SQLITE_MAX_PATHNAME)
 # What Dagster refuses in a partition key (dagster's INVALID_PARTITION_SUBSTRINGS, not exported).
 _BAD_IN_KEYS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
@@ -113,12 +115,29 @@ def _why_not(file: Path, root: Path, dagster_dirs: dict[Path, bool]) -> str | No
         return f"its path is {MAX_PATH_BYTES} bytes or longer, more than SQLite can open"
     try:
         with file.open("rb") as f:
-            header = f.read(len(SQLITE_HEADER))
+            header = f.read(_HEADER_BYTES)
+        size = file.stat().st_size
     except OSError as exc:
         return f"cannot be read: {exc.strerror or exc}"
-    if header != SQLITE_HEADER:
+    if header[: len(SQLITE_HEADER)] != SQLITE_HEADER:
         return "not a SQLite database (no SQLite header: another kind of file, or a copy not yet written)"
+    expected = _size_in_header(header)
+    if expected is not None and size < expected:
+        return f"incomplete: {size:,} of the {expected:,} bytes its header gives (a copy still being written?)"
     return None
+
+
+def _size_in_header(header: bytes) -> int | None:
+    """The file size SQLite's header promises (page size times the page count), when the header vouches for
+    its page count (SQLite's rule: "version-valid-for" equals the change counter); None when it cannot tell."""
+    if len(header) < _HEADER_BYTES:
+        return None
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if not pages or header[92:96] != header[24:28]:
+        return None
+    return page_size * pages
 
 
 def file_key(file: Path, root: Path) -> str:

@@ -86,6 +86,7 @@ def test_stray_and_broken_files_fail_only_themselves_and_every_good_file_syncs(
     runs.mkdir()
     good = generate(runs / "good.sqlite", rows=80, seed=1)
     (runs / "junk.sqlite").write_text("not a database, just text\n")
+    (runs / "half.sqlite").write_bytes(good.read_bytes()[:4096])  # a copy still being written
     generate(runs / "twin.sqlite", rows=20, seed=2)
     generate(runs / "twin.db", rows=20, seed=3)
     outside = generate(tmp_path / "outside.sqlite", rows=20, seed=4)
@@ -107,6 +108,7 @@ def test_stray_and_broken_files_fail_only_themselves_and_every_good_file_syncs(
     assert keys_in(pg_dsn, schema) == ["good"]
     for refused, why in (
         ("junk.sqlite", "not a SQLite database"),
+        ("half.sqlite", "incomplete: 4,096 of the"),
         ("twin.sqlite", "would all be partition 'twin'"),
         ("twin.db", "would all be partition 'twin'"),
         ("outside.sqlite", "a symlink"),
