@@ -20,7 +20,8 @@ A column that exists in PostgreSQL is never narrowed: its type only widens (``AL
 TYPE ... USING``, in the sync's transaction), joined with what PostgreSQL already holds, and
 ``full_refresh`` recomputes every type from the data. Two settings opt out: ``strict_types``
 fails instead (naming table, column and key), and ``column_types`` pins a column's type, which
-then never moves: a value that does not fit it fails the table.
+then never moves: the column gets PostgreSQL's reading of each value's text (its input function,
+under :data:`PIN_INPUT_SETTINGS`), and a value PostgreSQL cannot read as that type fails the table.
 
 Every column whose type differs from its declared mapping, or whose values were changed, is
 reported as a :class:`ColumnRetype` (with why, from a profile of that column: the normal case
@@ -442,12 +443,34 @@ def _by_name(name: str, mapped: PgType) -> PgType:
     return mapped if name == mapped.name else NATIVE.get(name, mapped)
 
 
+# The session settings PostgreSQL's input functions read, fixed for the transaction of a table with a pin,
+# so that the same text always reads as the same value, whatever the server's, database's or role's own:
+# a timestamp without zone is UTC, an ambiguous date '01/02/2024' is January 2 (MDY, PostgreSQL's built-in
+# default order), '-1 2:00:00' is -1 day +2 hours (``postgres``, not ``sql_standard``), and a zone
+# abbreviation such as 'EST' means what PostgreSQL's Default set says. Only pins read them: the engine's
+# own types (bigint, double precision, numeric, boolean, text, bytea) read their text the same under any.
+PIN_INPUT_SETTINGS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "postgres",
+    "timezone_abbreviations": "Default",
+}
+_SET_PIN_INPUT = sql.SQL(", ").join(
+    sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
+    for name, value in PIN_INPUT_SETTINGS.items()
+)
+
+
 def resolve_pins(
     cur: psycopg2.extensions.cursor, table: TableInfo, column_types: Mapping[str, str]
 ) -> dict[str, PgType]:
     """The pinned types (``column_types``, keyed ``table.column`` by SQLite names) of this table's
     columns, each checked by PostgreSQL and spelled as it spells it (``timestamptz`` is
-    ``timestamp with time zone``), so that the pin compares equal to the column it makes."""
+    ``timestamp with time zone``), so that the pin compares equal to the column it makes.
+
+    A table with a pin also gets :data:`PIN_INPUT_SETTINGS` for the rest of its transaction, set by
+    the statement that checks the pin (no round trip of its own), before any value is read.
+    """
     pins: dict[str, PgType] = {}
     for column in table.column_names:
         wanted = column_types.get(f"{table.name}.{column}")
@@ -461,7 +484,7 @@ def resolve_pins(
             )
         cur.execute("SAVEPOINT _sps_pin")
         try:
-            cur.execute("SELECT format_type(%s::regtype, NULL)", (wanted,))
+            cur.execute(sql.SQL("SELECT format_type(%s::regtype, NULL), {}").format(_SET_PIN_INPUT), (wanted,))
         except psycopg2.Error as exc:
             cur.execute("ROLLBACK TO SAVEPOINT _sps_pin")
             raise SyncError(

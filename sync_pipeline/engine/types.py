@@ -195,14 +195,35 @@ REPAIRED_TEXT = PgType("text", _encode_text_repaired, repairs=True)
 NATIVE = {t.name: t for t in (BIGINT, DOUBLE, NUMERIC, BOOLEAN, TEXT, BYTEA)}
 
 
-def pinned_type(name: str) -> PgType:
-    """The type a user pinned (``column_types``), by PostgreSQL's canonical name (``format_type``).
+def _pinned_encoder(name: str) -> Encoder:
+    """The encoder of a column pinned to the type ``name``: the value's own text, for PostgreSQL's input
+    function of that type to read (COPY's text format feeds each field to it).
 
-    Types of our own mapping keep their exact encoders; any other type (``jsonb``, ``date``,
-    ``timestamp with time zone``, ``integer``...) gets SQLite's value as text, numbers as their
-    exact decimal text, and PostgreSQL parses it: a value it cannot parse fails the table.
+    The typed encoders refuse text in a ``bigint`` or ``numeric`` column because the engine picked that
+    type from the declaration and must not change a value to fit it; a pin is the user saying "read
+    this column as that type", and PostgreSQL's reading of a value is the contract ('19.99' into
+    ``numeric``, 'true' into ``boolean``, '1 day' into ``interval``), or its error naming column and key.
+    Integers go as their digits (0 and 1 read as false and true), reals as their exact shortest
+    decimal, so PostgreSQL rounds only where its type does (a ``double precision`` pin of an integer
+    past 2^53, as ``float8in`` would). A blob has no text: it is read only by a ``bytea`` pin.
     """
-    return NATIVE.get(name) or PgType(name, _encode_text)
+    if name == BYTEA.name:
+        return lambda value: _encode_bytea(value) if type(value) is bytes else _encode_text(value)
+
+    def encode(value: object) -> str:
+        if type(value) is bytes:
+            shown = _describe(value)
+            raise ValueRejected(f"value {shown} has no text for PostgreSQL to read as the pinned type {name}")
+        return _encode_text(value)
+
+    return encode
+
+
+def pinned_type(name: str) -> PgType:
+    """The type a user pinned (``column_types``), by PostgreSQL's canonical name (``format_type``):
+    whatever the type, the value's text read by PostgreSQL's input function (:func:`_pinned_encoder`).
+    ``text`` is the engine's own text type already."""
+    return TEXT if name == TEXT.name else PgType(name, _pinned_encoder(name))
 
 
 def pg_type_for(declared_type: str) -> PgType:
