@@ -756,7 +756,7 @@ def _changed_key_ranges(reader: TableReader, previous: BatchDigests | None) -> s
 def _stage_keys(target: PgTable, reader: TableReader, batch_ids: set[int] | None = None) -> None:
     """The SQLite keys of the table (keys only) into the temporary table ``KEYS``: every key, or those
     of the key ranges ``batch_ids`` (an integer key, see change_detection.py; a range scan each)."""
-    keys = replace(reader.table, columns=tuple(c for c in reader.table.columns if c.pk_position))
+    keys = _keys_only(reader.table)
     stage = PgTable(target.cur, target.schema, keys, scope=target.scope)
     target.create_key_stage()
     if batch_ids is None:
@@ -765,6 +765,11 @@ def _stage_keys(target: PgTable, reader: TableReader, batch_ids: set[int] | None
     (key,) = keys.column_names
     found = reader.snapshot.keys_in_ranges(reader.table, key, reader.batching.shift, batch_ids)
     stage.copy_into(KEYS, io.BytesIO("".join(f"{k}\n" for k in found).encode()))
+
+
+def _keys_only(table: TableInfo) -> TableInfo:
+    """The table as its key columns alone, for reading and staging only its keys."""
+    return replace(table, columns=tuple(c for c in table.columns if c.pk_position))
 
 
 def _stage_all(target: PgTable, reader: TableReader, skip: BatchDigests | None = None) -> bool:
@@ -820,7 +825,7 @@ def _refuse_merged_keys(target: PgTable, reader: TableReader) -> bool:
     duplicate = target.duplicate_key_in(KEYS)
     if duplicate is not None:
         # Only now, and slowly, which SQLite keys those were: every key again, beside its SQLite value.
-        keys = replace(table, columns=tuple(c for c in table.columns if c.pk_position))
+        keys = _keys_only(table)
         sources = PgTable(target.cur, target.schema, keys, scope=target.scope)
         sources.copy_key_sources(row_digests.LineStream(key_sources(reader.snapshot, keys)))
         pg_key, sqlite_keys = target.duplicate_key_in(KEY_SOURCES, SQLITE_KEY) or duplicate
