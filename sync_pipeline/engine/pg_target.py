@@ -33,6 +33,8 @@ from .types import PgType
 
 STAGE = sql.Identifier("_sps_stage")
 KEYS = sql.Identifier("_sps_keys")
+KEY_SOURCES = sql.Identifier("_sps_key_sources")  # keys beside the SQLite keys they came from
+SQLITE_KEY = "_sps_sqlite_key"
 
 
 def _short_name(prefix: str, table: str, suffix: str = "") -> str:
@@ -432,19 +434,29 @@ class PgTable:
             [v for pair in settings.items() for v in pair],
         )
 
-    def create_key_stage(self) -> None:
+    def create_key_stage(self, ident: sql.Identifier = KEYS) -> None:
         keys = sql.SQL(", ").join(map(sql.Identifier, self.pg.primary_key))
         self.cur.execute(
             sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-                KEYS, keys, self.ident
+                ident, keys, self.ident
             )
         )
         if self.scope.shared:
             self.cur.execute(
                 sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET {}").format(
-                    KEYS, sql.Identifier(SOURCE_FILE_COLUMN), self.scope.default()
+                    ident, sql.Identifier(SOURCE_FILE_COLUMN), self.scope.default()
                 )
             )
+
+    def copy_key_sources(self, lines: IO[bytes]) -> None:
+        """The table's keys into :data:`KEY_SOURCES`, each beside the SQLite key it came from (as text,
+        the last field of each line): for naming the SQLite keys that became one PostgreSQL key."""
+        self.create_key_stage(KEY_SOURCES)
+        self.cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} text").format(KEY_SOURCES, sql.Identifier(SQLITE_KEY)))
+        statement = sql.SQL("COPY {} ({}, {}) FROM STDIN").format(
+            KEY_SOURCES, self.copy_columns, sql.Identifier(SQLITE_KEY)
+        )
+        self.cur.copy_expert(statement.as_string(self.cur), lines)
 
     def _key_match(self, left: str, right: str) -> sql.Composable:
         return sql.SQL(" AND ").join(
@@ -506,14 +518,24 @@ class PgTable:
         )
         return self.cur.rowcount
 
-    def duplicate_key_in(self, stage: sql.Identifier) -> tuple[object, ...] | None:
-        """A key that two staged rows share, if any (distinct SQLite keys that became equal)."""
+    def duplicate_key_in(
+        self, stage: sql.Identifier, sources: str | None = None
+    ) -> tuple[tuple[str, ...], list[str]] | None:
+        """A key that two staged rows share, if any (distinct SQLite keys that became equal), by the
+        key's own ``=`` (the primary key's), as text, its columns those of SQLite's key. With
+        ``sources`` (a text column of ``stage``), also what that column holds in those rows."""
         keys = sql.SQL(", ").join(sql.Identifier(k) for k in self.pg.primary_key)
+        shown = sql.SQL(", ").join(
+            sql.SQL("{}::text").format(sql.Identifier(self._pg_columns[k].name)) for k in self.table.primary_key
+        )
+        also = sql.SQL("array_agg({})").format(sql.Identifier(sources)) if sources else sql.SQL("NULL")
         self.cur.execute(
-            sql.SQL("SELECT {k} FROM {s} GROUP BY {k} HAVING count(*) > 1 LIMIT 1").format(k=keys, s=stage)
+            sql.SQL("SELECT {a}, {shown} FROM {s} GROUP BY {k} HAVING count(*) > 1 LIMIT 1").format(
+                a=also, shown=shown, k=keys, s=stage
+            )
         )
         row = self.cur.fetchone()
-        return tuple(row) if row else None
+        return None if row is None else (tuple(row[1:]), list(row[0] or []))
 
     def delete_orphans(self, keys: sql.Identifier) -> int:
         """Delete target rows whose key is not in ``keys`` (a stage): an anti-join in PostgreSQL."""

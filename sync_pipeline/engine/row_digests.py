@@ -156,10 +156,10 @@ def save(
             for batch_id, (digest, hashes) in digests.taken.items()
         )
         statement = sql.SQL("COPY {} (target_schema, table_name, source_file, batch_id, digest, hashes) FROM STDIN")
-        cur.copy_expert(statement.format(ident).as_string(cur), _Stream(lines))
+        cur.copy_expert(statement.format(ident).as_string(cur), LineStream(lines))
 
 
-class _Stream(io.RawIOBase):
+class LineStream(io.RawIOBase):
     """The file object COPY reads: one line at a time from a generator."""
 
     def __init__(self, lines: Iterator[bytes]) -> None:

@@ -28,8 +28,8 @@ from .errors import (
     SyncError,
     ValueMismatchError,
 )
-from .keys import mixed_key_columns
-from .pg_target import KEYS, STAGE, PgTable, new_table_name
+from .keys import key_sources, merging_key_columns
+from .pg_target import KEY_SOURCES, KEYS, SQLITE_KEY, STAGE, PgTable, new_table_name
 from .reader import ProgressCallback, TableReader
 from .scope import Scope
 from .selection import column_excluded
@@ -756,7 +756,7 @@ def _changed_key_ranges(reader: TableReader, previous: BatchDigests | None) -> s
 def _stage_keys(target: PgTable, reader: TableReader, batch_ids: set[int] | None = None) -> None:
     """The SQLite keys of the table (keys only) into the temporary table ``KEYS``: every key, or those
     of the key ranges ``batch_ids`` (an integer key, see change_detection.py; a range scan each)."""
-    keys = replace(reader.table, columns=tuple(c for c in reader.table.columns if c.pk_position))
+    keys = _keys_only(reader.table)
     stage = PgTable(target.cur, target.schema, keys, scope=target.scope)
     target.create_key_stage()
     if batch_ids is None:
@@ -765,6 +765,11 @@ def _stage_keys(target: PgTable, reader: TableReader, batch_ids: set[int] | None
     (key,) = keys.column_names
     found = reader.snapshot.keys_in_ranges(reader.table, key, reader.batching.shift, batch_ids)
     stage.copy_into(KEYS, io.BytesIO("".join(f"{k}\n" for k in found).encode()))
+
+
+def _keys_only(table: TableInfo) -> TableInfo:
+    """The table as its key columns alone, for reading and staging only its keys."""
+    return replace(table, columns=tuple(c for c in table.columns if c.pk_position))
 
 
 def _stage_all(target: PgTable, reader: TableReader, skip: BatchDigests | None = None) -> bool:
@@ -807,22 +812,27 @@ def _merge_keyless(target: PgTable, reader: TableReader, options: SyncOptions, r
 
 
 def _refuse_merged_keys(target: PgTable, reader: TableReader) -> bool:
-    """Fail, naming the key, when two SQLite keys become one PostgreSQL key (``7`` and ``'7'``).
+    """Fail, naming both SQLite keys, when two of them become one PostgreSQL key (``7`` and ``'7'``).
 
-    Checked over every key of the table (see keys.py), only for tables whose key columns hold
-    text beside numbers. The load paths that write into an empty table hit the primary key
-    itself, which fails with the same information. True when every key is now in ``KEYS``.
+    Checked over every key of the table (see keys.py), only for tables with a key column whose
+    conversion can merge values. The load paths that write into an empty table hit the primary key
+    itself, which fails naming the PostgreSQL key. True when every key is now in ``KEYS``.
     """
     table = target.table
-    if not mixed_key_columns(reader.snapshot, table):
+    if not merging_key_columns(reader.snapshot, table):
         return False
     _stage_keys(target, reader)
     duplicate = target.duplicate_key_in(KEYS)
     if duplicate is not None:
-        key = ", ".join(f"{k}={v!r}" for k, v in zip(table.primary_key, duplicate, strict=True))
+        # Only now, and slowly, which SQLite keys those were: every key again, beside its SQLite value.
+        keys = _keys_only(table)
+        sources = PgTable(target.cur, target.schema, keys, scope=target.scope)
+        sources.copy_key_sources(row_digests.LineStream(key_sources(reader.snapshot, keys)))
+        pg_key, sqlite_keys = target.duplicate_key_in(KEY_SOURCES, SQLITE_KEY) or duplicate
+        key = ", ".join(f"{k}={v!r}" for k, v in zip(table.primary_key, pg_key, strict=True))
         raise SyncError(
             table.name,
-            f"two SQLite rows have the key ({key}) once converted to PostgreSQL text (e.g. 7 and '7'); "
+            f"two SQLite rows have the key ({key}) once converted to PostgreSQL: {' and '.join(sorted(sqlite_keys))}; "
             "make the key values distinct in SQLite",
         )
     return True
