@@ -20,6 +20,7 @@ Budget: ``SPS_MANY_FILES_EXAMPLES`` (default 3) and ``SPS_MANY_FILES_STEPS`` (de
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import shutil
@@ -29,7 +30,6 @@ import uuid
 from pathlib import Path
 
 import psycopg2
-import pytest
 from dagster import AssetKey, DagsterInstance, SensorResult, build_sensor_context
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -74,6 +74,7 @@ class ManyFilesMachine(RuleBasedStateMachine):
             "SYNC_DELETE_REMOVED_FILES": "1",
             "SYNC_SENSOR": "off",
         }
+        RAN["examples"] += 1
         self.saved = {name: os.environ.get(name) for name in (*self.env, "SYNC_EXCLUDE_COLUMNS")}
         os.environ.update(self.env)
         os.environ.pop("SYNC_EXCLUDE_COLUMNS", None)
@@ -243,12 +244,27 @@ class ManyFilesMachine(RuleBasedStateMachine):
                 assert run.success, [e.message for e in run.all_events if e.is_failure]
         self.synced, self.exact = True, False
 
+    # Syncs are a third of the rules, so that most changes meet a sync before the next one.
+    @rule()
+    def sync_headless_again(self) -> None:
+        self.sync_headless(delete_orphans=False)
+
+    @rule()
+    def sync_headless_deleting_orphans(self) -> None:
+        self.sync_headless(delete_orphans=True)
+
+    @rule()
+    def sync_by_sensor_again(self) -> None:
+        self.sync_by_sensor()
+
     # The invariant -----------------------------------------------------------------------------------
 
     @invariant()
     def postgres_equals_the_folder(self) -> None:
+        RAN["steps"] += 1
         if not self.synced:
             return
+        RAN["syncs checked"] += 1
         self.synced = False
         files = discover(str(self.runs))
         with psycopg2.connect(DSN) as conn, conn.cursor() as cur:
@@ -303,6 +319,7 @@ def _expected(row: dict[str, object], columns: list[str], pg_types: dict[str, st
 
 
 DSN = ""
+RAN: collections.Counter[str] = collections.Counter()  # what the run did, printed at its end (pytest -s)
 
 
 def test_many_files_under_churn_stay_equal_to_the_folder(pg_dsn: str) -> None:
@@ -318,6 +335,4 @@ def test_many_files_under_churn_stay_equal_to_the_folder(pg_dsn: str) -> None:
             database=None,
         ),
     )
-
-
-pytest.importorskip  # noqa: B018 - pytest is imported for its fixtures' sake
+    print(f"many-files machine: {dict(RAN)}")
