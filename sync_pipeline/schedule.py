@@ -66,6 +66,8 @@ def build_verify_schedule(
         if partitions_def is None:
             return RunRequest(run_config=run_config)
         keys = partitions_def.get_partition_keys(dynamic_partitions_store=context.instance)
-        return [RunRequest(partition_key=key, run_config=run_config) for key in keys]
+        # A run key each (Dagster asks for them when a tick makes several runs), of this tick's time too.
+        tick = context.scheduled_execution_time
+        return [RunRequest(run_key=f"verify:{key}:{tick}", partition_key=key, run_config=run_config) for key in keys]
 
     return _verify
