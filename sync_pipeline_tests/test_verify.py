@@ -17,9 +17,11 @@ from dagster import (
     asset,
     build_schedule_context,
     instance_for_test,
+    materialize,
 )
 
 from sync_pipeline.cli import EXIT_OK
+from sync_pipeline.components import SqliteSyncComponent
 from sync_pipeline.demo import generate
 from sync_pipeline.schedule import DEFAULT_CRON, build_verify_schedule
 from sync_pipeline.translator import MIRROR_CHECK
@@ -172,3 +174,41 @@ def test_the_verify_schedule_is_off_by_default_and_asks_one_run_per_file() -> No
     assert [r.partition_key for r in requests] == ["a.sqlite", "b.sqlite"]
     assert len({r.run_key for r in requests}) == 2
     assert all(r.run_config == {"ops": {"s_tables": {"config": {"verify": True}}}} for r in requests)
+
+
+def test_a_component_verifies_the_tables_it_marks_and_ships_its_schedule(
+    tmp_path: Path, pg_dsn: str, schema: str
+) -> None:
+    path = generate(tmp_path / "lab.sqlite", rows=30, seed=4)
+    component = SqliteSyncComponent.resolve_from_dict(
+        {
+            "sqlite": {"path": str(path)},
+            "postgres": {"conn_str": pg_dsn, "pg_schema": schema},
+            "tables": {"options": {"experiments": {"verify": True}}},
+            "verify_schedule": {"when": True},  # `when: on` in YAML
+        }
+    )
+    defs = component.build("lab")
+    (schedule,) = defs.schedules or []
+    assert (schedule.name, schedule.cron_schedule, schedule.default_status) == (
+        "lab_verify",
+        DEFAULT_CRON,
+        DefaultScheduleStatus.RUNNING,
+    )
+    (assets,) = defs.assets
+    assert MIRROR_CHECK in {check.name for check in assets.check_specs}  # a default check
+    instance = DagsterInstance.ephemeral()
+    assert materialize([assets], resources=dict(defs.resources or {}), instance=instance).success
+    query(pg_dsn, f"UPDATE \"{schema}\".experiments SET notes = 'tampered' WHERE experiment_id = 1")
+    query(pg_dsn, f"UPDATE \"{schema}\".narrative_results SET label = 'tampered' WHERE result_id = 1")
+    result = materialize([assets], resources=dict(defs.resources or {}), instance=instance)
+    repaired = {
+        event.asset_key.path[-1]: (
+            event.materialization.metadata["rows_verified"].value,
+            event.materialization.metadata["rows_repaired"].value,
+        )
+        for event in result.get_asset_materialization_events()
+    }
+    assert repaired["experiments"][1] == 1 and repaired["experiments"][0] > 0
+    assert repaired["narrative_results"] == (0, 0)  # not marked: a plain sync, which trusts PostgreSQL
+    assert query(pg_dsn, f'SELECT label FROM "{schema}".narrative_results WHERE result_id = 1') == [("tampered",)]

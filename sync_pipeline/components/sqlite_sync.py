@@ -270,8 +270,9 @@ class SensorAttributes(dg.Resolvable, dg.Model):
 
 
 class VerifyScheduleAttributes(dg.Resolvable, dg.Model):
+    # A bool too: YAML reads an unquoted `on` or `off` as one.
     when: Annotated[
-        str | None,
+        bool | str | None,
         dg.Resolver.default(
             description="`off` (the schedule exists, stopped), `on` (daily at 03:00) or a cron string (running on it). "
             f"Unset: {VERIFY_SCHEDULE_SETTING}, else off."
@@ -433,7 +434,7 @@ class SqliteSyncComponent(dg.Component, dg.Resolvable, dg.Model):
                     assets,
                     name=self.verify_schedule.name or f"{name}_verify",
                     op_name=op_name,
-                    setting=self.verify_schedule.when,
+                    setting=_setting(self.verify_schedule.when),
                     partitions_def=files if is_many(path) else None,
                 )
             ],
@@ -519,6 +520,11 @@ def instance_name(name: str) -> str:
 def _globs(given: list[str] | None, variable: str) -> tuple[str, ...]:
     """The YAML's globs, else the environment variable's (comma-separated)."""
     return tuple(given) if given is not None else parse_globs(os.environ.get(variable, ""))
+
+
+def _setting(value: bool | str | None) -> str | None:
+    """A YAML value as the environment variable would hold it (``on`` unquoted is True in YAML)."""
+    return value if value is None or isinstance(value, str) else ("1" if value else "0")
 
 
 def _env_var(variable: str) -> EnvVar | None:
