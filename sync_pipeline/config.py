@@ -95,7 +95,7 @@ class SyncConfig(Config):
     verify: bool = Field(
         default=env_flag("SYNC_VERIFY"),
         description="Also compare every row with what PostgreSQL holds, and rewrite the rows that differ, are "
-        "missing or are extra (edits made to the mirror by others); about the cost of a first load. The check "
+        "missing or are extra (edits made to the mirror by others); about 1.5 first loads. The check "
         "mirror_matches_sqlite then says whether anything had to be repaired.",
     )
     verify_tables: list[str] = Field(

@@ -2,7 +2,7 @@
 
 Why a schedule: a plain sync trusts PostgreSQL to hold what the last sync wrote (engine/verify.py),
 so an edit made to the mirror by someone else stays until a verify run repairs it. A verify run costs
-about a first load, too much for every commit but fine once a night; its ``mirror_matches_sqlite``
+about 1.5 first loads, too much for every commit but fine once a night; its ``mirror_matches_sqlite``
 check then shows drift in the catalog, night after night.
 
 ``SYNC_VERIFY_SCHEDULE`` (or the component's ``verify_schedule``): unset or ``0``/``off``: the
@@ -59,8 +59,8 @@ def build_verify_schedule(
         target=AssetSelection.assets(assets),
         default_status=DefaultScheduleStatus.RUNNING if running else DefaultScheduleStatus.STOPPED,
         description="Verify every table: compare each row with PostgreSQL and repair what differs (edits made to "
-        "the mirror by others); the check mirror_matches_sqlite records what was found. About the cost of a first "
-        f"load. Off by default: {SETTING}=1 runs it daily at 03:00, or set it to a cron string.",
+        "the mirror by others); the check mirror_matches_sqlite records what was found. About 1.5 first loads."
+        f" Off by default: {SETTING}=1 runs it daily at 03:00, or set it to a cron string.",
     )
     def _verify(context: ScheduleEvaluationContext) -> RunRequest | list[RunRequest]:
         if partitions_def is None:
