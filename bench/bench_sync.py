@@ -107,7 +107,14 @@ def seed_upsert(path: Path, dsn: str, schema: str, batch: int) -> None:
 
 
 def ours(
-    path: Path, dsn: str, schema: str, batch: int, full_refresh: bool = False, arrow: bool = True, cursor: bool = False
+    path: Path,
+    dsn: str,
+    schema: str,
+    batch: int,
+    full_refresh: bool = False,
+    arrow: bool = True,
+    cursor: bool = False,
+    verify: bool = False,
 ) -> float:
     """Our engine on the table; returns the engine's own duration (snapshot open excluded)."""
     global child_peak_kb
@@ -118,6 +125,7 @@ def ours(
             full_refresh=full_refresh,
             delete_orphans=True,
             cursor_columns={TABLE: "updated_at"} if cursor else {},
+            verify=verify,
         )
         result = sync_table(snap, conn, snap.table(TABLE), schema, options)
         child_peak_kb = (snap.arrow.peak_rss_kb() or 0) if snap.arrow is not None else 0
@@ -126,6 +134,11 @@ def ours(
 
 def ours_full_refresh(path: Path, dsn: str, schema: str, batch: int) -> float:
     return ours(path, dsn, schema, batch, full_refresh=True)
+
+
+def ours_verify(path: Path, dsn: str, schema: str, batch: int) -> float:
+    """A verify sync (engine/verify.py): every row compared with PostgreSQL, what differs repaired."""
+    return ours(path, dsn, schema, batch, verify=True)
 
 
 def ours_exact(path: Path, dsn: str, schema: str, batch: int) -> float:
@@ -157,7 +170,8 @@ def dagster_run(path: Path, dsn: str, schema: str, batch: int) -> float:
 
 
 SCENARIOS = {
-    f.__name__: f for f in (floor_copy, seed_upsert, ours, ours_full_refresh, ours_exact, ours_cursor, dagster_run)
+    f.__name__: f
+    for f in (floor_copy, seed_upsert, ours, ours_full_refresh, ours_verify, ours_exact, ours_cursor, dagster_run)
 }
 
 
@@ -309,6 +323,12 @@ def main() -> None:
     parser.add_argument(
         "--changes", action="store_true", help="only the psql floor and full scans after each kind of change (issue 12)"
     )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="only the psql floor, a first load and verify syncs of the unchanged rows (issue 25: at most 1.2x the "
+        "first load)",
+    )
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -321,7 +341,7 @@ def main() -> None:
     if not base.exists():
         generate(base, rows=args.rows)
     changed = DATA_DIR / f"demo_{args.rows}_changed.sqlite"
-    if not args.changes:
+    if not (args.changes or args.verify):
         shutil.copy(base, changed)
         mutate(changed, 1.0)
 
@@ -340,16 +360,26 @@ def main() -> None:
     psql_floor = floor_psql(base, dsn, "floor_psql")
     if psql_floor:
         rows.append(("floor: sqlite3 CSV piped into psql \\copy", psql_floor))
-    if not (args.ours_only or args.changes):
+    if not (args.ours_only or args.changes or args.verify):
         floor_copy_row = run(server, "floor_copy", base, dsn, "floor_copy", 10_000)
         rows.append(("floor: Python copy_expert from sqlite3", floor_copy_row))
-    if not (args.skip_seed or args.ours_only or args.changes):
+    if not (args.skip_seed or args.ours_only or args.changes or args.verify):
         rows.append(("seed upsert (execute_batch): first load", run(server, "seed_upsert", base, dsn, "seed", 1000)))
         rows.append(("seed upsert (execute_batch): no change", run(server, "seed_upsert", base, dsn, "seed", 1000)))
         rows.append(
             ("seed upsert (execute_batch): 1% upd + 1% new", run(server, "seed_upsert", changed, dsn, "seed", 1000))
         )
     b = args.batch_size
+    if args.verify:
+        first = run(server, "ours", base, dsn, "ours", b)
+        rows.append(("ours: first load", first))
+        for attempt in (1, 2):  # twice: the first verify after a load also meets its fresh table's state
+            verified = run(server, "ours_verify", base, dsn, "ours", b)
+            rows.append((f"ours: verify, no change ({attempt})", verified))
+        _print(rows, args.rows, b)
+        print(f"\nverify / first load (engine s): {verified['engine_s'] / first['engine_s']:.2f}")
+        _drop(server, admin)
+        return
     if args.changes:
         work = DATA_DIR / f"demo_{args.rows}_work.sqlite"
         shutil.copy(base, work)

@@ -1,4 +1,4 @@
-"""``python -m sync_pipeline sync [--full-refresh] [--delete-orphans] [--batch-size N] [--tables GLOB]
+"""``python -m sync_pipeline sync [--full-refresh] [--delete-orphans] [--verify] [--batch-size N] [--tables GLOB]
 [--files GLOB]``: see sync_pipeline/cli.py and the README's "Headless" section."""
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ def parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--full-refresh", action="store_true", help="replace every row (one transaction per table)")
     sync.add_argument("--delete-orphans", action="store_true", help="delete rows whose key is gone from SQLite")
+    sync.add_argument(
+        "--verify",
+        action="store_true",
+        help="compare every row with PostgreSQL and repair what differs (edits made to the mirror by others)",
+    )
     sync.add_argument("--batch-size", type=int, metavar="N", help="rows per batch (1 to 1,000,000)")
     sync.add_argument("--tables", metavar="GLOB", help="only tables whose SQLite name matches (e.g. 'exp*')")
     sync.add_argument("--files", metavar="GLOB", help="multi-file mode: only the files (partition keys) matching")
@@ -36,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     request = SyncRequest(
         full_refresh=args.full_refresh,
         delete_orphans=args.delete_orphans,
+        verify=args.verify,
         batch_size=args.batch_size,
         tables=args.tables,
         files=args.files,

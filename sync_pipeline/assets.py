@@ -61,6 +61,7 @@ from .engine.versions import SnapshotClock
 from .event_store import hold_event_shards
 from .resources import PostgresTarget, SQLiteSource, TargetUnavailableError
 from .translator import (
+    MIRROR_CHECK,
     ROW_COUNT_CHECK,
     TYPES_CHECK,
     SqliteTableTranslator,
@@ -98,6 +99,10 @@ SYNC_NUMBERS = (
     "table_bytes_after",
     "table_bytes_delta",
     "batch_size",
+    # Verify runs (engine/verify.py): rows compared with PostgreSQL and rows repaired; 0 on other runs,
+    # so the catalog plots drift over time.
+    "rows_verified",
+    "rows_repaired",
 )
 
 
@@ -117,6 +122,7 @@ def materialization_metadata(result: TableSyncResult, table: TableInfo) -> dict[
         **_cursor_metadata(result),
         **({"warnings": "\n".join(result.warnings)} if result.warnings else {}),
         "columns_retyped": retyped_table(result.columns_retyped),
+        **({"repaired_keys": "\n".join(result.repaired_keys)} if result.repaired_keys else {}),
     }
 
 
@@ -220,6 +226,34 @@ def row_count_check(key: AssetKey, sqlite_rows: int, pg_rows: int | None) -> Ass
         if difference == 0
         else f"PostgreSQL has {difference:+,} rows against SQLite's snapshot"
         + ("; run with delete_orphans to remove rows deleted in SQLite" if difference > 0 else ""),
+    )
+
+
+def mirror_check(key: AssetKey, result: TableSyncResult) -> AssetCheckResult:
+    """A verify run's finding (engine/verify.py): passes when PostgreSQL already held every SQLite row as
+    it is, fails (WARN) when rows had to be repaired, naming a few, so the catalog shows drift over time."""
+    repaired = result.rows_repaired
+    return AssetCheckResult(
+        asset_key=key,
+        check_name=MIRROR_CHECK,
+        passed=repaired == 0,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "rows_verified": result.rows_verified,
+            "rows_repaired": repaired,
+            "repaired_keys": "\n".join(result.repaired_keys),
+        },
+        description=None if repaired == 0 else repaired_line(result),
+    )
+
+
+def repaired_line(result: TableSyncResult) -> str:
+    """What a verify run repaired, in one line (the run log and the check say the same)."""
+    examples = f": {'; '.join(result.repaired_keys)}" if result.repaired_keys else " (no primary key to name them)"
+    more = " ..." if result.repaired_keys and result.rows_repaired > len(result.repaired_keys) else ""
+    return (
+        f"{result.rows_repaired:,} of {result.rows_verified:,} rows differed from SQLite in PostgreSQL (changed, "
+        f"deleted or inserted there by someone else) and were repaired{examples}{more}"
     )
 
 
@@ -551,6 +585,8 @@ def _run(
                         context.log.warning(
                             retyped_line(outcome.table, retyped, retyped.column in outcome.columns_widened)
                         )
+                    if outcome.rows_repaired:
+                        context.log.warning(f"⚠ {outcome.table}: {repaired_line(outcome)}")
                     key = translator.get_asset_key(table)
                     yield AssetMaterialization(
                         asset_key=key,
@@ -563,6 +599,8 @@ def _run(
                     for check_result in (
                         row_count_check(key, outcome.sqlite_rows, outcome.pg_rows_after),
                         types_check(key, outcome.columns_retyped),
+                        # Only a verify run compared every row: on other runs the check keeps its last result.
+                        *((mirror_check(key, outcome),) if outcome.verified else ()),
                     ):
                         if AssetCheckKey(key, check_result.check_name) in checked:
                             yield evaluation_of(key, check_result)

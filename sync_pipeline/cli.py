@@ -48,7 +48,7 @@ from dagster import (
 )
 from pydantic import ValidationError
 
-from .assets import OP_NAME, POOL, SYNC_NUMBERS
+from .assets import OP_NAME, POOL, SYNC_NUMBERS, repaired_line
 from .engine import SyncOptions, TableSyncResult, redact
 from .engine.fingerprint import file_state
 from .engine.summary import mode_line, run_summary, table_line
@@ -78,6 +78,7 @@ class SyncRequest:
     batch_size: int | None = None
     tables: str | None = None  # glob on SQLite table names
     files: str | None = None  # glob on partition keys (multi-file mode)
+    verify: bool = False  # compare every row with PostgreSQL and repair what differs (engine/verify.py)
 
     def config_overrides(self) -> dict[str, Any]:
         """Only the flags given: the rest keep the run config's defaults (FULL_REFRESH... env)."""
@@ -86,6 +87,8 @@ class SyncRequest:
             overrides["full_refresh"] = True
         if self.delete_orphans:
             overrides["delete_orphans"] = True
+        if self.verify:
+            overrides["verify"] = True
         if self.batch_size is not None:
             overrides["batch_size"] = self.batch_size
         return overrides
@@ -267,6 +270,7 @@ def table_results(
                 duration_s=float(md.get("duration_s", 0.0)),
                 table_created=False,
                 cursor_column=str(md["cursor_column"]) if "cursor_column" in md else None,
+                repaired_keys=tuple(str(md["repaired_keys"]).splitlines()) if md.get("repaired_keys") else (),
                 **numbers,
             )
         )
@@ -423,7 +427,8 @@ def sync(
             fingerprint = None
             if files is not None and len(batch.partitions) == 1 and batch.partitions[0] in files:
                 fingerprint = file_state(files[batch.partitions[0]]).fingerprint
-                if not (request.full_refresh or request.delete_orphans) and synced_already(
+                # A verify run looks at PostgreSQL, which the file's fingerprint says nothing about.
+                if not (request.full_refresh or request.delete_orphans or options.verify) and synced_already(
                     instance, batch.partitions[0], fingerprint, keys, removed.get(batch.partitions[0])
                 ):
                     skipped.append(batch.partitions[0])
@@ -453,6 +458,9 @@ def sync(
     failed_tables = sorted(t for t in tables.values() if partitions_def is None and t not in done)
     out.write(mode_line(options) + "\n")
     out.writelines(table_line(r) + "\n" for r in sorted(results, key=lambda r: r.table))
+    out.writelines(
+        f"⚠ {r.table}: {repaired_line(r)}\n" for r in sorted(results, key=lambda r: r.table) if r.rows_repaired
+    )
     out.write(run_summary(results, options, failed=failed_tables) + "\n")
     out.flush()
     for failure in failures:

@@ -1,7 +1,7 @@
 """Run configuration shown in the Launchpad: one block for the whole sync.
 
 The seed's environment variables ``FULL_REFRESH``, ``DELETE_ORPHANS`` and ``BATCH_SIZE`` (and
-``SYNC_CURSOR_COLUMNS`` for cursor mode) set the defaults when present, so a team that
+``SYNC_CURSOR_COLUMNS`` for cursor mode, ``SYNC_VERIFY`` for verify) set the defaults when present, so a team that
 scripted the old tool keeps its habits; the Launchpad can still override them per run.
 """
 
@@ -92,6 +92,16 @@ class SyncConfig(Config):
         default=env_flag("DELETE_ORPHANS"),
         description="Also delete PostgreSQL rows whose primary key no longer exists in SQLite.",
     )
+    verify: bool = Field(
+        default=env_flag("SYNC_VERIFY"),
+        description="Also compare every row with what PostgreSQL holds, and rewrite the rows that differ, are "
+        "missing or are extra (edits made to the mirror by others); about 1.5 first loads. The check "
+        "mirror_matches_sqlite then says whether anything had to be repaired.",
+    )
+    verify_tables: list[str] = Field(
+        default=[],
+        description="Tables (SQLite names) verified on every sync, whatever verify says.",
+    )
     batch_size: int = Field(
         default=env_batch_size(),
         description=f"Rows read from SQLite and encoded per step (1 to {MAX_BATCH_SIZE:,}); "
@@ -141,6 +151,8 @@ class SyncConfig(Config):
             full_refresh=self.full_refresh,
             full_refresh_tables=frozenset(self.full_refresh_tables),
             delete_orphans=self.delete_orphans,
+            verify=self.verify,
+            verify_tables=frozenset(self.verify_tables),
             batch_size=self.batch_size,
             cursor_columns=dict(self.cursor_columns),
             strict_types=self.strict_types,

@@ -35,6 +35,7 @@ KINDS = {"sqlite", "postgres"}
 GROUP_NAME = "sqlite_pg_sync"
 ROW_COUNT_CHECK = "row_count_matches_sqlite"
 TYPES_CHECK = "types_match_declared"
+MIRROR_CHECK = "mirror_matches_sqlite"
 _INVALID_KEY_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -95,7 +96,7 @@ def column_schema(table: TableInfo, pg_types: Mapping[str, str] | None = None) -
     )
 
 
-CHECKS = (ROW_COUNT_CHECK, TYPES_CHECK)
+CHECKS = (ROW_COUNT_CHECK, TYPES_CHECK, MIRROR_CHECK)
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,13 @@ class SqliteTableTranslator:
                 description="Every column has the PostgreSQL type its SQLite declaration maps to, and holds SQLite's "
                 "values unchanged (fails, as a warning, while a column was widened to hold values its declared "
                 "type cannot, or holds values changed to fit: see columns_retyped).",
+            ),
+            AssetCheckSpec(
+                MIRROR_CHECK,
+                asset=key,
+                description="Evaluated on verify runs only (verify: true, --verify, the verify schedule): every row "
+                "of PostgreSQL was compared with SQLite. Fails, as a warning, when rows had to be repaired (edited, "
+                "deleted or inserted in the mirror by someone else), with the counts and example keys.",
             ),
         ]
         return [spec for spec in specs if spec.name in self.checks]

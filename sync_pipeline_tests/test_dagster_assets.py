@@ -371,12 +371,15 @@ def test_run_config_defaults_follow_the_seed_environment_variables():
         "SYNC_PARALLEL_TABLES": "3",
         "SYNC_STRICT_TYPES": "1",
         "SYNC_COLUMN_TYPES": "experiments.config=jsonb, a.b.c = timestamp with time zone",
+        "SYNC_VERIFY": "1",
     }
     out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == {
         "full_refresh": True,
         "full_refresh_tables": [],  # no variable: set per table in a component's defs.yaml
         "delete_orphans": True,
+        "verify": True,
+        "verify_tables": [],  # like full_refresh_tables: per table in a component's defs.yaml
         "batch_size": 2500,
         "cursor_columns": {"narrative_results": "updated_at", "t": "v"},
         "parallel_tables": 3,

@@ -30,6 +30,8 @@ from ..engine.bookkeeping import DEFAULT_STATE_SCHEMA
 from ..engine.selection import Selection, parse_globs
 from ..partitions import PARTITIONS_NAME, SQLITE_FILES, discover, is_many, union_of_tables
 from ..resources import PostgresTarget, SQLiteSource
+from ..schedule import SETTING as VERIFY_SCHEDULE_SETTING
+from ..schedule import build_verify_schedule
 from ..sensor import DEFAULT_INTERVAL_S, build_sensor
 from ..translator import CHECKS, KINDS, SqliteTableTranslator
 from .scaffolder import SqliteSyncScaffolder
@@ -37,7 +39,7 @@ from .scaffolder import SqliteSyncScaffolder
 _ENV_TEMPLATE = re.compile(r"^\{\{\s*env(?:\.(\w+)|\(\s*['\"](\w+)['\"]\s*\))\s*\}\}$")
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
 _OFF = ("off", "0", "false")
-CheckName = Literal["row_count_matches_sqlite", "types_match_declared"]
+CheckName = Literal["row_count_matches_sqlite", "types_match_declared", "mirror_matches_sqlite"]
 
 
 def _conn_str(context: dg.ResolutionContext, raw: str | None) -> str | EnvVar | None:
@@ -137,6 +139,13 @@ class TableOptions(dg.Resolvable, dg.Model):
             "small table without a stable key)."
         ),
     ] = False
+    verify: Annotated[
+        bool,
+        dg.Resolver.default(
+            description="Verify this table on every sync, whatever the run's verify says: every row compared with "
+            "PostgreSQL, and what differs repaired."
+        ),
+    ] = False
 
 
 class TablesAttributes(dg.Resolvable, dg.Model):
@@ -172,6 +181,13 @@ class RunConfigAttributes(dg.Resolvable, dg.Model):
         bool | None,
         dg.Resolver.default(
             description="Also delete PostgreSQL rows whose key is gone from SQLite. Unset: DELETE_ORPHANS, else false."
+        ),
+    ] = None
+    verify: Annotated[
+        bool | None,
+        dg.Resolver.default(
+            description="Compare every row with PostgreSQL and repair what differs (edits made to the mirror by "
+            "others). Unset: SYNC_VERIFY, else false."
         ),
     ] = None
     batch_size: Annotated[
@@ -253,6 +269,18 @@ class SensorAttributes(dg.Resolvable, dg.Model):
     name: Annotated[str | None, dg.Resolver.default(description="Sensor name. Unset: <name>_file_changed.")] = None
 
 
+class VerifyScheduleAttributes(dg.Resolvable, dg.Model):
+    # A bool too: YAML reads an unquoted `on` or `off` as one.
+    when: Annotated[
+        bool | str | None,
+        dg.Resolver.default(
+            description="`off` (the schedule exists, stopped), `on` (daily at 03:00) or a cron string (running on it). "
+            f"Unset: {VERIFY_SCHEDULE_SETTING}, else off."
+        ),
+    ] = None
+    name: Annotated[str | None, dg.Resolver.default(description="Schedule name. Unset: <name>_verify.")] = None
+
+
 class RetryPolicyAttributes(dg.Resolvable, dg.Model):
     max_retries: Annotated[int, dg.Resolver.default(description="Runs of the op after a failure.")] = Field(
         default=1, ge=0
@@ -316,8 +344,12 @@ class SqliteSyncComponent(dg.Component, dg.Resolvable, dg.Model):
     sensor: Annotated[SensorAttributes, dg.Resolver.default(description="The file sensor.")] = Field(
         default_factory=SensorAttributes
     )
+    verify_schedule: Annotated[
+        VerifyScheduleAttributes,
+        dg.Resolver.default(description="A daily sync with verify: true (every row compared and repaired)."),
+    ] = Field(default_factory=VerifyScheduleAttributes)
     checks: Annotated[
-        list[CheckName], dg.Resolver.default(description="Asset checks attached to every table (both WARN).")
+        list[CheckName], dg.Resolver.default(description="Asset checks attached to every table (all WARN).")
     ] = Field(default_factory=lambda: list(CHECKS))
     op: Annotated[OpAttributes, dg.Resolver.default(description="The op that syncs the tables.")] = Field(
         default_factory=OpAttributes
@@ -397,6 +429,15 @@ class SqliteSyncComponent(dg.Component, dg.Resolvable, dg.Model):
                     many=is_many(path),
                 )
             ],
+            schedules=[
+                build_verify_schedule(
+                    assets,
+                    name=self.verify_schedule.name or f"{name}_verify",
+                    op_name=op_name,
+                    setting=_setting(self.verify_schedule.when),
+                    partitions_def=files if is_many(path) else None,
+                )
+            ],
             resources={keys[0]: sqlite, keys[1]: postgres},
         )
 
@@ -464,6 +505,8 @@ class SqliteSyncComponent(dg.Component, dg.Resolvable, dg.Model):
             defaults["cursor_columns"] = cursors
         if full := sorted(table for table, opts in options.items() if opts.full_refresh):
             defaults["full_refresh_tables"] = full
+        if verified := sorted(table for table, opts in options.items() if opts.verify):
+            defaults["verify_tables"] = verified
         if pins:
             defaults["column_types"] = pins
         return defaults
@@ -477,6 +520,11 @@ def instance_name(name: str) -> str:
 def _globs(given: list[str] | None, variable: str) -> tuple[str, ...]:
     """The YAML's globs, else the environment variable's (comma-separated)."""
     return tuple(given) if given is not None else parse_globs(os.environ.get(variable, ""))
+
+
+def _setting(value: bool | str | None) -> str | None:
+    """A YAML value as the environment variable would hold it (``on`` unquoted is True in YAML)."""
+    return value if value is None or isinstance(value, str) else ("1" if value else "0")
 
 
 def _env_var(variable: str) -> EnvVar | None:

@@ -22,6 +22,8 @@ def signed_bytes(n: float) -> str:
 
 def mode_line(options: SyncOptions) -> str:
     settings = f"delete_orphans={'on' if options.delete_orphans else 'off'}, batch_size={options.batch_size:,}"
+    if options.verify:
+        settings += ", verify=on (every row compared with PostgreSQL)"
     if options.cursor_columns:
         settings += ", cursor: " + ", ".join(f"{t}.{c}" for t, c in sorted(options.cursor_columns.items()))
     if options.mode == MODE_FULL_REFRESH:
@@ -33,6 +35,8 @@ def table_line(r: TableSyncResult) -> str:
     added = f"; added column(s) {', '.join(r.columns_added)}" if r.columns_added else ""
     if r.cursor_column is not None and r.watermark_before is not None:
         added += f"; read {r.cursor_column} >= {r.watermark_before!r} only"
+    if r.rows_verified or r.rows_repaired:
+        added += f"; verified {r.rows_verified:,}, repaired {r.rows_repaired:,}"
     return (
         f"✓ {r.table}: {r.rows_processed:,} rows synced ({r.rows_inserted:,} inserted, {r.rows_updated:,} updated, "
         f"{r.rows_deleted:,} deleted, {r.rows_unchanged:,} unchanged{added}) in {r.duration_s:.2f} s"

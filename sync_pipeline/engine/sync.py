@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import psycopg2
 import psycopg2.extensions
 
-from . import change_detection, cursor, rewrites, row_digests
+from . import change_detection, cursor, rewrites, row_digests, verify
 from .catalog import TableEntry, read_entry
 from .change_detection import BatchDigests, Batching
 from .column_types import ColumnRetype, ColumnTypes, pinned_misfit, resolve_pins
@@ -76,6 +76,10 @@ class SyncOptions:
     # caller leaves those columns out of the tables it passes; a table many files share drops the
     # ones it still has, so no file's values stay (see _drop_excluded_columns).
     exclude_columns: tuple[str, ...] = ()
+    # Compare every row with what PostgreSQL holds and repair what differs (verify.py), not only what
+    # changed in SQLite; and the tables verified so whatever ``verify`` says (see for_table).
+    verify: bool = False
+    verify_tables: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not (isinstance(self.batch_size, int) and 0 < self.batch_size <= MAX_BATCH_SIZE):
@@ -89,8 +93,10 @@ class SyncOptions:
         return MODE_FULL_REFRESH if self.full_refresh else MODE_INCREMENTAL
 
     def for_table(self, table: str) -> SyncOptions:
-        """The options one table's sync takes: ``full_refresh`` for a table in ``full_refresh_tables``."""
-        return replace(self, full_refresh=True) if table in self.full_refresh_tables else self
+        """The options one table's sync takes: ``full_refresh`` for a table in ``full_refresh_tables``,
+        ``verify`` for one in ``verify_tables``."""
+        options = replace(self, full_refresh=True) if table in self.full_refresh_tables else self
+        return replace(options, verify=True) if table in self.verify_tables else options
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,12 @@ class TableSyncResult:
     # Many files: the other files whose rows of this table wait for a rewrite by their own sync, file ->
     # why (rewrites.py); the caller syncs them next (the Dagster layer does).
     pending_rewrites: Mapping[str, str] = field(default_factory=dict)
+    # A verify run (verify.py): whether the table was compared with SQLite row by row, the rows compared,
+    # the rows the comparison found different, missing or extra and rewrote, and up to 10 of their keys.
+    verified: bool = False
+    rows_verified: int = 0
+    rows_repaired: int = 0
+    repaired_keys: tuple[str, ...] = ()
 
     @property
     def rows_changed(self) -> int:
@@ -298,7 +310,10 @@ def sync_table(
                 reader = TableReader(snapshot, typed, options.batch_size, to_read, on_progress, since, batching, hashes)
                 target.savepoint(_TYPES_SAVEPOINT)
                 try:
-                    counts = _load(target, reader, options, rows_before if existed else None, total, last)
+                    counts = _load(
+                        target, reader, _normal_pass(options, table), rows_before if existed else None, total, last
+                    )
+                    checked = _verify(target, reader, options, total, existed) if options.verify else None
                 except ValueMismatchError as misfit:
                     target.rollback_to_savepoint(_TYPES_SAVEPOINT)
                     if scope.shared and not fresh:
@@ -339,8 +354,10 @@ def sync_table(
                 and not added
                 and not types.widened
                 and counts.inserted == counts.updated == counts.deleted == 0
+                and not (checked and checked.rows_repaired)
             )
-            if counts.merged_rows is not None:  # the count after the merge less the rows deleted since
+            # The count after the merge less the rows deleted since (a repair wrote more: counted again below).
+            if counts.merged_rows is not None and not (checked and checked.rows_repaired):
                 rows_after, bytes_after = counts.merged_rows - counts.deleted, target.total_bytes()
             elif unchanged:  # nothing written: as read under the lock at the start
                 rows_after, bytes_after = rows_before, bytes_before
@@ -397,6 +414,10 @@ def sync_table(
         columns_widened=tuple(types.widened),
         pg_types={c.name: c.pg_type.name for c in typed.columns},
         pending_rewrites=pending,
+        verified=checked is not None,
+        rows_verified=checked.rows_verified if checked else 0,
+        rows_repaired=checked.rows_repaired if checked else 0,
+        repaired_keys=checked.keys if checked else (),
     )
 
 
@@ -415,6 +436,31 @@ def _load(
         previous = last.digests if last is not None and reader.since is None else None
         return _merge_by_key(target, reader, options, rows_before, sqlite_rows, previous)
     return _merge_keyless(target, reader, options, rows_before)
+
+
+def _normal_pass(options: SyncOptions, table: TableInfo) -> SyncOptions:
+    """The options of the normal pass: a verify run's decides ``delete_orphans`` itself (verify.py)."""
+    if not options.verify:
+        return options
+    return replace(options, delete_orphans=verify.normal_pass_deletes_orphans(table))
+
+
+def _verify(target: PgTable, reader: TableReader, options: SyncOptions, total: int, existed: bool) -> verify.Verified:
+    """The verification pass of a verify run, after the normal one, in its transaction (verify.py); it
+    reads every row again only when the normal pass's stage does not hold them all."""
+    built = options.full_refresh or not existed
+    holds_all = reader.since is None and reader.rows_sent == total and verify.stage_exists(target)
+
+    def stage_every_row() -> None:
+        verify.drop_stage(target)
+        again = TableReader(reader.snapshot, target.table, options.batch_size, total, reader.on_progress)
+        _stage_all(target, again)
+        if again.rows_read != total:
+            raise SyncError(
+                target.table.name, f"read {again.rows_read} rows but the snapshot has {total}; nothing written"
+            )
+
+    return verify.verify_and_repair(target, total, None if holds_all else stage_every_row, built)
 
 
 def _alter_types(target: PgTable, changes: Mapping[str, tuple[PgType, bool]], options: SyncOptions) -> None:
