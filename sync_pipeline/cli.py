@@ -5,8 +5,10 @@ matches ``--tables``, and executes them in this process against the project's in
 one ``dagster dev`` records in: ``DAGSTER_HOME``, else the repo's ``dagster.yaml``), so every
 run and materialization shows in the catalog's history.
 
-- Exit codes: 0 every table synced; 1 a table (or the run) failed, or the definitions could not
-  load; 2 bad arguments, reported before any database is touched.
+- Exit codes (DESIGN.md section 8): 0 every table synced and every check passed; 1 a table (or the
+  run) failed, or the definitions could not load; 2 bad arguments, reported before any database is
+  touched; 3 every table synced but an asset check failed (each failed check is printed on stderr,
+  so cron mails it: a WARN check does not fail the run, and would otherwise be seen only in the UI).
 - One sync at a time: the run executes here, not through the run queue, so before each run the
   command waits while the pool ``sqlite_pg_sync`` is full of active runs (as the daemon would), and
   its own run counts against the pool while it runs, so the daemon holds queued runs back.
@@ -58,7 +60,7 @@ from .removed_files import reconcile, removed_at, synced_since_removal
 from .resources import TargetUnavailableError
 from .run_reaper import CLI_HOST_TAG, HOLDING_STATUSES, fail_runs_whose_processes_died, process_space_tags
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CHECK_FAILED = 0, 1, 2, 3
 SINGLE_FILE_ERROR = "SQLITE_PATH names a single file; --files needs a directory or glob"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -285,6 +287,23 @@ def failure_message(result: ExecuteInProcessResult, errors: Sequence[str]) -> st
     return "\n".join(messages or errors or [f"run {result.run_id} failed"])
 
 
+def failed_checks(result: ExecuteInProcessResult, tables: Mapping[AssetKey, str], label_partitions: bool) -> list[str]:
+    """A ``⚠`` line per failed check evaluation of the run: table, check, and what it found (its description,
+    else its numbers). The run succeeds when a WARN check fails; this is how a headless caller learns of it."""
+    lines = []
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.passed:
+            continue
+        name = tables.get(evaluation.asset_key, evaluation.asset_key.to_user_string())
+        if label_partitions and evaluation.partition:
+            name = f"{name} [{evaluation.partition}]"
+        numbers = ", ".join(
+            f"{k} {v.value:,}" for k, v in evaluation.metadata.items() if isinstance(v.value, (int, float))
+        )
+        lines.append(f"⚠ {name}: {evaluation.check_name} failed: {evaluation.description or numbers or 'no details'}")
+    return lines
+
+
 @contextmanager
 def _instance() -> Iterator[DagsterInstance]:
     from .instance import ensure_pool_limit, max_concurrent_runs, project_instance
@@ -411,6 +430,7 @@ def sync(
         keys = sorted(tables, key=lambda k: k.to_user_string())
         results: list[TableSyncResult] = []
         failures: list[str] = []
+        checks_failed: list[str] = []
         # One job for every run: resolving it costs about as much as a no-change sync of a small file.
         handler = RunLog(out, live)
         job = Definitions.merge(defs, Definitions(loggers={LOGGER_NAME: _logger_def(handler)}))
@@ -444,6 +464,7 @@ def sync(
                     **args,
                 )
             results += table_results(result, tables, partitions_def is not None)
+            checks_failed += failed_checks(result, tables, partitions_def is not None)
             if not result.success:
                 where = f" (files {batch.label()})" if batch.partitions else ""
                 failures.append(f"✗ run {result.run_id} failed{where}: {failure_message(result, handler.errors)}")
@@ -455,7 +476,9 @@ def sync(
     out.writelines(table_line(r) + "\n" for r in sorted(results, key=lambda r: r.table))
     out.write(run_summary(results, options, failed=failed_tables) + "\n")
     out.flush()
-    for failure in failures:
-        err.write(failure + "\n")
+    for line in (*checks_failed, *failures):
+        err.write(line + "\n")
     err.flush()
-    return EXIT_FAILED if failures else EXIT_OK
+    if failures:
+        return EXIT_FAILED
+    return EXIT_CHECK_FAILED if checks_failed else EXIT_OK
