@@ -221,6 +221,7 @@ class RunLog(logging.Handler):
         super().__init__(logging.DEBUG)
         self.out, self.live, self.prefix = out, live, prefix
         self.errors: list[str] = []
+        self.done_live: set[str] = set()  # tables whose ✓ line was printed live: the end does not repeat it
 
     def start(self, prefix: str) -> None:
         """A new run: its lines get ``prefix``, and its errors are its own."""
@@ -236,6 +237,8 @@ class RunLog(logging.Handler):
         elif self.live and message.startswith(LIVE_PREFIXES):
             self.out.write(f"{self.prefix}{message}\n")
             self.out.flush()
+            if message.startswith("✓ ") and not self.prefix:  # a partition's table is labelled at the end
+                self.done_live.add(message[2:].split(": ", 1)[0])
 
 
 def _logger_def(handler: RunLog) -> LoggerDefinition:
@@ -438,6 +441,8 @@ def sync(
         if job_def is None:
             raise RuntimeError("no job for the selected assets")  # not reachable: keys are assets of defs
         skipped: list[str] = []
+        out.write(mode_line(options) + "\n")  # first: the lines of every table follow it (the seed's order)
+        out.flush()
         for batch in batches:
             handler.start(prefix=f"[{batch.label()}] " if batch.partitions else "")
             fingerprint = None
@@ -472,8 +477,10 @@ def sync(
         say(f"unchanged since their last successful sync, not synced again: {len(skipped)} files")
     done = {r.table for r in results}
     failed_tables = sorted(t for t in tables.values() if partitions_def is None and t not in done)
-    out.write(mode_line(options) + "\n")
-    out.writelines(table_line(r) + "\n" for r in sorted(results, key=lambda r: r.table))
+    # One ✓ per table: those a terminal saw live (the op logs them, up to LOG_EACH_TABLE_UP_TO) are not repeated.
+    out.writelines(
+        table_line(r) + "\n" for r in sorted(results, key=lambda r: r.table) if r.table not in handler.done_live
+    )
     out.write(run_summary(results, options, failed=failed_tables) + "\n")
     out.flush()
     for line in (*checks_failed, *failures):

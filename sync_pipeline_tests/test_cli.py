@@ -277,7 +277,9 @@ def test_a_terminal_shows_live_lines_per_table(cli_env: dict[str, str]) -> None:
     text = output.decode()
     for table in TABLES:
         assert f"📥 Syncing {table}..." in text
-    assert text.index("📥 Syncing") < text.index("PostgreSQL before/after:")
+        assert text.count(f"✓ {table}: ") == 1  # live, not once more at the end
+    assert text.index("INCREMENTAL mode") < text.index("📥 Syncing") < text.index("PostgreSQL before/after:")
+    assert text.count("INCREMENTAL mode") == 1
 
 
 def _record(message: str, level: int = logging.INFO) -> logging.LogRecord:
