@@ -213,6 +213,10 @@ def test_tables_glob_syncs_only_the_matching_tables(cli_env: dict[str, str], pg_
     assert pg_tables(pg_dsn, schema) == {"experiments"}
     assert "FULL REFRESH mode" in done.stdout and "batch_size=2" in done.stdout
     assert "SQLite source: experiments=" in done.stdout and "narrative_results" not in done.stdout
+    again = run_cli(cli_env, "--tables", "exp*", "--full-refresh")  # every row deleted and inserted: replaced once
+    assert again.returncode == EXIT_OK, again.stderr
+    assert re.search(r"⚡ Full refresh: processed (\d+) rows, \1 rows replaced", again.stdout), again.stdout
+    assert re.search(r"experiments: (\d+) -> \1 \(processed \1 rows, all replaced\)", again.stdout), again.stdout
 
     nothing = run_cli(cli_env, "--tables", "nope*")
     assert nothing.returncode == EXIT_USAGE
