@@ -1,5 +1,6 @@
 """``python -m sync_pipeline sync [--full-refresh] [--delete-orphans] [--verify] [--batch-size N] [--tables GLOB]
-[--files GLOB]``: see sync_pipeline/cli.py and the README's "Headless" section."""
+[--files GLOB]``: see sync_pipeline/cli.py and the README's "Headless" section.
+``python -m sync_pipeline db [--psql]``: the target's connection string, or psql on it (db_command.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def parser() -> argparse.ArgumentParser:
         "sync",
         help="materialize the table assets now, in this process, recorded in the project's Dagster instance",
         description="Materialize the selected tables (every partition in multi-file mode) against the project's "
-        "Dagster instance. Exit 0: every table synced; 1: a table or the run failed; 2: bad arguments.",
+        "Dagster instance. Exit 0: every table synced; 1: a table or the run failed; 2: bad arguments; "
+        "3: every table synced, but an asset check failed (each failed check is printed on stderr).",
     )
     sync.add_argument("--full-refresh", action="store_true", help="replace every row (one transaction per table)")
     sync.add_argument("--delete-orphans", action="store_true", help="delete rows whose key is gone from SQLite")
@@ -30,12 +32,23 @@ def parser() -> argparse.ArgumentParser:
     sync.add_argument("--batch-size", type=int, metavar="N", help="rows per batch (1 to 1,000,000)")
     sync.add_argument("--tables", metavar="GLOB", help="only tables whose SQLite name matches (e.g. 'exp*')")
     sync.add_argument("--files", metavar="GLOB", help="multi-file mode: only the files (partition keys) matching")
+    db = commands.add_parser(
+        "db",
+        help="print the target PostgreSQL's connection string (password masked), or open psql on it",
+        description="Print the connection string of the database the syncs write to: a configured one with its "
+        "password masked, or the embedded server in state/pgdata (started if needed, left running).",
+    )
+    db.add_argument("--psql", action="store_true", help="open an interactive psql on it instead")
     return main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)  # exits 2 on a malformed command line
     warnings.filterwarnings("ignore")  # Dagster's preview/supersession warnings would mail cron on every run
+    if args.command == "db":
+        from .db_command import db
+
+        return db(psql=args.psql)
     from .cli import SyncRequest, sync
 
     request = SyncRequest(

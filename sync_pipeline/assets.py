@@ -224,7 +224,7 @@ def row_count_check(key: AssetKey, sqlite_rows: int, pg_rows: int | None) -> Ass
         metadata={"sqlite_rows": sqlite_rows, "pg_rows": pg_rows, "difference": difference},
         description=None
         if difference == 0
-        else f"PostgreSQL has {difference:+,} rows against SQLite's snapshot"
+        else f"PostgreSQL {pg_rows:,} rows, SQLite {sqlite_rows:,} ({difference:+,})"
         + ("; run with delete_orphans to remove rows deleted in SQLite" if difference > 0 else ""),
     )
 

@@ -5,8 +5,10 @@ matches ``--tables``, and executes them in this process against the project's in
 one ``dagster dev`` records in: ``DAGSTER_HOME``, else the repo's ``dagster.yaml``), so every
 run and materialization shows in the catalog's history.
 
-- Exit codes: 0 every table synced; 1 a table (or the run) failed, or the definitions could not
-  load; 2 bad arguments, reported before any database is touched.
+- Exit codes (DESIGN.md section 8): 0 every table synced and every check passed; 1 a table (or the
+  run) failed, or the definitions could not load; 2 bad arguments, reported before any database is
+  touched; 3 every table synced but an asset check failed (each failed check is printed on stderr,
+  so cron mails it: a WARN check does not fail the run, and would otherwise be seen only in the UI).
 - One sync at a time: the run executes here, not through the run queue, so before each run the
   command waits while the pool ``sqlite_pg_sync`` is full of active runs (as the daemon would), and
   its own run counts against the pool while it runs, so the daemon holds queued runs back.
@@ -58,7 +60,7 @@ from .removed_files import reconcile, removed_at, synced_since_removal
 from .resources import TargetUnavailableError
 from .run_reaper import CLI_HOST_TAG, HOLDING_STATUSES, fail_runs_whose_processes_died, process_space_tags
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CHECK_FAILED = 0, 1, 2, 3
 SINGLE_FILE_ERROR = "SQLITE_PATH names a single file; --files needs a directory or glob"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -222,6 +224,7 @@ class RunLog(logging.Handler):
         super().__init__(logging.DEBUG)
         self.out, self.live, self.prefix = out, live, prefix
         self.errors: list[str] = []
+        self.done_live: set[str] = set()  # tables whose ✓ line was printed live: the end does not repeat it
 
     def start(self, prefix: str) -> None:
         """A new run: its lines get ``prefix``, and its errors are its own."""
@@ -237,6 +240,8 @@ class RunLog(logging.Handler):
         elif self.live and message.startswith(LIVE_PREFIXES):
             self.out.write(f"{self.prefix}{message}\n")
             self.out.flush()
+            if message.startswith("✓ ") and not self.prefix:  # a partition's table is labelled at the end
+                self.done_live.add(message[2:].split(": ", 1)[0])
 
 
 def _logger_def(handler: RunLog) -> LoggerDefinition:
@@ -287,6 +292,23 @@ def failure_message(result: ExecuteInProcessResult, errors: Sequence[str]) -> st
         elif data.error is not None:
             messages.append(data.error.message.strip())
     return "\n".join(messages or errors or [f"run {result.run_id} failed"])
+
+
+def failed_checks(result: ExecuteInProcessResult, tables: Mapping[AssetKey, str], label_partitions: bool) -> list[str]:
+    """A ``⚠`` line per failed check evaluation of the run: table, check, and what it found (its description,
+    else its numbers). The run succeeds when a WARN check fails; this is how a headless caller learns of it."""
+    lines = []
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.passed:
+            continue
+        name = tables.get(evaluation.asset_key, evaluation.asset_key.to_user_string())
+        if label_partitions and evaluation.partition:
+            name = f"{name} [{evaluation.partition}]"
+        numbers = ", ".join(
+            f"{k} {v.value:,}" for k, v in evaluation.metadata.items() if isinstance(v.value, (int, float))
+        )
+        lines.append(f"⚠ {name}: {evaluation.check_name} failed: {evaluation.description or numbers or 'no details'}")
+    return lines
 
 
 @contextmanager
@@ -415,6 +437,7 @@ def sync(
         keys = sorted(tables, key=lambda k: k.to_user_string())
         results: list[TableSyncResult] = []
         failures: list[str] = []
+        checks_failed: list[str] = []
         # One job for every run: resolving it costs about as much as a no-change sync of a small file.
         handler = RunLog(out, live)
         job = Definitions.merge(defs, Definitions(loggers={LOGGER_NAME: _logger_def(handler)}))
@@ -422,6 +445,8 @@ def sync(
         if job_def is None:
             raise RuntimeError("no job for the selected assets")  # not reachable: keys are assets of defs
         skipped: list[str] = []
+        out.write(mode_line(options) + "\n")  # first: the lines of every table follow it (the seed's order)
+        out.flush()
         for batch in batches:
             handler.start(prefix=f"[{batch.label()}] " if batch.partitions else "")
             fingerprint = None
@@ -449,6 +474,7 @@ def sync(
                     **args,
                 )
             results += table_results(result, tables, partitions_def is not None)
+            checks_failed += failed_checks(result, tables, partitions_def is not None)
             if not result.success:
                 where = f" (files {batch.label()})" if batch.partitions else ""
                 failures.append(f"✗ run {result.run_id} failed{where}: {failure_message(result, handler.errors)}")
@@ -456,14 +482,15 @@ def sync(
         say(f"unchanged since their last successful sync, not synced again: {len(skipped)} files")
     done = {r.table for r in results}
     failed_tables = sorted(t for t in tables.values() if partitions_def is None and t not in done)
-    out.write(mode_line(options) + "\n")
-    out.writelines(table_line(r) + "\n" for r in sorted(results, key=lambda r: r.table))
-    out.writelines(
-        f"⚠ {r.table}: {repaired_line(r)}\n" for r in sorted(results, key=lambda r: r.table) if r.rows_repaired
-    )
+    ordered = sorted(results, key=lambda r: r.table)
+    # One ✓ per table: those a terminal saw live (the op logs them, up to LOG_EACH_TABLE_UP_TO) are not repeated.
+    out.writelines(table_line(r) + "\n" for r in ordered if r.table not in handler.done_live)
+    out.writelines(f"⚠ {r.table}: {repaired_line(r)}\n" for r in ordered if r.rows_repaired)
     out.write(run_summary(results, options, failed=failed_tables) + "\n")
     out.flush()
-    for failure in failures:
-        err.write(failure + "\n")
+    for line in (*checks_failed, *failures):
+        err.write(line + "\n")
     err.flush()
-    return EXIT_FAILED if failures else EXIT_OK
+    if failures:
+        return EXIT_FAILED
+    return EXIT_CHECK_FAILED if checks_failed else EXIT_OK

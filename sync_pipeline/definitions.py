@@ -15,20 +15,32 @@ instance reads the environment for everything its ``defs.yaml`` leaves out:
   digests), default ``sqlite_pg_sync``, created on first use; it must differ from ``PG_SCHEMA``.
 - ``SYNC_TABLES``, ``SYNC_EXCLUDE_TABLES``: comma-separated globs on SQLite table names; a table
   left out is not an asset. ``SYNC_EXCLUDE_COLUMNS``: ``table.column`` globs of columns never read.
+
+``SPS_DEFS_ONLY`` (comma-separated folders under ``defs/``, e.g. ``sqlite_pg_sync``) loads only those
+instances. The test suite sets it, so that instances a user added to the checkout (pointing at their
+own files and databases) are neither loaded nor materialized by a test's ``--select '*'``. Loaded this
+way, the code location lacks the component-types metadata of the UI's Docs tab (Dagster adds it only
+when it builds the whole tree).
 """
+
+import os
 
 from dagster import ComponentTree, Definitions, in_process_executor
 
 from . import defs as defs_folder
 from .demo import PROJECT_ROOT
 
+ONLY_DEFS_ENV = "SPS_DEFS_ONLY"
+
 
 def build_definitions() -> Definitions:
-    """Every ``defs.yaml`` under ``sync_pipeline/defs/``. Loaded from the module rather than with
-    ``load_from_defs_folder``, which looks for pyproject.toml: the deploy image installs the package
-    into site-packages (deploy/Dockerfile), where there is none."""
+    """Every ``defs.yaml`` under ``sync_pipeline/defs/`` (only those ``SPS_DEFS_ONLY`` names, if set). Loaded
+    from the module rather than with ``load_from_defs_folder``, which looks for pyproject.toml: the deploy
+    image installs the package into site-packages (deploy/Dockerfile), where there is none."""
+    tree = ComponentTree.from_module(defs_module=defs_folder, project_root=PROJECT_ROOT)
+    only = [name.strip() for name in os.environ.get(ONLY_DEFS_ENV, "").split(",") if name.strip()]
     return Definitions.merge(
-        ComponentTree.from_module(defs_module=defs_folder, project_root=PROJECT_ROOT).build_defs(),
+        *([tree.build_defs(name) for name in only] if only else [tree.build_defs()]),
         # One op per run: a step process of its own would add a process start to every sync, and
         # outlive a run worker killed under it (recording its table inside a run already failed).
         Definitions(executor=in_process_executor),

@@ -12,7 +12,7 @@ from dagster import ConfigurableResource
 from psycopg2 import sql
 from pydantic import Field
 
-from .embedded_pg import DEFAULT_PGDATA, embedded_dsn
+from .embedded_pg import embedded_dsn, embedded_pgdata
 from .engine import SourceUnavailableError, SqliteSnapshot, redact
 from .engine.bookkeeping import DEFAULT_STATE_SCHEMA
 from .engine.secrets import mask_dsn
@@ -54,7 +54,10 @@ class PostgresTarget(ConfigurableResource):
     schema where the sync keeps its bookkeeping (``PG_STATE_SCHEMA``)."""
 
     conn_str: str = Field(
-        default="", description="libpq connection string or URI (PG_CONN_STR); empty means the embedded server."
+        default="",
+        description="libpq connection string or URI (PG_CONN_STR). Empty: the embedded PostgreSQL in state/pgdata "
+        "(started by the first sync, stopped when the last process using it exits; `python -m sync_pipeline db` "
+        "prints its connection string).",
     )
     pg_schema: str = Field(default="public", description="Target schema (PG_SCHEMA); it must exist.")
     state_schema: str = Field(
@@ -70,7 +73,7 @@ class PostgresTarget(ConfigurableResource):
 
     def describe(self) -> str:
         """Where the data goes, safe to log: the DSN with its password masked."""
-        where = mask_dsn(self.conn_str) if self.conn_str else f"embedded PostgreSQL in {DEFAULT_PGDATA}"
+        where = mask_dsn(self.conn_str) if self.conn_str else f"embedded PostgreSQL in {embedded_pgdata()}"
         return f"{where}, schema {self.pg_schema}"
 
     def connect(self) -> psycopg2.extensions.connection:

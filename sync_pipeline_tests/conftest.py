@@ -2,6 +2,12 @@
 
 Each test session works in a database of its own (created and dropped here), and each test
 in a schema of its own, so runs never see each other's tables.
+
+Hermetic: the user's settings (SQLITE_PATH, PG_CONN_STR, SYNC_*, DAGSTER_HOME...) are taken out of the
+environment for the session (``pytest_configure``, so before any test module imports the definitions),
+and ``SPS_DEFS_ONLY`` makes ``sync_pipeline.definitions`` load only the project's own instance, not the
+ones a user added under ``sync_pipeline/defs/``. Commands that read ``.env`` from their working directory
+(``dagster dev``, ``dagster asset materialize``, ``dg``) are started outside the checkout.
 """
 
 from __future__ import annotations
@@ -26,6 +32,40 @@ from sync_pipeline.engine.bookkeeping import DEFAULT_STATE_SCHEMA, forget
 from sync_pipeline.engine.sqlite_source import quote_sqlite_identifier
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+# The user's settings, which would point tests at their files, databases or Dagster instance.
+USER_SETTINGS = (
+    "SQLITE_PATH",
+    "PG_CONN_STR",
+    "PG_SCHEMA",
+    "PG_STATE_SCHEMA",
+    "FULL_REFRESH",
+    "DELETE_ORPHANS",
+    "BATCH_SIZE",
+    "DAGSTER_HOME",
+)
+ONLY_DEFS_ENV = "SPS_DEFS_ONLY"  # sync_pipeline/definitions.py (not imported here: that would load the defs)
+PROJECT_DEFS = "sqlite_pg_sync"
+_USER_ENV: dict[str, str | None] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Take the user's settings out of the environment for the session (PG_TEST_DSN stays: it names the
+    test server). Here rather than in a fixture: test modules import the definitions at collection."""
+    for name in list(os.environ):
+        if name in USER_SETTINGS or name.startswith("SYNC_"):
+            _USER_ENV[name] = os.environ.pop(name)
+    _USER_ENV.setdefault(ONLY_DEFS_ENV, os.environ.get(ONLY_DEFS_ENV))
+    os.environ[ONLY_DEFS_ENV] = PROJECT_DEFS
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Give the environment back as it was."""
+    for name, value in _USER_ENV.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _with_dbname(dsn: str, dbname: str) -> str:

@@ -8,11 +8,15 @@ import logging
 import os
 import pty
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg2.extensions
 import pytest
 from dagster import (
     AssetKey,
@@ -26,9 +30,20 @@ from dagster import (
 )
 
 from sync_pipeline.assets import OP_NAME
-from sync_pipeline.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SINGLE_FILE_ERROR, RunLog, SyncRequest, sync
+from sync_pipeline.cli import (
+    EXIT_CHECK_FAILED,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    SINGLE_FILE_ERROR,
+    RunLog,
+    SyncRequest,
+    sync,
+)
 from sync_pipeline.demo import PROJECT_ROOT, generate
+from sync_pipeline.embedded_pg import PGDATA_ENV, embedded_server, prune_dead_handles
 from sync_pipeline.run_reaper import CLI_HOST_TAG
+from sync_pipeline.translator import ROW_COUNT_CHECK
 
 from .conftest import query
 
@@ -60,11 +75,14 @@ def cli_env(tmp_path: Path, pg_dsn: str, schema: str) -> dict[str, str]:
     return env
 
 
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    env: dict[str, str], *args: str, command: str = "sync", stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sync_pipeline", "sync", *args],
+        [sys.executable, "-m", "sync_pipeline", command, *args],
         env=env,
-        cwd=Path(env["DAGSTER_HOME"]).parent,
+        cwd=cwd or Path(env["DAGSTER_HOME"]).parent,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
@@ -106,12 +124,99 @@ def test_sync_prints_the_summary_and_records_the_runs_in_the_instance(
     assert re.search(r"⚡ Incremental sync: processed \d+ rows, 0 actually changed/inserted/deleted", again.stdout)
 
 
+def test_a_failed_check_exits_3_and_names_the_table_and_the_check(cli_env: dict[str, str]) -> None:
+    assert run_cli(cli_env).returncode == EXIT_OK
+    with sqlite3.connect(cli_env["SQLITE_PATH"]) as conn:
+        conn.execute("DELETE FROM narrative_results WHERE rowid <= 200")
+    conn.close()
+
+    plain = run_cli(cli_env)  # without delete_orphans the 200 rows stay in PostgreSQL: the row-count check fails
+
+    assert plain.returncode == EXIT_CHECK_FAILED, plain.stderr
+    assert (
+        f"⚠ narrative_results: {ROW_COUNT_CHECK} failed: PostgreSQL 500 rows, SQLite 300 (+200); "
+        "run with delete_orphans" in plain.stderr
+    )
+    assert "experiments" not in plain.stderr  # only the failed check is printed
+    cleaned = run_cli(cli_env, "--delete-orphans")
+    assert cleaned.returncode == EXIT_OK, cleaned.stderr
+    assert "⚠" not in cleaned.stderr
+
+
+def test_compute_logs_go_under_state_not_into_the_working_directory(cli_env: dict[str, str], tmp_path: Path) -> None:
+    # As in a checkout without DAGSTER_HOME: the instance's root is the folder holding the repo's dagster.yaml,
+    # unchanged, and the working directory (relative paths in it resolve there).
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", checkout / "dagster.yaml")
+
+    done = run_cli({**cli_env, "DAGSTER_HOME": str(checkout)}, cwd=checkout)
+
+    assert done.returncode == EXIT_OK, done.stderr
+    assert not (checkout / "storage").exists()  # Dagster's default compute-log folder, $DAGSTER_HOME/storage
+    logs = list((checkout / "state" / "dagster" / "storage").glob("*/compute_logs/*"))
+    assert logs, sorted(str(p.relative_to(checkout)) for p in checkout.rglob("*"))
+
+
+@pytest.fixture
+def embedded_pgdata() -> Iterator[Path]:
+    """A data directory for the embedded server outside the checkout (and outside pytest's basetemp, which a
+    concurrent session may prune); the server is stopped and its data deleted at the end."""
+    pgdata = Path(tempfile.mkdtemp(prefix="sps-test-db-")) / "pgdata"
+    yield pgdata
+    if (pgdata / "postmaster.pid").exists():  # left running by `db`, as it should be: stop it
+        prune_dead_handles(pgdata)
+        embedded_server(pgdata, cleanup_mode="delete").cleanup()
+    shutil.rmtree(pgdata.parent, ignore_errors=True)
+
+
+def test_db_prints_the_embedded_servers_connection_string_and_opens_psql_on_it(
+    cli_env: dict[str, str], embedded_pgdata: Path
+) -> None:
+    env = {k: v for k, v in cli_env.items() if k not in ("PG_CONN_STR", "PG_SCHEMA")}
+    env[PGDATA_ENV] = str(embedded_pgdata)
+    assert run_cli(env).returncode == EXIT_OK  # into the embedded server, which stops when the sync exits
+
+    printed = run_cli(env, command="db")
+
+    assert printed.returncode == EXIT_OK, printed.stderr
+    dsn = printed.stdout.strip()
+    assert str(embedded_pgdata) in dsn
+    assert query(dsn, "SELECT count(*) FROM public.narrative_results") == [(500,)]  # still running: it connects
+    shell = run_cli(env, "--psql", command="db", stdin="SELECT count(*) AS n FROM experiments;\n")
+    assert shell.returncode == EXIT_OK, shell.stderr
+    assert re.search(r"^\s*n\s*$", shell.stdout, re.M) and re.search(r"^\s*\d+\s*$", shell.stdout, re.M)
+
+
+def test_db_prints_a_configured_target_with_its_password_masked_and_psql_gets_the_password(
+    cli_env: dict[str, str], pg_dsn: str
+) -> None:
+    env = {**cli_env, "PG_CONN_STR": pg_dsn + " password=s3cret-pw"}  # trust auth: the password is not checked
+
+    printed = run_cli(env, command="db")
+
+    assert printed.returncode == EXIT_OK, printed.stderr
+    assert "s3cret-pw" not in printed.stdout + printed.stderr and "***" in printed.stdout
+    # psql's own environment holds the password, its command line (which `ps` shows) does not.
+    script = "SELECT current_database();\n\\! echo \"env:$PGPASSWORD\"; tr '\\0' ' ' < /proc/$PPID/cmdline; echo\n"
+    shell = run_cli(env, "--psql", command="db", stdin=script)
+    assert shell.returncode == EXIT_OK, shell.stderr
+    assert psycopg2.extensions.parse_dsn(pg_dsn)["dbname"] in shell.stdout
+    assert "env:s3cret-pw" in shell.stdout
+    command_line = shell.stdout.strip().splitlines()[-1]
+    assert "psql" in command_line and "s3cret-pw" not in command_line
+
+
 def test_tables_glob_syncs_only_the_matching_tables(cli_env: dict[str, str], pg_dsn: str, schema: str) -> None:
     done = run_cli(cli_env, "--tables", "exp*", "--full-refresh", "--batch-size", "2")
     assert done.returncode == EXIT_OK, done.stderr
     assert pg_tables(pg_dsn, schema) == {"experiments"}
     assert "FULL REFRESH mode" in done.stdout and "batch_size=2" in done.stdout
     assert "SQLite source: experiments=" in done.stdout and "narrative_results" not in done.stdout
+    again = run_cli(cli_env, "--tables", "exp*", "--full-refresh")  # every row deleted and inserted: replaced once
+    assert again.returncode == EXIT_OK, again.stderr
+    assert re.search(r"⚡ Full refresh: processed (\d+) rows, \1 rows replaced", again.stdout), again.stdout
+    assert re.search(r"experiments: (\d+) -> \1 \(processed \1 rows, all replaced\)", again.stdout), again.stdout
 
     nothing = run_cli(cli_env, "--tables", "nope*")
     assert nothing.returncode == EXIT_USAGE
@@ -176,7 +281,9 @@ def test_a_terminal_shows_live_lines_per_table(cli_env: dict[str, str]) -> None:
     text = output.decode()
     for table in TABLES:
         assert f"📥 Syncing {table}..." in text
-    assert text.index("📥 Syncing") < text.index("PostgreSQL before/after:")
+        assert text.count(f"✓ {table}: ") == 1  # live, not once more at the end
+    assert text.index("INCREMENTAL mode") < text.index("📥 Syncing") < text.index("PostgreSQL before/after:")
+    assert text.count("INCREMENTAL mode") == 1
 
 
 def _record(message: str, level: int = logging.INFO) -> logging.LogRecord:

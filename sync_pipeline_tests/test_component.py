@@ -23,7 +23,7 @@ from dagster import AssetKey, DagsterInstance, EnvVar, SensorResult, build_senso
 
 from sync_pipeline.components import SqliteSyncComponent
 from sync_pipeline.demo import PROJECT_ROOT, generate
-from sync_pipeline_tests.conftest import drop_schema, pg_rows, sqlite_rows
+from sync_pipeline_tests.conftest import ONLY_DEFS_ENV, PROJECT_DEFS, drop_schema, pg_rows, sqlite_rows
 
 DG = Path(sys.executable).parent / "dg"
 COMPONENT = "sync_pipeline.components.SqliteSyncComponent"
@@ -54,10 +54,22 @@ def copy_project(target: Path) -> Path:
     target.mkdir()
     for name in ("pyproject.toml", "README.md", "dagster.yaml", "workspace.yaml"):
         shutil.copy(PROJECT_ROOT / name, target / name)
-    shutil.copytree(
-        PROJECT_ROOT / "sync_pipeline", target / "sync_pipeline", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    shutil.copytree(PROJECT_ROOT / "sync_pipeline", target / "sync_pipeline", ignore=_own_files_only)
     return target
+
+
+def _own_files_only(folder: str, names: list[str]) -> set[str]:
+    """``copytree``'s filter: no caches, and under defs/ only the project's own instance (not those a user
+    added to the checkout, which would load beside the tests' instances)."""
+    ignored = {n for n in names if n == "__pycache__"}
+    if Path(folder) == PROJECT_ROOT / "sync_pipeline" / "defs":
+        ignored |= {n for n in names if n not in ("__init__.py", PROJECT_DEFS)}
+    return ignored
+
+
+def every_instance(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without the suite's SPS_DEFS_ONLY (conftest.py): the definitions load every instance of the copy."""
+    return {k: v for k, v in env.items() if k != ONLY_DEFS_ENV}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +92,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterator[P
     home = base / "dagster_home"
     home.mkdir()
     env = {
-        **os.environ,
+        **every_instance(dict(os.environ)),
         "PYTHONPATH": str(root),
         "VIRTUAL_ENV": str(Path(sys.executable).parent.parent),
         "DAGSTER_HOME": str(home),
@@ -164,7 +176,11 @@ def test_a_bad_attribute_fails_dg_check_defs_naming_it(
     tmp_path: Path, edit: tuple[str, str], expected: list[tuple[str, ...]]
 ) -> None:
     root = copy_project(tmp_path / "project")
-    env = {**os.environ, "PYTHONPATH": str(root), "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
+    env = {
+        **every_instance(dict(os.environ)),
+        "PYTHONPATH": str(root),
+        "VIRTUAL_ENV": str(Path(sys.executable).parent.parent),
+    }
     bad = Project(root, env, "", "", Path(), Path())
     bad.dg("scaffold", "defs", COMPONENT, "broken")
     defs_yaml = root / "sync_pipeline" / "defs" / "broken" / "defs.yaml"
@@ -260,8 +276,16 @@ def test_every_attribute_has_a_description_in_the_schema_dg_and_the_docs_tab_sho
         "print(defs.metadata['plugin_component_types_json'].value is not None); "
         "print(str(defs.metadata['plugin_component_types_json'].value))"
     )
-    env = {**os.environ, "SQLITE_PATH": str(generate(tmp_path / "s.sqlite", rows=5, seed=1))}
-    out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True).stdout
+    # The whole tree (Dagster adds the Docs tab's metadata only then): a copy holding only the project's instance.
+    root = copy_project(tmp_path / "project")
+    env = {
+        **every_instance(dict(os.environ)),
+        "PYTHONPATH": str(root),
+        "SQLITE_PATH": str(generate(tmp_path / "s.sqlite", rows=5, seed=1)),
+    }
+    run = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout
     assert COMPONENT.rsplit(".", 1)[1] in out
     assert "Rows read and sent per step" in out  # batch_size's description
 

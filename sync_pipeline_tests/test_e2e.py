@@ -106,7 +106,8 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterat
     }
     # No `python -m sync_pipeline.instance` first: `dagster dev` sets the pool limit as it loads the code.
     try:
-        with running_dagster_dev(PROJECT_ROOT, env, root / "dagster-dev.log") as port:
+        # In the test's folder, not the checkout: dagster dev reads .env from its working directory.
+        with running_dagster_dev(root, env, root / "dagster-dev.log") as port:
             yield DagsterDev(port, home, sqlite_path, writer, pg_dsn, schema)
     finally:
         writer.close()
@@ -136,6 +137,8 @@ def test_without_dagster_home_run_history_survives_a_restart_of_dagster_dev(tmp_
 
     assert {"runId": run_id, "status": "SUCCESS"} in after_restart
     assert (project / "state" / "dagster").is_dir()
+    # The run's captured output too (dagster.yaml's compute_logs), not in the temporary DAGSTER_HOME it deletes.
+    assert list((project / "state" / "dagster" / "storage" / run_id).glob("compute_logs/*"))
     assert pg_rows(pg_dsn, schema, "experiments") == sqlite_rows(demo_db, "experiments")
 
 
@@ -196,12 +199,19 @@ def test_a_commit_to_the_wal_file_starts_exactly_one_sensor_run(dagster_dev: Dag
     assert len(dagster_dev.sensor_runs()) == len(before) + 1
 
 
-SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
+# The README's pictures: taken on every run into the gitignored test-artifacts/ (a test run leaves `git status`
+# clean); `SPS_UPDATE_SCREENSHOTS=1` writes them over docs/screenshots/ instead, to refresh the README.
+UPDATE_SCREENSHOTS_ENV = "SPS_UPDATE_SCREENSHOTS"
+SCREENSHOTS = (
+    PROJECT_ROOT / "docs" / "screenshots"
+    if os.environ.get(UPDATE_SCREENSHOTS_ENV) == "1"
+    else ARTIFACTS / "screenshots"
+)
 
 
 def _screenshot_for_the_readme(page: Page, url: str) -> None:
-    """The pictures the README shows, taken on every run of this test so they stay current: the asset
-    page (metadata, the checks), its plots, and the Launchpad with the run config."""
+    """The pictures the README shows: the asset page (metadata, the checks), its plots, and the Launchpad
+    with the run config (into SCREENSHOTS)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1400, "height": 2300})  # the page scrolls inside, so full_page would cut it
     page.goto(f"{url}/assets/source_narratives", wait_until="networkidle")

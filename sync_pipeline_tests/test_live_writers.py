@@ -198,7 +198,8 @@ def test_syncs_against_a_reconnecting_writer_see_one_state_of_four_tables(tmp_pa
         time.sleep(0.3)
         for number, (label, command) in enumerate(runs, start=1):
             run_started = time.monotonic()
-            run = subprocess.run(command, env=cli_env, capture_output=True, text=True, timeout=120)
+            # Not in the checkout, whose .env the dagster CLI would read.
+            run = subprocess.run(command, env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
             seconds[label] += time.monotonic() - run_started
             output = (run.stdout + run.stderr).strip()
             assert run.returncode >= 0, (

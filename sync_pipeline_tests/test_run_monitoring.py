@@ -112,7 +112,8 @@ def held_table(pg_dsn: str, schema: str) -> Iterator[psycopg2.extensions.connect
 @contextmanager
 def dagster_dev(project: Project) -> Iterator[tuple[subprocess.Popen, DagsterGraphQLClient]]:
     """``dagster dev`` in a process group of its own, until the block ends (or the test kills it)."""
-    with dagster_dev_process(PROJECT_ROOT, project.env, project.log) as (process, port):
+    # In the test's folder, not the checkout: dagster dev reads .env from its working directory.
+    with dagster_dev_process(project.home.parent, project.env, project.log) as (process, port):
         yield process, DagsterGraphQLClient("127.0.0.1", port_number=port)
 
 

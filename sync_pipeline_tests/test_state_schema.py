@@ -242,7 +242,9 @@ def test_pg_state_schema_reaches_the_dagster_cli(demo_db, pg_dsn, schema, state_
     dagster = str(Path(sys.executable).parent / "dagster")
     config = json.dumps({"ops": {"sqlite_tables": {"config": {"cursor_columns": CURSORS}}}})
     command = [dagster, "asset", "materialize", "-m", "sync_pipeline.definitions", "--select", "*"]
-    run = subprocess.run([*command, "--config-json", config], env=env, capture_output=True, text=True, timeout=180)
+    run = subprocess.run(  # not in the checkout, whose .env the dagster CLI would read
+        [*command, "--config-json", config], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     assert relations(pg_dsn, schema) == only_tables(DEMO_TABLES)
     assert set(state_rows(pg_dsn, schema, state_schema)) == DEMO_TABLES

@@ -89,8 +89,8 @@ class PostgresAttributes(dg.Resolvable, dg.Model):
             model_field_type=str | None,
             inject_before_resolve=False,
             description="libpq URI or key=value string. Write `{{ env.PG_CONN_STR }}` (any variable name) so the "
-            "UI shows the variable's name, never the password; that variable unset means the embedded server. "
-            "Attribute unset: PG_CONN_STR, else the embedded server.",
+            "UI shows the variable's name, never the password; that variable unset means the embedded PostgreSQL "
+            "in state/pgdata. Attribute unset: PG_CONN_STR, else the embedded PostgreSQL in state/pgdata.",
         ),
     ] = None
     embedded: Annotated[

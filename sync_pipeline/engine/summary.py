@@ -50,11 +50,21 @@ def size_line(r: TableSyncResult) -> str:
     )
 
 
+def rows_written(r: TableSyncResult) -> int:
+    """Rows a sync changed, as a person counts them: a full refresh replaces the table's rows, which its
+    numbers say as every old row deleted plus every new one inserted (``rows_changed`` twice the table)."""
+    return r.rows_inserted if r.mode == MODE_FULL_REFRESH else r.rows_changed
+
+
+def _changed(r: TableSyncResult) -> str:
+    return "all replaced" if r.mode == MODE_FULL_REFRESH else f"{r.rows_changed} changed"
+
+
 def run_summary(results: Sequence[TableSyncResult], options: SyncOptions, failed: Sequence[str] = ()) -> str:
     """The before/after block and totals the seed printed at the end of a run."""
     ordered = sorted(results, key=lambda r: r.table)
     processed = sum(r.rows_processed for r in ordered)
-    changed = sum(r.rows_changed for r in ordered)
+    changed = sum(rows_written(r) for r in ordered)
     before = sum(r.table_bytes_before for r in ordered)
     after = sum(r.table_bytes_after for r in ordered)
     lines = [
@@ -62,15 +72,16 @@ def run_summary(results: Sequence[TableSyncResult], options: SyncOptions, failed
         "SQLite source: " + " ".join(f"{r.table}={r.sqlite_rows}" for r in ordered),
         "PostgreSQL before/after:",
         *(
-            f"  {r.table}: {r.pg_rows_before} -> {r.pg_rows_after} "
-            f"(processed {r.rows_processed} rows, {r.rows_changed} changed)"
+            f"  {r.table}: {r.pg_rows_before} -> {r.pg_rows_after} (processed {r.rows_processed} rows, {_changed(r)})"
             for r in ordered
         ),
         f"  size: {human_bytes(before)} -> {human_bytes(after)} (delta {signed_bytes(after - before)})",
         "",
     ]
-    label = "Full refresh" if options.mode == MODE_FULL_REFRESH else "Incremental sync"
-    lines.append(f"⚡ {label}: processed {processed} rows, {changed} actually changed/inserted/deleted")
+    if options.mode == MODE_FULL_REFRESH:
+        lines.append(f"⚡ Full refresh: processed {processed} rows, {changed} rows replaced")
+    else:
+        lines.append(f"⚡ Incremental sync: processed {processed} rows, {changed} actually changed/inserted/deleted")
     if failed:
         lines.append(f"✗ failed: {', '.join(failed)}")
     lines.append(RULE)
