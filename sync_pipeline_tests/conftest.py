@@ -12,6 +12,7 @@ ones a user added under ``sync_pipeline/defs/``. Commands that read ``.env`` fro
 
 from __future__ import annotations
 
+import io
 import os
 import sqlite3
 import tempfile
@@ -26,7 +27,7 @@ import psycopg2.extensions
 import pytest
 from psycopg2 import sql
 
-from sync_pipeline.demo import generate
+from sync_pipeline.demo import PROJECT_ROOT, generate
 from sync_pipeline.engine import SqliteSnapshot, SyncOptions, TableSyncResult, sync_table
 from sync_pipeline.engine.bookkeeping import DEFAULT_STATE_SCHEMA, forget
 from sync_pipeline.engine.sqlite_source import quote_sqlite_identifier
@@ -247,3 +248,28 @@ def table_write_stats(dsn: str, schema: str, table: str) -> tuple[int, int, int]
             return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
     finally:
         conn.close()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_dsn: str, schema: str) -> Path:
+    """A DAGSTER_HOME of the test's own, and the environment the headless command reads (for ``headless``)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    text = (PROJECT_ROOT / "dagster.yaml").read_text()
+    (home / "dagster.yaml").write_text(text.replace("base_dir: state/dagster", f"base_dir: {home / 'storage'}"))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PG_CONN_STR", pg_dsn)
+    monkeypatch.setenv("PG_SCHEMA", schema)
+    monkeypatch.setenv("SYNC_SENSOR", "off")
+    return home
+
+
+def headless(**request: object) -> tuple[int, str, str]:
+    """``python -m sync_pipeline sync`` in this process, with the definitions built from the environment now:
+    (exit code, stdout, stderr)."""
+    from sync_pipeline.cli import SyncRequest, sync
+    from sync_pipeline.definitions import build_definitions
+
+    out, err = io.StringIO(), io.StringIO()
+    code = sync(SyncRequest(**request), out=out, err=err, defs=build_definitions())  # type: ignore[arg-type]
+    return code, out.getvalue(), err.getvalue()

@@ -6,7 +6,6 @@ folder as it is; a removed file's rows and bookkeeping go (``SYNC_DELETE_REMOVED
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 import multiprocessing.synchronize
 import os
@@ -15,43 +14,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from dagster import DagsterInstance, RunsFilter, SensorResult, build_sensor_context
 
-from sync_pipeline.cli import EXIT_FAILED, EXIT_OK, SyncRequest, sync
-from sync_pipeline.definitions import build_definitions
-from sync_pipeline.demo import PROJECT_ROOT, generate
+from sync_pipeline.cli import EXIT_FAILED, EXIT_OK
+from sync_pipeline.demo import generate
 from sync_pipeline.partitions import MAX_PATH_BYTES, PARTITIONS_NAME, add_partitions, survey
 from sync_pipeline.resources import PostgresTarget, SQLiteSource
 from sync_pipeline.sensor import Settle, evaluate
 
-from .conftest import query, sqlite_rows
+from .conftest import headless, query, sqlite_rows
 
 FAST = Settle(listen_s=0, quiet_s=0.05, budget_s=1, poll_s=0.02)
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_dsn: str, schema: str) -> Path:
-    """A DAGSTER_HOME of the test's own and the environment the headless command reads."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    text = (PROJECT_ROOT / "dagster.yaml").read_text()
-    (home / "dagster.yaml").write_text(text.replace("base_dir: state/dagster", f"base_dir: {home / 'storage'}"))
-    for name in list(os.environ):
-        if name.startswith(("SYNC_", "SQLITE_")) or name in ("FULL_REFRESH", "DELETE_ORPHANS", "BATCH_SIZE"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("PG_CONN_STR", pg_dsn)
-    monkeypatch.setenv("PG_SCHEMA", schema)
-    monkeypatch.setenv("SYNC_SENSOR", "off")
-    return home
-
-
-def headless(**request: object) -> tuple[int, str, str]:
-    """``python -m sync_pipeline sync`` in this process, with definitions built from the environment now."""
-    out, err = io.StringIO(), io.StringIO()
-    code = sync(SyncRequest(**request), out=out, err=err, defs=build_definitions())  # type: ignore[arg-type]
-    return code, out.getvalue(), err.getvalue()
 
 
 def file_rows(dsn: str, schema: str, table: str, key: str) -> list[tuple[object, ...]]:
