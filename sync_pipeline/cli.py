@@ -384,6 +384,28 @@ def _follow_folder(
     return dict(folder.files), removed_at(instance, name, folder.files)
 
 
+@dataclass
+class _Plan:
+    """What a sync will run: the tables, the runs, and (many files) the files there now and their removals."""
+
+    tables: dict[AssetKey, str]
+    keys: list[AssetKey]
+    partitions_def: PartitionsDefinition | None
+    batches: list[Batch]
+    files: dict[str, Path] | None
+    removed: dict[str, float]
+
+
+@dataclass
+class _Outcome:
+    """What the runs gave back: the tables' numbers, the failed checks, the failed runs, the files skipped."""
+
+    results: list[TableSyncResult]
+    checks_failed: list[str]
+    failures: list[str]
+    skipped: list[str]
+
+
 def sync(
     request: SyncRequest,
     out: TextIO = sys.stdout,
@@ -411,86 +433,127 @@ def sync(
             out.flush()
 
     try:
-        tables = select_tables(defs, request.tables)
+        tables = select_tables(defs, request.tables)  # before the instance is opened: bad arguments touch nothing
     except UsageError as exc:
         err.write(f"error: {exc}\n")
         return EXIT_USAGE
     with _instance() as instance:
-        files: dict[str, Path] | None = None
-        removed: dict[str, float] = {}
         try:
-            first = defs.resolve_assets_def(next(iter(tables))) if tables else None
-            if first is None or first.partitions_def is not None:  # no table: files may still have gone
-                files, removed = _follow_folder(
-                    defs, instance, first.partitions_def if first else SQLITE_FILES, say, err
-                )
-            if first is None:
-                out.write(f"nothing to sync: no table in {os.environ.get('SQLITE_PATH') or 'the SQLite source'}\n")
-                return EXIT_OK
-            partitions_def, batches = plan_batches(first, instance, request.files, present=files)
+            plan = _plan(defs, instance, tables, request, say, err)
         except UsageError as exc:
             err.write(f"error: {exc}\n")
             return EXIT_USAGE
         except (TargetUnavailableError, psycopg2.Error) as exc:  # deleting a removed file's rows
             err.write(f"error: {redact(str(exc).strip(), os.environ.get('PG_CONN_STR'))}\n")
             return EXIT_FAILED
-        keys = sorted(tables, key=lambda k: k.to_user_string())
-        results: list[TableSyncResult] = []
-        failures: list[str] = []
-        checks_failed: list[str] = []
-        # One job for every run: resolving it costs about as much as a no-change sync of a small file.
+        if plan is None:
+            out.write(f"nothing to sync: no table in {os.environ.get('SQLITE_PATH') or 'the SQLite source'}\n")
+            return EXIT_OK
         handler = RunLog(out, live)
-        job = Definitions.merge(defs, Definitions(loggers={LOGGER_NAME: _logger_def(handler)}))
-        job_def = job.resolve_implicit_job_def_def_for_assets(keys)
-        if job_def is None:
-            raise RuntimeError("no job for the selected assets")  # not reachable: keys are assets of defs
-        skipped: list[str] = []
         out.write(mode_line(options) + "\n")  # first: the lines of every table follow it (the seed's order)
         out.flush()
-        for batch in batches:
-            handler.start(prefix=f"[{batch.label()}] " if batch.partitions else "")
-            fingerprint = None
-            if files is not None and len(batch.partitions) == 1 and batch.partitions[0] in files:
-                fingerprint = file_state(files[batch.partitions[0]]).fingerprint
-                # A verify run looks at PostgreSQL, which the file's fingerprint says nothing about.
-                if not (request.full_refresh or request.delete_orphans or options.verify) and synced_already(
-                    instance, batch.partitions[0], fingerprint, keys, removed.get(batch.partitions[0])
-                ):
-                    skipped.append(batch.partitions[0])
-                    continue
-            wait_for_pool(instance, say)
-            args = batch.execute_args()
-            tags = {CLI_HOST_TAG: socket.gethostname(), **process_space_tags(), **args.pop("tags", {})}
-            if fingerprint is not None:
-                tags[FINGERPRINT_TAG] = fingerprint
-            say(f"run for {batch.label() or 'every selected table'}: {', '.join(sorted(tables.values()))}")
-            with hold_event_shards(instance, None):  # the planned events of every table (event_store.py)
-                result = job_def.execute_in_process(
-                    run_config=request.run_config(),
-                    instance=instance,
-                    asset_selection=keys,
-                    raise_on_error=False,
-                    tags=tags,
-                    **args,
-                )
-            results += table_results(result, tables, partitions_def is not None)
-            checks_failed += failed_checks(result, tables, partitions_def is not None)
-            if not result.success:
-                where = f" (files {batch.label()})" if batch.partitions else ""
-                failures.append(f"✗ run {result.run_id} failed{where}: {failure_message(result, handler.errors)}")
-    if skipped:
-        say(f"unchanged since their last successful sync, not synced again: {len(skipped)} files")
-    done = {r.table for r in results}
-    failed_tables = sorted(t for t in tables.values() if partitions_def is None and t not in done)
-    ordered = sorted(results, key=lambda r: r.table)
+        outcome = _run_batches(defs, instance, request, options, plan, handler, say)
+    return _report(plan, options, outcome, handler, out, err, say)
+
+
+def _plan(
+    defs: Definitions,
+    instance: DagsterInstance,
+    tables: dict[AssetKey, str],
+    request: SyncRequest,
+    say: Callable[[str], None],
+    err: TextIO,
+) -> _Plan | None:
+    """The runs of this sync, the folder followed first (many files); None: the source has no table."""
+    first = defs.resolve_assets_def(next(iter(tables))) if tables else None
+    files: dict[str, Path] | None = None
+    removed: dict[str, float] = {}
+    partitioned = SQLITE_FILES if first is None else first.partitions_def  # no table: files may still have gone
+    if partitioned is not None:
+        files, removed = _follow_folder(defs, instance, partitioned, say, err)
+    if first is None:
+        return None
+    partitions_def, batches = plan_batches(first, instance, request.files, present=files)
+    keys = sorted(tables, key=lambda k: k.to_user_string())
+    return _Plan(tables, keys, partitions_def, batches, files, removed)
+
+
+def _run_batches(
+    defs: Definitions,
+    instance: DagsterInstance,
+    request: SyncRequest,
+    options: SyncOptions,
+    plan: _Plan,
+    handler: RunLog,
+    say: Callable[[str], None],
+) -> _Outcome:
+    """One Dagster run per batch, in this process, each after the pool has room; a file unchanged since
+    its last successful sync is skipped (never on a run asked to look at PostgreSQL or to clean it)."""
+    outcome = _Outcome([], [], [], [])
+    # One job for every run: resolving it costs about as much as a no-change sync of a small file.
+    job = Definitions.merge(defs, Definitions(loggers={LOGGER_NAME: _logger_def(handler)}))
+    job_def = job.resolve_implicit_job_def_def_for_assets(plan.keys)
+    if job_def is None:
+        raise RuntimeError("no job for the selected assets")  # not reachable: keys are assets of defs
+    many = plan.partitions_def is not None
+    for batch in plan.batches:
+        handler.start(prefix=f"[{batch.label()}] " if batch.partitions else "")
+        fingerprint = None
+        if plan.files is not None and len(batch.partitions) == 1 and batch.partitions[0] in plan.files:
+            key = batch.partitions[0]
+            fingerprint = file_state(plan.files[key]).fingerprint
+            # A verify run looks at PostgreSQL, which the file's fingerprint says nothing about.
+            if not (request.full_refresh or request.delete_orphans or options.verify) and synced_already(
+                instance, key, fingerprint, plan.keys, plan.removed.get(key)
+            ):
+                outcome.skipped.append(key)
+                continue
+        wait_for_pool(instance, say)
+        args = batch.execute_args()
+        tags = {CLI_HOST_TAG: socket.gethostname(), **process_space_tags(), **args.pop("tags", {})}
+        if fingerprint is not None:
+            tags[FINGERPRINT_TAG] = fingerprint
+        say(f"run for {batch.label() or 'every selected table'}: {', '.join(sorted(plan.tables.values()))}")
+        with hold_event_shards(instance, None):  # the planned events of every table (event_store.py)
+            result = job_def.execute_in_process(
+                run_config=request.run_config(),
+                instance=instance,
+                asset_selection=plan.keys,
+                raise_on_error=False,
+                tags=tags,
+                **args,
+            )
+        outcome.results += table_results(result, plan.tables, many)
+        outcome.checks_failed += failed_checks(result, plan.tables, many)
+        if not result.success:
+            where = f" (files {batch.label()})" if batch.partitions else ""
+            outcome.failures.append(f"✗ run {result.run_id} failed{where}: {failure_message(result, handler.errors)}")
+    return outcome
+
+
+def _report(
+    plan: _Plan,
+    options: SyncOptions,
+    outcome: _Outcome,
+    handler: RunLog,
+    out: TextIO,
+    err: TextIO,
+    say: Callable[[str], None],
+) -> int:
+    """The seed's summary on stdout, failed checks and runs on stderr; the exit code."""
+    if outcome.skipped:
+        say(f"unchanged since their last successful sync, not synced again: {len(outcome.skipped)} files")
+    done = {r.table for r in outcome.results}
+    failed_tables = sorted(t for t in plan.tables.values() if plan.partitions_def is None and t not in done)
+    ordered = sorted(outcome.results, key=lambda r: r.table)
     # One ✓ per table: those a terminal saw live (the op logs them, up to LOG_EACH_TABLE_UP_TO) are not repeated.
     out.writelines(table_line(r) + "\n" for r in ordered if r.table not in handler.done_live)
     out.writelines(f"⚠ {r.table}: {repaired_line(r)}\n" for r in ordered if r.rows_repaired)
-    out.write(run_summary(results, options, failed=failed_tables) + "\n")
+    out.write(run_summary(outcome.results, options, failed=failed_tables) + "\n")
     out.flush()
-    for line in (*checks_failed, *failures):
+    for line in (*outcome.checks_failed, *outcome.failures):
         err.write(line + "\n")
     err.flush()
-    if failures:
+    if outcome.failures:
         return EXIT_FAILED
-    return EXIT_CHECK_FAILED if checks_failed else EXIT_OK
+    return EXIT_CHECK_FAILED if outcome.checks_failed else EXIT_OK
