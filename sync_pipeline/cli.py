@@ -51,6 +51,7 @@ from dagster import (
 from pydantic import ValidationError
 
 from .assets import OP_NAME, POOL, SYNC_NUMBERS, repaired_line
+from .config import SETTINGS_TAG
 from .engine import SyncOptions, TableSyncResult, redact
 from .engine.fingerprint import file_state
 from .engine.summary import mode_line, run_summary, table_line
@@ -332,10 +333,12 @@ def synced_already(
     fingerprint: str | None,
     assets: Sequence[AssetKey],
     removed: float | None = None,
+    settings: str | None = None,
 ) -> bool:
     """Whether the last successful run of partition ``key`` synced every one of ``assets`` from a file
     whose fingerprint (size, times, inode, and its -wal's) is still ``fingerprint``, after the file's last
-    removal (``removed``, see removed_files.py): then PostgreSQL already holds what the file holds, and a
+    removal (``removed``, see removed_files.py) and under the same settings (``settings``, a digest: an
+    exclusion added since must reach PostgreSQL): then PostgreSQL already holds what the file holds, and a
     sync would only read it to change nothing. The sensor decides the same way."""
     if fingerprint is None:
         return False
@@ -349,6 +352,7 @@ def synced_already(
         run.tags.get(FINGERPRINT_TAG) == fingerprint
         and set(assets) <= set(run.asset_selection or ())
         and synced_since_removal(records[0], removed)
+        and (settings is None or run.tags.get(SETTINGS_TAG) == settings)
     )
 
 
@@ -394,6 +398,7 @@ class _Plan:
     batches: list[Batch]
     files: dict[str, Path] | None
     removed: dict[str, float]
+    settings: str | None  # the digest of the settings the op was built with (config.settings_digest)
 
 
 @dataclass
@@ -475,7 +480,7 @@ def _plan(
         return None
     partitions_def, batches = plan_batches(first, instance, request.files, present=files)
     keys = sorted(tables, key=lambda k: k.to_user_string())
-    return _Plan(tables, keys, partitions_def, batches, files, removed)
+    return _Plan(tables, keys, partitions_def, batches, files, removed, first.op.tags.get(SETTINGS_TAG))
 
 
 def _run_batches(
@@ -504,7 +509,7 @@ def _run_batches(
             fingerprint = file_state(plan.files[key]).fingerprint
             # A verify run looks at PostgreSQL, which the file's fingerprint says nothing about.
             if not (request.full_refresh or request.delete_orphans or options.verify) and synced_already(
-                instance, key, fingerprint, plan.keys, plan.removed.get(key)
+                instance, key, fingerprint, plan.keys, plan.removed.get(key), plan.settings
             ):
                 outcome.skipped.append(key)
                 continue
@@ -513,6 +518,8 @@ def _run_batches(
         tags = {CLI_HOST_TAG: socket.gethostname(), **process_space_tags(), **args.pop("tags", {})}
         if fingerprint is not None:
             tags[FINGERPRINT_TAG] = fingerprint
+        if plan.settings is not None:
+            tags[SETTINGS_TAG] = plan.settings
         say(f"run for {batch.label() or 'every selected table'}: {', '.join(sorted(plan.tables.values()))}")
         with hold_event_shards(instance, None):  # the planned events of every table (event_store.py)
             result = job_def.execute_in_process(

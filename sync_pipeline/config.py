@@ -6,12 +6,15 @@ scripted the old tool keeps its habits; the Launchpad can still override them pe
 """
 
 import copy
+import hashlib
+import json
 import os
 
 from dagster import Config
 from pydantic import Field, field_validator
 
 from .engine import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, SyncOptions
+from .engine.selection import Selection
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -181,3 +184,16 @@ def sync_config_class(name: str, **defaults: object) -> type[SyncConfig]:
     # Defaults are not validated by pydantic: run the class's own checks on them now (load time).
     cls(**defaults)
     return cls
+
+
+SETTINGS_TAG = "sync_pipeline/settings"  # on the op, and on every sync run: the digest of settings_digest()
+
+
+def settings_digest(selection: Selection, config_class: type[SyncConfig]) -> str:
+    """A digest of the settings that decide what PostgreSQL holds for a file that did not change: which tables
+    and columns (``selection``) and the run config's pins and strictness. A file "synced already" (the
+    sensor's unchanged fingerprint, the headless command's skip) is so only under the same digest: a column
+    excluded now must leave PostgreSQL at the next sync even if no file changes."""
+    defaults = {field: config_class.model_fields[field].default for field in ("column_types", "strict_types")}
+    raw = json.dumps([selection.tables, selection.exclude_tables, selection.exclude_columns, defaults], sort_keys=True)
+    return hashlib.blake2b(raw.encode(), digest_size=6).hexdigest()

@@ -60,6 +60,7 @@ from dagster import (
 )
 
 from .assets import POOL
+from .config import SETTINGS_TAG
 from .engine.fingerprint import FileState, file_state
 from .instance import ensure_pool_limit, max_concurrent_runs, prepare_dev_instance
 from .partitions import SQLITE_FILES, survey
@@ -181,8 +182,9 @@ class _Cursor:
     attempt: int = 0  # how many runs were requested for it (each one after the previous one failed)
     failures: int = 0  # syncs that failed in a row before the run `run_key` (whatever their content)
     retry_at: str | None = None  # ISO time of the next try once `run_key` failed past the quick retries
-    # Many files: when the file's rows were last deleted as a removed file (removed_files.py), if ever. A file
-    # back from its removal starts a new life: run keys of its own, since Dagster dedupes a run key forever.
+    # The life of the file's sync inputs: the settings' digest (config.settings_digest) and, many files, when
+    # the file's rows were last deleted as a removed file (removed_files.py). A new life (settings changed, a
+    # file back from its removal) gets run keys of its own, since Dagster dedupes a run key forever.
     generation: str | None = None
 
     @classmethod
@@ -200,9 +202,8 @@ class _Cursor:
 def _run_key(cursor: _Cursor, key: str | None) -> str:
     """Run keys are per file when there are many (a partition key never holds a ``|``-free clash:
     it is followed by the fingerprint), and per life of the file (see ``_Cursor.generation``)."""
-    if key is None:
-        return cursor.run_key
-    return f"{key}|{cursor.run_key}" + (f"|back after removal at {cursor.generation}" if cursor.generation else "")
+    life = f"|{cursor.generation}" if cursor.generation else ""
+    return f"{cursor.run_key}{life}" if key is None else f"{key}|{cursor.run_key}{life}"
 
 
 def _last_run(instance: DagsterInstance, cursor: _Cursor, key: str | None) -> DagsterRun | None:
@@ -232,7 +233,7 @@ def _request(
     fingerprint: str, attempt: int, failures: int, reason: str, key: str | None, generation: str | None = None
 ) -> SensorResult:
     cursor = _Cursor(seen=fingerprint, requested=fingerprint, attempt=attempt, failures=failures, generation=generation)
-    tags = {"sqlite_fingerprint": fingerprint, "sync_reason": reason}
+    tags = {"sqlite_fingerprint": fingerprint, "sync_reason": reason, **_settings_tag(generation)}
     request = RunRequest(run_key=_run_key(cursor, key), tags=tags, partition_key=key)
     return SensorResult(run_requests=[request], cursor=cursor.dump())
 
@@ -282,6 +283,27 @@ def _unchanged(
     return SkipReason(reason)
 
 
+def _life(settings: str | None, removed: float | None = None) -> str | None:
+    """``_Cursor.generation`` for these settings and this removal time."""
+    parts = ([f"settings {settings}"] if settings else []) + (
+        [f"back after removal at {removed:.6f}"] if removed else []
+    )
+    return "; ".join(parts) or None
+
+
+def _settings_tag(generation: str | None) -> dict[str, str]:
+    """The settings' digest as the run tag the headless command compares (config.SETTINGS_TAG)."""
+    for part in (generation or "").split("; "):
+        if part.startswith("settings "):
+            return {SETTINGS_TAG: part.removeprefix("settings ")}
+    return {}
+
+
+def _in_life(cursor: _Cursor, life: str | None) -> _Cursor:
+    """The cursor for this life of the file's inputs: as it is, or a fresh one (keeping the failure count)."""
+    return cursor if cursor.generation == life else _Cursor(failures=cursor.failures, generation=life)
+
+
 def evaluate(
     context: SensorEvaluationContext,
     sqlite: SQLiteSource,
@@ -289,14 +311,16 @@ def evaluate(
     postgres: PostgresTarget | None = None,
     settle: Settle = Settle(),
     files: DynamicPartitionsDefinition = SQLITE_FILES,
+    settings: str | None = None,
 ) -> SensorResult | SkipReason:
     """One tick's decision; ``now`` (UTC) is injectable so tests can step through the backoff.
     ``postgres`` is needed only to delete a removed file's rows (many files, SYNC_DELETE_REMOVED_FILES=1);
-    ``files``: the partitions of many files (each instance of the component has its own)."""
+    ``files``: the partitions of many files (each instance of the component has its own); ``settings``: the
+    digest of the settings (config.settings_digest): a change is a change of every file."""
     if sqlite.many:
-        return evaluate_many(context, sqlite, now, postgres, settle, files)
+        return evaluate_many(context, sqlite, now, postgres, settle, files, settings)
     path = Path(sqlite.path)
-    cursor = _Cursor.parse(context.cursor)
+    cursor = _in_life(_Cursor.parse(context.cursor), _life(settings))
     states, quiet = _observe({None: path}, {None: cursor}, settle)
     return _decide(context.instance, path, states[None], None in quiet, cursor, now or _utc_now(), None)
 
@@ -341,6 +365,7 @@ def evaluate_many(
     postgres: PostgresTarget | None = None,
     settle: Settle = Settle(),
     files_def: DynamicPartitionsDefinition = SQLITE_FILES,
+    settings: str | None = None,
 ) -> SensorResult | SkipReason:
     """Every file of a directory or glob, each decided as the single file is (settling, retries,
     backoff), with a cursor of its own; the changed files are watched together, within one budget.
@@ -355,12 +380,8 @@ def evaluate_many(
     removed = removed_at(context.instance, files_def.name, files)
     raw_cursors: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     cursors: dict[str | None, _Cursor] = {}
-    for key in files:
-        cursor = _Cursor.parse(raw_cursors.get(key))
-        generation = f"{removed[key]:.6f}" if key in removed else None
-        if cursor.generation != generation:  # back after its rows were deleted: its history no longer holds
-            cursor = _Cursor(failures=cursor.failures, generation=generation)
-        cursors[key] = cursor
+    for key in files:  # new settings, or back after its rows were deleted: its history no longer holds
+        cursors[key] = _in_life(_Cursor.parse(raw_cursors.get(key)), _life(settings, removed.get(key)))
     states, quiet = _observe(dict(files), cursors, settle)
     requests: list[RunRequest] = []
     skipped: list[str] = []
@@ -399,6 +420,7 @@ def build_sensor(
     resource_keys: tuple[str, str] = ("sqlite", "postgres"),
     files: DynamicPartitionsDefinition = SQLITE_FILES,
     many: bool = False,
+    settings: str | None = None,
 ):
     """The sensor; ``clock`` (returning an aware UTC time) is there for tests of the backoff, ``settle`` for
     tests that cannot spend a second per change.
@@ -433,6 +455,6 @@ def build_sensor(
         # A run whose processes died with their code server would hold the pool for ever.
         for failed in fail_runs_whose_processes_died(context.instance, pool=pool):
             context.log.warning(f"run {failed.run_id}: {failed.message}")
-        return evaluate(context, sqlite, now=clock(), postgres=postgres, settle=settle, files=files)
+        return evaluate(context, sqlite, now=clock(), postgres=postgres, settle=settle, files=files, settings=settings)
 
     return _sensor

@@ -225,7 +225,7 @@ def test_the_python_api_builds_what_the_yaml_declares(tmp_path: Path, monkeypatc
     assert "config" not in [c.name for c in spec.metadata["dagster/column_schema"].columns]
     assert "s3cret" not in spec.metadata["sync_target"]
     assert {check.name for check in assets.check_specs} == {"row_count_matches_sqlite"}
-    assert assets.op.name == "lab_tables" and assets.op.pool == "lab" and assets.op.tags == {"team": "lab"}
+    assert assets.op.name == "lab_tables" and assets.op.pool == "lab" and assets.op.tags["team"] == "lab"
     assert assets.op.retry_policy is not None and assets.op.retry_policy.max_retries == 2
     config_field = assets.op.config_schema.config_type.fields["batch_size"]
     assert config_field.default_value == 500

@@ -214,3 +214,33 @@ def _home(tmp_path: Path, base: Path) -> Path:
     home.mkdir()
     (home / "dagster.yaml").write_text(f"storage:\n  sqlite:\n    base_dir: {base}\n")
     return home
+
+
+def test_a_column_excluded_later_leaves_postgresql_though_no_file_changed(home, tmp_path, pg_dsn, schema, monkeypatch):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for key in ("a", "b"):
+        generate(runs / f"{key}.sqlite", rows=20, seed=1)
+    monkeypatch.setenv("SQLITE_PATH", str(runs))
+    assert headless()[0] == EXIT_OK
+    columns = f"SELECT count(*) FROM information_schema.columns WHERE table_schema = '{schema}' AND column_name = %s"
+    assert query(pg_dsn, columns, ("notes",)) == [(1,)]
+
+    monkeypatch.setenv("SYNC_EXCLUDE_COLUMNS", "experiments.notes")
+    code, _, err = headless()  # no file changed: the settings did
+
+    assert code == EXIT_OK, err
+    assert query(pg_dsn, columns, ("notes",)) == [(0,)]
+
+    def tick(cursor: str | None, settings: str) -> SensorResult:
+        with DagsterInstance.get() as instance:
+            context = build_sensor_context(instance=instance, cursor=cursor)
+            result = evaluate(context, SQLiteSource(path=str(runs)), settle=FAST, settings=settings)
+        assert isinstance(result, SensorResult)
+        return result
+
+    first = tick(None, "one")
+    assert tick(first.cursor, "one").run_requests == []  # requested already, files unchanged
+    again = tick(first.cursor, "two")  # new settings: every file again, under run keys of their own
+    assert sorted(r.partition_key for r in again.run_requests) == ["a", "b"]
+    assert not {r.run_key for r in again.run_requests} & {r.run_key for r in first.run_requests}

@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 from psycopg2 import sql
 
-from sync_pipeline.cli import EXIT_OK, SyncRequest, sync
+from sync_pipeline.cli import EXIT_CHECK_FAILED, EXIT_OK, SyncRequest, sync
 from sync_pipeline.definitions import build_definitions
 from sync_pipeline.demo import PROJECT_ROOT
 from sync_pipeline.partitions import discover
@@ -212,7 +212,8 @@ class ManyFilesMachine(RuleBasedStateMachine):
     def sync_headless(self, delete_orphans: bool) -> None:
         err = io.StringIO()
         code = sync(SyncRequest(delete_orphans=delete_orphans), out=io.StringIO(), err=err, defs=build_definitions())
-        assert code == EXIT_OK, err.getvalue()
+        # 3: synced, and a check failed (a widened column fails types_match_declared; kept orphans, the counts)
+        assert code in (EXIT_OK, EXIT_CHECK_FAILED), err.getvalue()
         self.synced, self.exact = True, delete_orphans
 
     @rule()

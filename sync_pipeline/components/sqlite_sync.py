@@ -23,7 +23,7 @@ from dagster import AssetSelection, DynamicPartitionsDefinition, EnvVar, RetryPo
 from pydantic import ConfigDict, Field, field_validator
 
 from ..assets import build_sync_assets
-from ..config import MAX_PARALLEL_TABLES, sync_config_class
+from ..config import MAX_PARALLEL_TABLES, SETTINGS_TAG, settings_digest, sync_config_class
 from ..demo import DEFAULT_DEMO_PATH, PROJECT_ROOT, generate
 from ..engine import MAX_BATCH_SIZE, list_tables
 from ..engine.bookkeeping import DEFAULT_STATE_SCHEMA
@@ -395,12 +395,14 @@ class SqliteSyncComponent(dg.Component, dg.Resolvable, dg.Model):
         files_name = self.partitions_name or f"{name}_files"
         files = SQLITE_FILES if files_name == PARTITIONS_NAME else DynamicPartitionsDefinition(name=files_name)
         retry = self.op.retry_policy
+        config_class = sync_config_class(name, **self._run_config_defaults())
+        settings = settings_digest(selection, config_class)
         options = {
             "selection": selection,
             "pool": pool,
-            "config_class": sync_config_class(name, **self._run_config_defaults()),
+            "config_class": config_class,
             "resource_keys": keys,
-            "op_tags": dict(self.op.tags) or None,
+            "op_tags": {**self.op.tags, SETTINGS_TAG: settings},
             "retry_policy": RetryPolicy(max_retries=retry.max_retries, delay=retry.delay_s) if retry else None,
         }
         op_name = self.op.name or f"{name}_tables"
@@ -427,6 +429,7 @@ class SqliteSyncComponent(dg.Component, dg.Resolvable, dg.Model):
                     resource_keys=keys,
                     files=files,
                     many=is_many(path),
+                    settings=settings,
                 )
             ],
             schedules=[
