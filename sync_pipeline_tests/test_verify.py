@@ -20,7 +20,7 @@ from dagster import (
     materialize,
 )
 
-from sync_pipeline.cli import EXIT_OK
+from sync_pipeline.cli import EXIT_CHECK_FAILED, EXIT_OK
 from sync_pipeline.components import SqliteSyncComponent
 from sync_pipeline.demo import generate
 from sync_pipeline.schedule import DEFAULT_CRON, build_verify_schedule
@@ -84,7 +84,8 @@ def test_verify_repairs_out_of_band_edits_that_a_plain_sync_keeps(
     query(pg_dsn, f"INSERT INTO {log} VALUES ('intruder', 7)")
 
     plain = run_cli(cli_env)
-    assert plain.returncode == EXIT_OK, plain.stderr
+    # The keyless table's extra row fails its row count check (exit 3); the keyed table's edits pass unseen.
+    assert plain.returncode == EXIT_CHECK_FAILED, plain.stderr
     # The problem: a plain sync trusts PostgreSQL; the edits stay and the counts still match.
     assert pg_rows(pg_dsn, f"SELECT {COLUMNS} FROM {nr}") != in_sqlite
     assert query(pg_dsn, f"SELECT count(*) FROM {nr}") == [(len(in_sqlite),)]
@@ -92,7 +93,7 @@ def test_verify_repairs_out_of_band_edits_that_a_plain_sync_keeps(
     assert (metadata["rows_verified"], metadata["rows_repaired"], check) == (0, 0, None)
 
     verified = run_cli(cli_env, "--verify")
-    assert verified.returncode == EXIT_OK, verified.stderr
+    assert verified.returncode == EXIT_CHECK_FAILED, verified.stderr  # mirror_matches_sqlite: repaired
     assert pg_rows(pg_dsn, f"SELECT {COLUMNS} FROM {nr}") == in_sqlite
     assert pg_rows(pg_dsn, f"SELECT msg, n FROM {log}") == log_in_sqlite
     assert "verify=on" in verified.stdout
@@ -142,7 +143,7 @@ def test_verify_of_one_file_never_touches_another_files_rows(
 
     # The files are unchanged since their sync: a plain run would skip them, a verify run does not.
     done = run_cli(env, "--verify", "--files", "lab_a")
-    assert done.returncode == EXIT_OK, done.stderr
+    assert done.returncode == EXIT_CHECK_FAILED, done.stderr  # mirror_matches_sqlite: repaired
     assert "⚠ narrative_results [lab_a]: 2 of 60 rows differed" in done.stdout
     assert pg_rows(pg_dsn, f"SELECT {COLUMNS} FROM {nr} WHERE _source_file = 'lab_a'") == sqlite_rows(
         runs / "lab_a.sqlite", f"SELECT {COLUMNS} FROM narrative_results"
