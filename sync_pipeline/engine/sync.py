@@ -580,10 +580,53 @@ def _load_and_verify(
     sqlite_rows: int,
     last: LastSync | None,
 ) -> tuple[_Counts, verify.Verified | None]:
-    """The load, and on a verify run the verification after it (verify.py)."""
+    """The load, and on a verify run the verification: in the same read where the batches are key ranges
+    of an existing keyed table read in full, else after the load (verify.py)."""
+    if options.verify and _verifies_in_one_read(reader, options, rows_before):
+        return _merge_verified(target, reader, rows_before, sqlite_rows, last)
     counts = _load(target, reader, _normal_pass(options, target.table), rows_before, sqlite_rows, last)
     checked = _verify(target, reader, options, sqlite_rows, rows_before is not None) if options.verify else None
     return counts, checked
+
+
+def _verifies_in_one_read(reader: TableReader, options: SyncOptions, rows_before: int | None) -> bool:
+    """Whether a verify run's own read can verify the table: an existing table with a key, read in full
+    and cut by key, so that each row's batch, changed since the last sync or not, is known from its key
+    in PostgreSQL (see verify.py). A table built by this sync needs no comparison at all."""
+    return (
+        rows_before is not None
+        and not options.full_refresh
+        and bool(reader.table.primary_key)
+        and reader.since is None
+        and reader.batching.by_key
+    )
+
+
+def _merge_verified(
+    target: PgTable, reader: TableReader, rows_before: int, sqlite_rows: int, last: LastSync | None
+) -> tuple[_Counts, verify.Verified]:
+    """A verify run in one read: every row into the stage (no batch left out, each still digested for
+    the next plain sync), compared with the target once, every difference written; SQLite's changes
+    are counted as the merge counts them, the rest as repaired (verify.merge_verified)."""
+    _refuse_merged_keys(target, reader)
+    _stage_all(target, reader)
+    changes, checked = verify.merge_verified(target, sqlite_rows, _sqlite_changed(target, reader, last))
+    counts = _Counts(inserted=changes.inserted, updated=changes.updated, deleted=changes.deleted)
+    if changes.inserted or changes.updated or changes.deleted:  # keys are unique: each insert is a new row
+        counts.merged_rows = rows_before + changes.inserted
+    return counts, checked
+
+
+def _sqlite_changed(target: PgTable, reader: TableReader, last: LastSync | None) -> verify.ChangedRanges | None:
+    """The key ranges where SQLite changed since the last sync (digests differ, or new or gone), when
+    the last sync's digests describe a read like this one; None when they say nothing of it."""
+    previous = last.digests if last is not None else None
+    if previous is None or not previous.matches(reader.read_path, reader.batching):
+        return None
+    now, before = reader.digests, previous.digests
+    changed = {i for i, digest in now.items() if before.get(i) != digest} | (before.keys() - now.keys())
+    key = reader.table.columns[reader.batching.key_index].name  # type: ignore[index]
+    return verify.ChangedRanges(target.pg_column(key).name, reader.batching.shift, frozenset(changed), previous.exact)
 
 
 def _load(
