@@ -26,7 +26,7 @@ from sync_pipeline.demo import generate
 from sync_pipeline.schedule import DEFAULT_CRON, build_verify_schedule
 from sync_pipeline.translator import MIRROR_CHECK
 
-from .conftest import query
+from .conftest import query, sync_all
 from .test_cli import cli_env, run_cli  # noqa: F401 - the fixture, and the command as cron runs it
 
 EVALUATED = "ASSET_CHECK_EVALUATION"  # not merely planned: a run that does not verify leaves the check alone
@@ -216,3 +216,55 @@ def test_a_component_verifies_the_tables_it_marks_and_ships_its_schedule(
     assert repaired["experiments"][1] == 1 and repaired["experiments"][0] > 0
     assert repaired["narrative_results"] == (0, 0)  # not marked: a plain sync, which trusts PostgreSQL
     assert query(pg_dsn, f'SELECT label FROM "{schema}".narrative_results WHERE result_id = 1') == [("tampered",)]
+
+
+def _edit_sqlite(path: Path, *statements: str) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            for statement in statements:
+                conn.execute(statement)
+    finally:
+        conn.close()
+
+
+def test_a_verify_run_reads_once_and_tells_sqlites_changes_from_drift(demo_db: Path, pg_dsn: str, schema: str) -> None:
+    """One read: every row staged (none skipped), compared once; a difference in a key range SQLite changed
+    since the last sync is SQLite's change, one in a range it left alone is drift (verify.py)."""
+    sync_all(demo_db, pg_dsn, schema, batch_size=500, delete_orphans=True)
+    nr = f'"{schema}".narrative_results'
+    # SQLite changes rows 1700 (update), 2500 (delete) and adds 3001..3002 past the end.
+    _edit_sqlite(
+        demo_db,
+        "UPDATE narrative_results SET label = 'changed' WHERE result_id = 1700",
+        "DELETE FROM narrative_results WHERE result_id = 2500",
+        f"INSERT INTO narrative_results ({COLUMNS}) SELECT result_id + 3000, {COLUMNS[11:]} "
+        "FROM narrative_results WHERE result_id IN (1, 2)",
+    )
+    # Someone edits the mirror where SQLite did not change: an update, a delete, an insert in a new range.
+    query(pg_dsn, f"UPDATE {nr} SET label = 'tampered' WHERE result_id = 10")
+    query(pg_dsn, f"DELETE FROM {nr} WHERE result_id = 20")
+    query(pg_dsn, f"INSERT INTO {nr} ({COLUMNS}) SELECT 1000000, {COLUMNS[11:]} FROM {nr} WHERE result_id = 30")
+
+    result = sync_all(demo_db, pg_dsn, schema, batch_size=500, verify=True)["narrative_results"]
+    assert (result.rows_skipped, result.rows_processed) == (0, result.sqlite_rows)
+    assert (result.rows_inserted, result.rows_updated, result.rows_deleted) == (2, 1, 1)
+    assert (result.rows_repaired, result.repaired_keys) == (3, ("result_id=10", "result_id=20", "result_id=1000000"))
+    assert result.pg_rows_after == result.sqlite_rows
+    assert pg_rows(pg_dsn, f"SELECT {COLUMNS} FROM {nr}") == sqlite_rows(
+        demo_db, f"SELECT {COLUMNS} FROM narrative_results"
+    )
+    # The verify run kept the digests of what it read: the next plain sync skips every row.
+    plain = sync_all(demo_db, pg_dsn, schema, batch_size=500, delete_orphans=True)["narrative_results"]
+    assert plain.rows_skipped == plain.sqlite_rows and plain.rows_changed == 0
+
+
+def test_without_usable_digests_every_difference_is_sqlites_change(demo_db: Path, pg_dsn: str, schema: str) -> None:
+    """Another batch size than the last sync's: its digests say nothing of this read, so nothing tells
+    drift from SQLite's changes; every difference is counted as a change, as a plain full resend counts it."""
+    sync_all(demo_db, pg_dsn, schema, batch_size=500)
+    nr = f'"{schema}".narrative_results'
+    query(pg_dsn, f"UPDATE {nr} SET label = 'tampered' WHERE result_id = 10")
+    result = sync_all(demo_db, pg_dsn, schema, batch_size=700, verify=True)["narrative_results"]
+    assert (result.rows_updated, result.rows_repaired, result.verified) == (1, 0, True)
+    assert query(pg_dsn, f"SELECT label FROM {nr} WHERE result_id = 10") != [("tampered",)]

@@ -241,6 +241,11 @@ def sync_table(
     PostgreSQL is exactly as it was, and the error (a :class:`SyncError`) names the table.
     ``source_file``: the snapshot is one of many files sharing the table (see scope.py); the
     sync then owns, reads and counts only the rows of that file.
+
+    The steps: :func:`_prepare` (under the table's lock, everything known before writing),
+    :func:`_load_widening` (plan the read, load it, and again with wider types if a value does
+    not fit), :func:`_record` (comments, counts, the state the next sync starts from), and
+    :func:`_result`.
     """
     scope = Scope(source_file)
     if conn.server_version < MIN_SERVER_VERSION:
@@ -255,170 +260,373 @@ def sync_table(
         _use_utf8(conn)
         total = snapshot.count(table)
         with conn, conn.cursor() as cur:
-            target = PgTable(cur, schema, table, scope=scope)
-            if not target.lock(options.lock_timeout_s):
-                raise SyncError(
-                    table.name,
-                    f"another sync of {target.qualified_name} held its lock for {options.lock_timeout_s:g} s; "
-                    "try again when it has finished",
-                )
-            scope.enter(cur)
-            _refuse_gone_file(snapshot, table, scope)
-            # Everything known before writing, in two round trips, under the lock (catalog.py).
-            entry = read_entry(cur, schema, options.state_schema, table.name, target.pg.name, scope)
-            if not entry.schema_exists:
-                raise SyncError(table.name, f"PostgreSQL schema {schema!r} does not exist; create it or set PG_SCHEMA")
-            existed = entry.oid is not None
-            if scope.shared and not existed:
-                target.lock_for_ddl()  # two files' first syncs: one creates the table, the other merges
-                entry = read_entry(cur, schema, options.state_schema, table.name, target.pg.name, scope)
-                existed = entry.oid is not None
-            if scope.shared and existed:
-                entry, options = _prepare_shared(target, entry, options)
-            rows_before = entry.rows
-            bytes_before = entry.total_bytes
-            # A shared table keeps its types (other files' values are in it): full_refresh reloads in place.
-            fresh = not existed or (options.full_refresh and not scope.shared)
-            types = ColumnTypes(table, options.strict_types, resolve_pins(cur, table, options.column_types))
-            typed = types.start(None if fresh else target.catalog(entry.columns))
-            added = (
-                []
-                if fresh
-                else _evolve_shape(
-                    PgTable(cur, schema, typed, scope=scope), options, (entry.columns_in_pg(), entry.primary_key)
-                )
+            ready = _prepare(snapshot, cur, table, schema, options, scope)
+            loaded = _load_widening(snapshot, ready, total, cursor_column, on_progress)
+            recorded = _record(snapshot, ready, loaded, total, cursor_column)
+    return _result(ready, loaded, recorded, total, cursor_column, time.perf_counter() - started)
+
+
+@dataclass
+class _Prepared:
+    """What a sync settles under the table's lock before it reads a row, kept for the steps after it
+    so that none of them asks PostgreSQL again (``entry`` was read in two round trips, catalog.py)."""
+
+    cur: psycopg2.extensions.cursor
+    table: TableInfo
+    schema: str
+    scope: Scope
+    options: SyncOptions  # a shared file due for a rewrite syncs with full_refresh (rewrites.py)
+    entry: TableEntry
+    existed: bool
+    fresh: bool  # built from nothing by this sync (new, or a full refresh of a table of one file)
+    types: ColumnTypes
+    typed: TableInfo  # the table with the PostgreSQL types its columns have at the start
+    added: list[str]  # columns added by following SQLite's ALTER TABLE ADD COLUMN
+    state: SyncState
+    rows_before: int
+    bytes_before: int
+
+
+@dataclass
+class _Read:
+    """How one attempt reads the table: the last sync it starts from, which rows (the cursor plan),
+    how many, and the reader (cut into batches, with the row hashes to hold back unchanged lines)."""
+
+    shape: str
+    last: LastSync | None
+    plan: cursor.CursorPlan
+    to_read: int
+    reader: TableReader
+
+
+@dataclass
+class _Loaded:
+    """What the load wrote, with the types it finally took (a widening retry may have moved them)."""
+
+    target: PgTable
+    typed: TableInfo
+    read: _Read
+    counts: _Counts
+    checked: verify.Verified | None  # None: not a verify run
+
+
+@dataclass
+class _Recorded:
+    rows_after: int
+    bytes_after: int
+    pending: Mapping[str, str]
+    retyped: tuple[ColumnRetype, ...]
+
+
+def _prepare(
+    snapshot: SqliteSnapshot,
+    cur: psycopg2.extensions.cursor,
+    table: TableInfo,
+    schema: str,
+    options: SyncOptions,
+    scope: Scope,
+) -> _Prepared:
+    """Lock the table (or the file's rows of it), read what is known about it, and bring its shape to
+    SQLite's: nothing another sync could change is read before the lock."""
+    target = PgTable(cur, schema, table, scope=scope)
+    if not target.lock(options.lock_timeout_s):
+        raise SyncError(
+            table.name,
+            f"another sync of {target.qualified_name} held its lock for {options.lock_timeout_s:g} s; "
+            "try again when it has finished",
+        )
+    scope.enter(cur)
+    _refuse_gone_file(snapshot, table, scope)
+    # Everything known before writing, in two round trips, under the lock (catalog.py).
+    entry = read_entry(cur, schema, options.state_schema, table.name, target.pg.name, scope)
+    if not entry.schema_exists:
+        raise SyncError(table.name, f"PostgreSQL schema {schema!r} does not exist; create it or set PG_SCHEMA")
+    existed = entry.oid is not None
+    if scope.shared and not existed:
+        target.lock_for_ddl()  # two files' first syncs: one creates the table, the other merges
+        entry = read_entry(cur, schema, options.state_schema, table.name, target.pg.name, scope)
+        existed = entry.oid is not None
+    if scope.shared and existed:
+        entry, options = _prepare_shared(target, entry, options)
+    # A shared table keeps its types (other files' values are in it): full_refresh reloads in place.
+    fresh = not existed or (options.full_refresh and not scope.shared)
+    types = ColumnTypes(table, options.strict_types, resolve_pins(cur, table, options.column_types))
+    typed = types.start(None if fresh else target.catalog(entry.columns))
+    added = (
+        []
+        if fresh
+        else _evolve_shape(
+            PgTable(cur, schema, typed, scope=scope), options, (entry.columns_in_pg(), entry.primary_key)
+        )
+    )
+    state = SyncState(cur, schema, options.state_schema, scope.state_key(), known=entry)
+    return _Prepared(
+        cur=cur,
+        table=table,
+        schema=schema,
+        scope=scope,
+        options=options,
+        entry=entry,
+        existed=existed,
+        fresh=fresh,
+        types=types,
+        typed=typed,
+        added=added,
+        state=state,
+        rows_before=entry.rows,
+        bytes_before=entry.total_bytes,
+    )
+
+
+def _plan_read(
+    snapshot: SqliteSnapshot,
+    ready: _Prepared,
+    target: PgTable,
+    total: int,
+    cursor_column: str | None,
+    on_progress: ProgressCallback | None,
+) -> _Read:
+    """Which rows this attempt reads (past the watermark, or all), and where its batches end so that a
+    change resends little (change_detection.py); with the row hashes a batch that changed compares its
+    lines with (row_digests.py)."""
+    options, typed = ready.options, target.table
+    shape = shape_of(typed, snapshot.schema_version())
+    last = _last_sync(ready.state, snapshot, target, shape)
+    plan = cursor.CursorPlan(None, None)
+    if cursor_column is not None:
+        plan = cursor.plan(snapshot, typed, cursor_column, last, not ready.rows_before or options.full_refresh)
+    since = plan.since
+    to_read = total if since is None else snapshot.count(typed, since)
+    batching = Batching(options.batch_size)
+    hashes = None  # of each row of each batch, where kept (row_digests.py)
+    if since is None:  # a full read: cut it so that a change resends little (change_detection.py)
+        key = change_detection.key_column(typed)
+        span = None if key is None else snapshot.key_span(typed, typed.columns[key].name)
+        previous = last.digests if last is not None else None
+        batching = change_detection.plan(typed, options.batch_size, total, span, previous)
+        if cursor_column is None and ready.table.primary_key and row_digests.applies(total, batching):
+            hashes = row_digests.load(
+                ready.cur, options.state_schema, ready.schema, ready.table.name, ready.scope.state_key()
             )
-            state = SyncState(cur, schema, options.state_schema, scope.state_key(), known=entry)
-            while True:  # once, unless a value does not fit its column's type (column_types.py)
-                target = PgTable(cur, schema, typed, types.notes(typed), scope)
-                shape = shape_of(typed, snapshot.schema_version())
-                last = _last_sync(state, snapshot, target, shape)
-                plan = cursor.CursorPlan(None, None)
-                if cursor_column is not None:
-                    plan = cursor.plan(snapshot, typed, cursor_column, last, not rows_before or options.full_refresh)
-                since = plan.since
-                to_read = total if since is None else snapshot.count(typed, since)
-                batching = Batching(options.batch_size)
-                hashes = None  # of each row of each batch, where kept (row_digests.py)
-                if since is None:  # a full read: cut it so that a change resends little (change_detection.py)
-                    key = change_detection.key_column(typed)
-                    span = None if key is None else snapshot.key_span(typed, typed.columns[key].name)
-                    previous = last.digests if last is not None else None
-                    batching = change_detection.plan(typed, options.batch_size, total, span, previous)
-                    if cursor_column is None and table.primary_key and row_digests.applies(total, batching):
-                        hashes = row_digests.load(cur, options.state_schema, schema, table.name, scope.state_key())
-                reader = TableReader(snapshot, typed, options.batch_size, to_read, on_progress, since, batching, hashes)
-                target.savepoint(_TYPES_SAVEPOINT)
-                try:
-                    counts = _load(
-                        target, reader, _normal_pass(options, table), rows_before if existed else None, total, last
-                    )
-                    checked = _verify(target, reader, options, total, existed) if options.verify else None
-                except ValueMismatchError as misfit:
-                    target.rollback_to_savepoint(_TYPES_SAVEPOINT)
-                    if scope.shared and not fresh:
-                        target.lock_for_ddl()
-                        catalog = target.catalog()
-                        if {n: t for n, (t, _) in catalog.items()} != {c.name: c.pg_type.name for c in typed.columns}:
-                            # Another file's sync widened a column meanwhile: start again from its types.
-                            typed = types.start(catalog)
-                            continue
-                    changes = types.widen(snapshot, typed, misfit, None if fresh else target.holds)
-                    typed = replace(
-                        typed,
-                        columns=tuple(replace(c, pg_type=changes.get(c.name, (c.pg_type,))[0]) for c in typed.columns),
-                    )
-                    if not fresh:
-                        _alter_types(PgTable(cur, schema, target.table, types.notes(typed), scope), changes, options)
-                    continue
-                except psycopg2.DataError as exc:
-                    misfit = pinned_misfit(snapshot, typed, target.pg.column_names, types.pins, exc)
-                    if misfit is None:
-                        raise
-                    raise misfit from None
-                target.release_savepoint(_TYPES_SAVEPOINT)
-                break
-            counts.updated += _clear_lacked_columns(target, entry, options, last)
-            same_mirror = existed and not fresh  # not created or swapped by this sync: `entry` describes it
-            # Says why in \d+, and marks repaired columns; only comments that differ are written.
-            target.comment_columns(
-                list(types.reasons), {name: comment for name, _, comment in entry.columns} if same_mirror else None
-            )
-            if reader.rows_read != to_read:
-                raise SyncError(
-                    table.name, f"read {reader.rows_read} rows but the snapshot has {to_read}; nothing written"
-                )
-            watermark = plan.watermark
-            unchanged = (
-                same_mirror
-                and not added
-                and not types.widened
-                and counts.inserted == counts.updated == counts.deleted == 0
-                and not (checked and checked.rows_repaired)
-            )
-            # The count after the merge less the rows deleted since (a repair wrote more: counted again below).
-            if counts.merged_rows is not None and not (checked and checked.rows_repaired):
-                rows_after, bytes_after = counts.merged_rows - counts.deleted, target.total_bytes()
-            elif unchanged:  # nothing written: as read under the lock at the start
-                rows_after, bytes_after = rows_before, bytes_before
-            else:
-                rows_after, bytes_after = target.count_and_size()
-            state.save(
-                table,
-                shape,
-                snapshot.version,
-                cursor=None if cursor_column is None or watermark is None else (cursor_column, watermark),
-                # A full read: the next incremental sync can leave out the batches still the same.
-                # Every SQLite key is in PostgreSQL now, so equal counts mean no orphan was kept.
-                digests=BatchDigests(reader.read_path, batching.describe(), reader.digests, exact=rows_after == total)
-                if cursor_column is None and table.primary_key
-                else None,
-                same_mirror=same_mirror,
-            )
-            if reader.row_digests is not None:
-                row_digests.save(
-                    cur, options.state_schema, schema, table.name, scope.state_key(), reader.row_digests, reader.digests
-                )
-            if rewrites.rewrite_due(scope, entry.pending_rewrites):
-                rewrites.done(cur, options.state_schema, schema, table.name, scope)
-            pending = rewrites.others(
-                cur, options.state_schema, schema, table.name, scope, entry.pending_rewrites, bool(types.widened)
-            )
-            retyped = types.report(snapshot, typed)
+    reader = TableReader(snapshot, typed, options.batch_size, to_read, on_progress, since, batching, hashes)
+    return _Read(shape, last, plan, to_read, reader)
+
+
+def _load_widening(
+    snapshot: SqliteSnapshot,
+    ready: _Prepared,
+    total: int,
+    cursor_column: str | None,
+    on_progress: ProgressCallback | None,
+) -> _Loaded:
+    """Read and write the rows (and verify them, on a verify run), inside a savepoint: a value that
+    does not fit its column's type rolls the attempt back, the column widens (column_types.py), and
+    the read starts again. Once, unless a value does not fit."""
+    typed = ready.typed
+    while True:
+        target = PgTable(ready.cur, ready.schema, typed, ready.types.notes(typed), ready.scope)
+        read = _plan_read(snapshot, ready, target, total, cursor_column, on_progress)
+        target.savepoint(_TYPES_SAVEPOINT)
+        try:
+            rows_before = ready.rows_before if ready.existed else None
+            counts, checked = _load_and_verify(target, read.reader, ready.options, rows_before, total, read.last)
+        except ValueMismatchError as misfit:
+            target.rollback_to_savepoint(_TYPES_SAVEPOINT)
+            typed = _widened(snapshot, ready, target, misfit)
+            continue
+        except psycopg2.DataError as exc:
+            misfit = pinned_misfit(snapshot, typed, target.pg.column_names, ready.types.pins, exc)
+            if misfit is None:
+                raise
+            raise misfit from None
+        target.release_savepoint(_TYPES_SAVEPOINT)
+        return _Loaded(target, typed, read, counts, checked)
+
+
+def _widened(snapshot: SqliteSnapshot, ready: _Prepared, target: PgTable, misfit: ValueMismatchError) -> TableInfo:
+    """The table with the types the next attempt takes: another file's widening when it came first
+    (a shared table), else this one's, the existing table's columns altered to match."""
+    typed = target.table
+    if ready.scope.shared and not ready.fresh:
+        target.lock_for_ddl()
+        catalog = target.catalog()
+        if {n: t for n, (t, _) in catalog.items()} != {c.name: c.pg_type.name for c in typed.columns}:
+            # Another file's sync widened a column meanwhile: start again from its types.
+            return ready.types.start(catalog)
+    changes = ready.types.widen(snapshot, typed, misfit, None if ready.fresh else target.holds)
+    typed = replace(
+        typed, columns=tuple(replace(c, pg_type=changes.get(c.name, (c.pg_type,))[0]) for c in typed.columns)
+    )
+    if not ready.fresh:
+        _alter_types(
+            PgTable(ready.cur, ready.schema, target.table, ready.types.notes(typed), ready.scope),
+            changes,
+            ready.options,
+        )
+    return typed
+
+
+def _record(
+    snapshot: SqliteSnapshot, ready: _Prepared, loaded: _Loaded, total: int, cursor_column: str | None
+) -> _Recorded:
+    """After the rows: the columns a file lacks, the column comments, the counts after, and the state
+    the next sync starts from (watermark, batch digests, row hashes, rewrites due)."""
+    cur, options, entry, types = ready.cur, ready.options, ready.entry, ready.types
+    table, target, counts, checked = ready.table, loaded.target, loaded.counts, loaded.checked
+    reader = loaded.read.reader
+    counts.updated += _clear_lacked_columns(target, entry, options, loaded.read.last)
+    same_mirror = ready.existed and not ready.fresh  # not created or swapped by this sync: `entry` describes it
+    # Says why in \d+, and marks repaired columns; only comments that differ are written.
+    target.comment_columns(
+        list(types.reasons), {name: comment for name, _, comment in entry.columns} if same_mirror else None
+    )
+    if reader.rows_read != loaded.read.to_read:
+        raise SyncError(
+            table.name, f"read {reader.rows_read} rows but the snapshot has {loaded.read.to_read}; nothing written"
+        )
+    watermark = loaded.read.plan.watermark
+    repaired = bool(checked and checked.rows_repaired)
+    unchanged = (
+        same_mirror
+        and not ready.added
+        and not types.widened
+        and counts.inserted == counts.updated == counts.deleted == 0
+        and not repaired
+    )
+    # The count after the merge less the rows deleted since (a repair wrote more: counted again below).
+    if counts.merged_rows is not None and not repaired:
+        rows_after, bytes_after = counts.merged_rows - counts.deleted, target.total_bytes()
+    elif unchanged:  # nothing written: as read under the lock at the start
+        rows_after, bytes_after = ready.rows_before, ready.bytes_before
+    else:
+        rows_after, bytes_after = target.count_and_size()
+    ready.state.save(
+        table,
+        loaded.read.shape,
+        snapshot.version,
+        cursor=None if cursor_column is None or watermark is None else (cursor_column, watermark),
+        # A full read: the next incremental sync can leave out the batches still the same.
+        # Every SQLite key is in PostgreSQL now, so equal counts mean no orphan was kept.
+        digests=BatchDigests(reader.read_path, reader.batching.describe(), reader.digests, exact=rows_after == total)
+        if cursor_column is None and table.primary_key
+        else None,
+        same_mirror=same_mirror,
+    )
+    state_key = ready.scope.state_key()
+    if reader.row_digests is not None:
+        row_digests.save(
+            cur, options.state_schema, ready.schema, table.name, state_key, reader.row_digests, reader.digests
+        )
+    if rewrites.rewrite_due(ready.scope, entry.pending_rewrites):
+        rewrites.done(cur, options.state_schema, ready.schema, table.name, ready.scope)
+    pending = rewrites.others(
+        cur, options.state_schema, ready.schema, table.name, ready.scope, entry.pending_rewrites, bool(types.widened)
+    )
+    return _Recorded(rows_after, bytes_after, pending, types.report(snapshot, loaded.typed))
+
+
+def _result(
+    ready: _Prepared, loaded: _Loaded, recorded: _Recorded, total: int, cursor_column: str | None, duration_s: float
+) -> TableSyncResult:
+    """The numbers of the sync, as the caller reads them."""
+    options, counts, checked, reader, plan = (
+        ready.options,
+        loaded.counts,
+        loaded.checked,
+        loaded.read.reader,
+        loaded.read.plan,
+    )
     return TableSyncResult(
-        table=table.name,
-        pg_table=target.qualified_name,
+        table=ready.table.name,
+        pg_table=loaded.target.qualified_name,
         mode=MODE_CURSOR if cursor_column is not None and not options.full_refresh else options.mode,
         sqlite_rows=total,
-        pg_rows_before=rows_before,
-        pg_rows_after=rows_after,
+        pg_rows_before=ready.rows_before,
+        pg_rows_after=recorded.rows_after,
         rows_processed=reader.rows_read,
         rows_inserted=counts.inserted,
         rows_updated=counts.updated,
         rows_deleted=counts.deleted,
         rows_unchanged=max(0, reader.rows_read - counts.inserted - counts.updated),
-        table_bytes_before=bytes_before,
-        table_bytes_after=bytes_after,
+        table_bytes_before=ready.bytes_before,
+        table_bytes_after=recorded.bytes_after,
         batch_size=options.batch_size,
-        duration_s=time.perf_counter() - started,
-        table_created=not existed,
-        columns_added=tuple(added),
+        duration_s=duration_s,
+        table_created=not ready.existed,
+        columns_added=tuple(ready.added),
         read_path=reader.read_path,
         rows_skipped=reader.rows_skipped,
         arrow_refused=reader.arrow_refused,
         cursor_column=cursor_column,
-        watermark_before=None if since is None else since.watermark,
-        watermark_after=watermark,
+        watermark_before=None if plan.since is None else plan.since.watermark,
+        watermark_after=plan.watermark,
         warnings=(plan.warning,) if plan.warning else (),
-        columns_retyped=retyped,
-        columns_widened=tuple(types.widened),
-        pg_types={c.name: c.pg_type.name for c in typed.columns},
-        pending_rewrites=pending,
+        columns_retyped=recorded.retyped,
+        columns_widened=tuple(ready.types.widened),
+        pg_types={c.name: c.pg_type.name for c in loaded.typed.columns},
+        pending_rewrites=recorded.pending,
         verified=checked is not None,
         rows_verified=checked.rows_verified if checked else 0,
         rows_repaired=checked.rows_repaired if checked else 0,
         repaired_keys=checked.keys if checked else (),
     )
+
+
+def _load_and_verify(
+    target: PgTable,
+    reader: TableReader,
+    options: SyncOptions,
+    rows_before: int | None,
+    sqlite_rows: int,
+    last: LastSync | None,
+) -> tuple[_Counts, verify.Verified | None]:
+    """The load, and on a verify run the verification: in the same read where the batches are key ranges
+    of an existing keyed table read in full, else after the load (verify.py)."""
+    if options.verify and _verifies_in_one_read(reader, options, rows_before):
+        return _merge_verified(target, reader, rows_before, sqlite_rows, last)
+    counts = _load(target, reader, _normal_pass(options, target.table), rows_before, sqlite_rows, last)
+    checked = _verify(target, reader, options, sqlite_rows, rows_before is not None) if options.verify else None
+    return counts, checked
+
+
+def _verifies_in_one_read(reader: TableReader, options: SyncOptions, rows_before: int | None) -> bool:
+    """Whether a verify run's own read can verify the table: an existing table with a key, read in full
+    and cut by key, so that each row's batch, changed since the last sync or not, is known from its key
+    in PostgreSQL (see verify.py). A table built by this sync needs no comparison at all."""
+    return (
+        rows_before is not None
+        and not options.full_refresh
+        and bool(reader.table.primary_key)
+        and reader.since is None
+        and reader.batching.by_key
+    )
+
+
+def _merge_verified(
+    target: PgTable, reader: TableReader, rows_before: int, sqlite_rows: int, last: LastSync | None
+) -> tuple[_Counts, verify.Verified]:
+    """A verify run in one read: every row into the stage (no batch left out, each still digested for
+    the next plain sync), compared with the target once, every difference written; SQLite's changes
+    are counted as the merge counts them, the rest as repaired (verify.merge_verified)."""
+    _refuse_merged_keys(target, reader)
+    _stage_all(target, reader)
+    changes, checked = verify.merge_verified(target, sqlite_rows, _sqlite_changed(target, reader, last))
+    counts = _Counts(inserted=changes.inserted, updated=changes.updated, deleted=changes.deleted)
+    if changes.inserted or changes.updated or changes.deleted:  # keys are unique: each insert is a new row
+        counts.merged_rows = rows_before + changes.inserted
+    return counts, checked
+
+
+def _sqlite_changed(target: PgTable, reader: TableReader, last: LastSync | None) -> verify.ChangedRanges | None:
+    """The key ranges where SQLite changed since the last sync (digests differ, or new or gone), when
+    the last sync's digests describe a read like this one; None when they say nothing of it."""
+    previous = last.digests if last is not None else None
+    if previous is None or not previous.matches(reader.read_path, reader.batching):
+        return None
+    now, before = reader.digests, previous.digests
+    changed = {i for i, digest in now.items() if before.get(i) != digest} | (before.keys() - now.keys())
+    key = reader.table.columns[reader.batching.key_index].name  # type: ignore[index]
+    return verify.ChangedRanges(target.pg_column(key).name, reader.batching.shift, frozenset(changed), previous.exact)
 
 
 def _load(

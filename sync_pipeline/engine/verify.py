@@ -6,26 +6,46 @@ row_digests.py) resend only what changed *in SQLite* since the last sync, and or
 only in the key ranges that changed, on the rule that PostgreSQL still holds what the last sync
 wrote. An edit made to the mirror by anyone else (an UPDATE, a DELETE, an INSERT) breaks that rule
 and stays, and the row count may well still match. A verify run (``SyncOptions.verify``) does not
-trust PostgreSQL:
+trust PostgreSQL.
+
+**One read** (:func:`merge_verified`): a table with a primary key whose batches are key ranges
+(change_detection.py), synced in full (no cursor) into a table that exists. The sync reads every row
+into the stage, with no batch left out (it still takes each batch's digest, for the next plain sync),
+and the stage is compared with the sync's rows of the target (its :class:`~.scope.Scope`: one file's
+rows when many files share the table) in one full join by key, values compared by
+``column_types.identity`` as the merge compares them. The rows that differ, are missing or are extra
+go into a temporary table, and only those are written (UPDATE, INSERT, DELETE by key): what the merge
+and ``delete_orphans`` would have written, in one join instead of three. Each of them is then told
+apart by its key's batch (:class:`ChangedRanges`):
+
+- in a batch whose digest differs from the last sync's, or that is new or gone: SQLite changed there,
+  so it is SQLite's change (inserted, updated, deleted, as a plain sync counts it);
+- in a batch whose digest is the last sync's: SQLite did not change those rows, so PostgreSQL no longer
+  holds what the last sync left: drift, counted in ``rows_repaired``. An extra row counts so only when
+  the last sync left PostgreSQL exact (``BatchDigests.exact``); else it may be an orphan that sync kept
+  (``delete_orphans`` off), deleted as SQLite's deletion, as a plain sync with ``delete_orphans`` does.
+- when the last sync's digests say nothing of this read (none, another read path or batching): every
+  difference is SQLite's change, as today's plain sync resending every row counts it; none is repaired.
+
+The attribution is by batch: a row drifted in a batch SQLite also changed is counted as SQLite's.
+
+**Two reads** (:func:`verify_and_repair`), for the other tables (no key, batches by position, a cursor):
 
 1. The normal sync runs first, as always, so SQLite's own changes are counted as ever (inserted,
    updated, deleted). For a table with a primary key it runs with ``delete_orphans`` (see
    :func:`normal_pass_deletes_orphans`): a verified mirror holds no orphans, and the normal pass tells
    SQLite's deletions apart from rows inserted out of band.
 2. Then every SQLite row is in the stage (the normal pass's own stage when it already holds every row,
-   else a second full read into it), and the stage is compared with the sync's rows of the target
-   (its :class:`~.scope.Scope`: one file's rows when many files share the table):
+   else a second full read into it), and the stage is compared with the sync's rows of the target:
 
-   - with a primary key, in one full join by key, values compared by ``column_types.identity`` as the
-     merge compares them; the rows that differ, are missing or are extra go into a temporary table,
-     and only those are written (UPDATE, INSERT, DELETE by key);
+   - with a primary key, in the full join by key above, every difference counted as repaired;
    - without one, as multisets (``PgTable.multiset_differences``): the normal pass already appended
      the rows PostgreSQL lacked, so what is left are rows SQLite lacks; the table's rows are then
      rewritten from the stage (``PgTable.reload_from``).
 
-The rows written by step 2 are ``rows_repaired``, with up to :data:`MAX_EXAMPLE_KEYS` keys for the run
-log and the ``mirror_matches_sqlite`` check. The digests the sync records describe SQLite's snapshot,
-which PostgreSQL now equals, so the next plain sync may trust PostgreSQL again.
+The rows repaired come with up to :data:`MAX_EXAMPLE_KEYS` keys for the run log and the
+``mirror_matches_sqlite`` check. The digests the sync records describe SQLite's snapshot, which
+PostgreSQL now equals, so the next plain sync may trust PostgreSQL again.
 
 A table the sync has just created or rebuilt from the full read (``full_refresh``) equals the read by
 construction: it is verified without a second look.
@@ -47,6 +67,27 @@ from .sqlite_source import ColumnInfo, TableInfo
 MAX_EXAMPLE_KEYS = 10
 DRIFT = sql.Identifier("_sps_drift")
 _MISSING, _DIFFERS, _EXTRA = "missing", "differs", "extra"
+
+
+@dataclass(frozen=True)
+class ChangedRanges:
+    """Where SQLite changed since the last sync, when its batches are key ranges (change_detection.py):
+    batch *n* holds the keys ``[n << shift, (n + 1) << shift)``; ``batch_ids`` are the batches whose digest
+    differs from the last sync's, or that are new or gone, the only ranges where SQLite changed."""
+
+    key: str  # the PostgreSQL column of the key the batches are cut by
+    shift: int
+    batch_ids: frozenset[int]
+    exact: bool  # the last sync left no orphan: an extra row in an unchanged range came since
+
+
+@dataclass(frozen=True)
+class Changes:
+    """SQLite's own changes since the last sync that a one-read verify wrote (see the module docstring)."""
+
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,8 +141,25 @@ def verify_and_repair(
     if stage_every_row is not None:
         stage_every_row()
     if target.pg.primary_key:
-        return _repair_by_key(target, sqlite_rows)
+        return _repair_by_key(target, sqlite_rows, sql.SQL("false"))[1]
     return _repair_multiset(target, sqlite_rows)
+
+
+def merge_verified(target: PgTable, sqlite_rows: int, changed: ChangedRanges | None) -> tuple[Changes, Verified]:
+    """The one-read verify of a keyed table whose stage holds every SQLite row: write every difference,
+    and tell SQLite's changes (in ``changed``'s ranges) from drift (the rest, repaired). ``changed`` None:
+    the last sync's digests say nothing of this read, so every difference is SQLite's change."""
+    if changed is None:
+        return _repair_by_key(target, sqlite_rows, sql.SQL("true"))
+    key = sql.SQL("coalesce(s.{k}, t.{k})").format(k=sql.Identifier(changed.key))
+    by_sqlite: sql.Composable = sql.SQL("({key} >> {shift}) = ANY({ids}::bigint[])").format(
+        key=key, shift=sql.Literal(changed.shift), ids=sql.Literal(sorted(changed.batch_ids))
+    )
+    if not changed.exact:  # an extra row may be an orphan the last sync kept: SQLite deleted it
+        by_sqlite = sql.SQL("(s.{k} IS NULL OR {changed})").format(
+            k=sql.Identifier(target.pg.primary_key[0]), changed=by_sqlite
+        )
+    return _repair_by_key(target, sqlite_rows, by_sqlite)
 
 
 def _repair_multiset(target: PgTable, sqlite_rows: int) -> Verified:
@@ -123,7 +181,10 @@ def _refuse_empty_source(target: PgTable, sqlite_rows: int) -> None:
         )
 
 
-def _repair_by_key(target: PgTable, sqlite_rows: int) -> Verified:
+def _repair_by_key(target: PgTable, sqlite_rows: int, by_sqlite: sql.Composable) -> tuple[Changes, Verified]:
+    """Write every row of the stage that differs from, is missing from or is extra in the target, and
+    count them: as SQLite's changes where ``by_sqlite`` (over ``s``, the stage, and ``t``, the target)
+    holds, else as repaired (with example keys)."""
     pg = target.pg
     key = [c for c in pg.columns if c.name in pg.primary_key]
     others = [c for c in pg.columns if c.name not in pg.primary_key]
@@ -146,9 +207,9 @@ def _repair_by_key(target: PgTable, sqlite_rows: int) -> Verified:
     differs = sql.SQL(" OR ({}) IS DISTINCT FROM ({})").format(row("t"), row("s")) if others else sql.SQL("")
     target.cur.execute(
         sql.SQL(
-            "CREATE TEMP TABLE {drift} (kind, {names}) ON COMMIT DROP AS "
+            "CREATE TEMP TABLE {drift} (kind, by_sqlite, {names}) ON COMMIT DROP AS "
             "SELECT CASE WHEN t.{k} IS NULL THEN {missing} WHEN s.{k} IS NULL THEN {extra} ELSE {differs_kind} END, "
-            "{values} FROM {stage} AS s FULL JOIN (SELECT * FROM {target} WHERE {mine}) AS t ON {match} "
+            "{by_sqlite}, {values} FROM {stage} AS s FULL JOIN (SELECT * FROM {target} WHERE {mine}) AS t ON {match} "
             "WHERE t.{k} IS NULL OR s.{k} IS NULL{differs}"
         ).format(
             drift=DRIFT,
@@ -157,6 +218,7 @@ def _repair_by_key(target: PgTable, sqlite_rows: int) -> Verified:
             missing=sql.Literal(_MISSING),
             extra=sql.Literal(_EXTRA),
             differs_kind=sql.Literal(_DIFFERS),
+            by_sqlite=by_sqlite,
             values=sql.SQL(", ").join(values),
             stage=STAGE,
             target=target.ident,
@@ -165,24 +227,13 @@ def _repair_by_key(target: PgTable, sqlite_rows: int) -> Verified:
             differs=differs,
         )
     )
-    target.cur.execute(sql.SQL("SELECT kind, count(*) FROM {} GROUP BY kind").format(DRIFT))
-    found = {str(kind): int(n) for kind, n in target.cur.fetchall()}
+    target.cur.execute(sql.SQL("SELECT kind, by_sqlite, count(*) FROM {} GROUP BY kind, by_sqlite").format(DRIFT))
+    counted = {(str(kind), bool(ours)): int(n) for kind, ours, n in target.cur.fetchall()}
+    found = {kind: counted.get((kind, False), 0) + counted.get((kind, True), 0) for kind, _ in counted}
     if not found:
-        return Verified(rows_verified=sqlite_rows)
-    shown = [c for c in key if c.name != SOURCE_FILE_COLUMN or not target.scope.shared]
-    target.cur.execute(
-        sql.SQL("SELECT {} FROM {} ORDER BY {} LIMIT {}").format(
-            sql.SQL(", ").join(sql.SQL("{}::text").format(names[c.name]) for c in shown),
-            DRIFT,
-            # Qualified: the bare name would be the ::text output column's, ordering 10 before 9.
-            sql.SQL(", ").join(sql.SQL("{}.{}").format(DRIFT, names[c.name]) for c in shown),
-            sql.Literal(MAX_EXAMPLE_KEYS),
-        )
-    )
-    examples = tuple(
-        ", ".join(f"{c.name}={value}" for c, value in zip(shown, values_, strict=True))
-        for values_ in target.cur.fetchall()
-    )
+        return Changes(), Verified(rows_verified=sqlite_rows)
+    repaired = {kind: counted.get((kind, False), 0) for kind in found}
+    examples = _example_keys(target, names) if any(repaired.values()) else ()
     drift_key = sql.SQL(" AND ").join(sql.SQL("t.{} = d.{}").format(sql.Identifier(c.name), names[c.name]) for c in key)
     if found.get(_EXTRA):
         _refuse_empty_source(target, sqlite_rows)
@@ -214,12 +265,36 @@ def _repair_by_key(target: PgTable, sqlite_rows: int) -> Verified:
                 kind=sql.Literal(_MISSING),
             )
         )
-    return Verified(
+    changes = Changes(
+        inserted=found.get(_MISSING, 0) - repaired.get(_MISSING, 0),
+        updated=found.get(_DIFFERS, 0) - repaired.get(_DIFFERS, 0),
+        deleted=found.get(_EXTRA, 0) - repaired.get(_EXTRA, 0),
+    )
+    return changes, Verified(
         rows_verified=sqlite_rows,
-        inserted=found.get(_MISSING, 0),
-        updated=found.get(_DIFFERS, 0),
-        deleted=found.get(_EXTRA, 0),
+        inserted=repaired.get(_MISSING, 0),
+        updated=repaired.get(_DIFFERS, 0),
+        deleted=repaired.get(_EXTRA, 0),
         keys=examples,
+    )
+
+
+def _example_keys(target: PgTable, names: dict[str, sql.Identifier]) -> tuple[str, ...]:
+    """Up to :data:`MAX_EXAMPLE_KEYS` keys of the rows repaired (not SQLite's changes), in key order."""
+    key = [c for c in target.pg.columns if c.name in target.pg.primary_key]
+    shown = [c for c in key if c.name != SOURCE_FILE_COLUMN or not target.scope.shared]
+    target.cur.execute(
+        sql.SQL("SELECT {} FROM {} WHERE NOT by_sqlite ORDER BY {} LIMIT {}").format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(names[c.name]) for c in shown),
+            DRIFT,
+            # Qualified: the bare name would be the ::text output column's, ordering 10 before 9.
+            sql.SQL(", ").join(sql.SQL("{}.{}").format(DRIFT, names[c.name]) for c in shown),
+            sql.Literal(MAX_EXAMPLE_KEYS),
+        )
+    )
+    return tuple(
+        ", ".join(f"{c.name}={value}" for c, value in zip(shown, values_, strict=True))
+        for values_ in target.cur.fetchall()
     )
 
 
