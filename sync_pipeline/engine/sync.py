@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -672,22 +672,43 @@ def _verify(target: PgTable, reader: TableReader, options: SyncOptions, total: i
 
 
 def _alter_types(target: PgTable, changes: Mapping[str, tuple[PgType, bool]], options: SyncOptions) -> None:
+    _column_ddl(
+        target,
+        list(changes),
+        "must widen to hold SQLite's values",
+        "widened",
+        lambda: target.alter_types(changes, options.lock_timeout_s),
+        options.lock_timeout_s,
+        hint=" (or pin the types with column_types)",
+    )
+    rewrites.mark_others(target, changes, options.state_schema)
+
+
+def _column_ddl(
+    target: PgTable,
+    columns: list[str],
+    why: str,
+    done: str,
+    run: Callable[[], bool],
+    timeout_s: float,
+    hint: str = "",
+) -> None:
+    """A change of columns that rewrites or reshapes the table: refused while views depend on it (PostgreSQL
+    would refuse, or drop them), and given up, changing nothing, when other sessions keep the table busy."""
+    names = ", ".join(map(repr, columns))
     views = target.dependent_views()
     if views:
         raise SyncError(
             target.table.name,
-            f"columns {', '.join(map(repr, changes))} of {target.qualified_name} must widen to hold SQLite's values, "
-            f"but views depend on the table: {', '.join(views)}. Drop them, sync, and create them again "
-            "(or pin the types with column_types)",
+            f"columns {names} of {target.qualified_name} {why}, but views depend on the table: {', '.join(views)}. "
+            f"Drop them, sync, and create them again{hint}",
         )
-    if not target.alter_types(changes, options.lock_timeout_s):
+    if not run():
         raise SyncError(
             target.table.name,
-            f"other sessions kept {target.qualified_name} in use for {options.lock_timeout_s:g} s, so columns "
-            f"{', '.join(map(repr, changes))} could not be widened; nothing changed (look for sessions idle in "
-            "transaction)",
+            f"other sessions kept {target.qualified_name} in use for {timeout_s:g} s, so columns {names} could not "
+            f"be {done}; nothing changed (look for sessions idle in transaction)",
         )
-    rewrites.mark_others(target, changes, options.state_schema)
 
 
 def _refuse_gone_file(snapshot: SqliteSnapshot, table: TableInfo, scope: Scope) -> None:
@@ -733,21 +754,14 @@ def _drop_excluded_columns(target: PgTable, entry: TableEntry, options: SyncOpti
     target.lock_for_ddl()
     still = excluded(target.columns_in_pg())  # another file's sync may have dropped them meanwhile
     if still:
-        views = target.dependent_views()
-        if views:
-            raise SyncError(
-                target.table.name,
-                f"columns {', '.join(map(repr, still))} of {target.qualified_name} are excluded (SYNC_EXCLUDE_COLUMNS) "
-                f"and must be dropped, but views depend on the table: {', '.join(views)}. Drop them, sync, and "
-                "create them again",
-            )
-        if not target.drop_columns(still, options.lock_timeout_s):
-            raise SyncError(
-                target.table.name,
-                f"other sessions kept {target.qualified_name} in use for {options.lock_timeout_s:g} s, so excluded "
-                f"columns {', '.join(map(repr, still))} could not be dropped; nothing changed (look for sessions "
-                "idle in transaction)",
-            )
+        _column_ddl(
+            target,
+            still,
+            "are excluded (SYNC_EXCLUDE_COLUMNS) and must be dropped",
+            "dropped",
+            lambda: target.drop_columns(still, options.lock_timeout_s),
+            options.lock_timeout_s,
+        )
     return replace(entry, columns=tuple(c for c in entry.columns if c[0] not in gone))
 
 
