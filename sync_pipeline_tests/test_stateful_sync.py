@@ -1,19 +1,29 @@
 """Stateful, model-based: random SQLite edits interleaved with syncs under random options.
 
-A hypothesis ``RuleBasedStateMachine`` keeps five SQLite tables (an ``INTEGER PRIMARY KEY`` table, a
+A hypothesis ``RuleBasedStateMachine`` keeps six SQLite tables (an ``INTEGER PRIMARY KEY`` table, a
 typeless key, a ``WITHOUT ROWID`` composite key under a collation only the application registers, a
-table with REAL/NUMERIC/BOOLEAN/BLOB/DATETIME columns, and a keyless table whose name is over 63
-bytes) in one file, in WAL mode (one example in four: a rollback journal, which a sync reads
-through a backup copy), and one PostgreSQL schema, both fresh per example. Its rules edit SQLite
-the way applications do:
+table with REAL/NUMERIC/BOOLEAN/BLOB/DATETIME columns, a table ``p`` whose key is declared BLOB and
+holds numbers (bigint, double precision or numeric from its values) with a TEXT column pinned to
+``numeric`` (``column_types``, in every sync) and a BLOB column of numbers (double precision, which
+keeps -0.0: a REAL column does not, SQLite stores an integral real there as an integer), and a
+keyless table whose name is over 63 bytes) in one file, in WAL mode (one example in four: a
+rollback journal, which a sync reads through a backup copy), and one PostgreSQL schema, both fresh
+per example. Its rules edit SQLite the way applications do:
 
 * insert, update, update many rows in one statement, change a row's key, delete rows anywhere (so
   batch boundaries shift), duplicate a row of the keyless table, insert the twin of a typeless key
-  (``'7'`` beside ``7``, ``7.5`` beside ``'7.5'``);
+  (``'7'`` beside ``7``, ``7.5`` beside ``'7.5'``) or of a number past 2^53 in ``p``'s key (the real
+  2^60 + 256 beside the integer 1152921504606847200: two keys in SQLite, which compares them exactly,
+  one as numeric), flip 0.0 to -0.0 or back in a column that keeps the sign;
+* give the pinned column text PostgreSQL reads as numeric (``'19.99'``, ``'19.990'``, ``' 5 '``,
+  ``'1e3'``, ``'NaN'``...), numbers, and now and then what it cannot read (``'abc'``, a blob);
 * ``ALTER TABLE ADD COLUMN`` plain, with a ``DEFAULT`` (``NOT NULL`` too), generated ``VIRTUAL``,
   under hostile names (spaces, quotes, reserved words, non-ASCII, over 63 bytes); ``DROP COLUMN``;
   a migration that drops the last column and adds it again with the same name and type;
 * ``VACUUM`` (renumbers the rowids of tables without an ``INTEGER PRIMARY KEY``);
+* and, not the application but someone else, edit the PostgreSQL mirror behind the sync's back
+  (``edit_mirror``): UPDATE a value (0.0 to -0.0 in a double precision column), DELETE a row, INSERT
+  a row under a key SQLite never has;
 * values of every storage class: cursors of integers, of reals beyond 2^53 (~1.7e18), of integers
   and reals mixed (now and then a text among them), of text timestamps; non-ASCII text, COPY
   escapes (tab, newline, CR, backslash, ``\\N``), -0.0, +-Infinity, 64-bit bounds; now and then (one
@@ -24,11 +34,12 @@ the way applications do:
 and syncs every table, in random order, with random options: ``strict_types`` or types from the data
 (half the time each, per sync), cursor mode or full scan, ``batch_size`` 1-7 (half the time the
 previous sync's, with the same read path, so batch digests skip batches), the Arrow or the exact
-read path, ``delete_orphans``, ``full_refresh``, 1-3 readers (parallel tables' views of one
-snapshot), a numbered snapshot (``SnapshotClock``) or not, a reused connection or a new one,
-possibly in a client encoding other than UTF8 (LATIN1, WIN1252, SQL_ASCII, EUC_JP). One rule syncs
-while the application commits between the snapshot and the read (PostgreSQL must get the snapshot,
-nothing later); one syncs from a snapshot older than the last synced one, which must be refused.
+read path, ``delete_orphans``, ``full_refresh``, ``verify`` (one sync in 10, one in 2 of the rule
+``sync_again``), 1-3 readers (parallel tables' views of one snapshot), a numbered snapshot
+(``SnapshotClock``) or not, a reused connection or a new one, possibly in a client encoding other than UTF8 (LATIN1,
+WIN1252, SQL_ASCII, EUC_JP). One rule syncs while the application commits between the snapshot and
+the read (PostgreSQL must get the snapshot, nothing later); one syncs from a snapshot older than the
+last synced one, which must be refused.
 
 The application keeps cursor mode's rule (README, "Cursor mode"): every write sets the cursor to at
 least the highest value it ever held (a text among numbers is the documented exception: the sync
@@ -45,27 +56,41 @@ blobs, NUL bytes or invalid UTF-8), joined with the type PostgreSQL has when it 
 column. The asset check's ``row_counts`` (on the sync's session, before it) gives the true counts, and
 either
 
-* the sync succeeded, the PostgreSQL columns (names over 63 bytes shortened) have exactly the model's
-  types (read from the catalog), and every value equals SQLite's under its column's type (written
-  here from the README, not taken from ``types.py``; numbers in text as their exact decimal text,
-  floats compared exactly, rows as multisets for the keyless table; in text, a blob as ``\\x`` and
-  hex digits, NUL and invalid bytes as U+FFFD). No column PostgreSQL held values in is narrower than
-  before, unless ``full_refresh`` ran. ``columns_retyped`` lists exactly the columns whose type is not
-  their declared mapping or whose values were changed, with the PostgreSQL type, the mapping and
-  ``values_changed`` equal to the values the repair changes (blobs, texts with NUL, invalid UTF-8);
-  ``columns_widened`` exactly the columns whose type moved in this sync. With ``delete_orphans`` or
-  ``full_refresh`` PostgreSQL holds exactly SQLite's rows; without, every SQLite row is there and equal
-  and any other key is one SQLite once had. ``sqlite_rows``, ``pg_rows_before`` and ``pg_rows_after``
-  are the true counts, and the rows inserted less the rows deleted are what the table gained; a
-  cursor column holding text beside numbers yields a warning naming it;
+* the sync succeeded, the PostgreSQL columns (names over 63 bytes shortened) have exactly the
+  model's types (read from the catalog), and every value equals SQLite's under its column's type
+  (written here from the README, not taken from ``types.py``; numbers in text as their exact decimal
+  text, floats compared by identity (-0.0 is not 0.0; numeric has no -0, so a real -0.0 there is 0),
+  rows as multisets for the keyless table; in text, a blob as ``\\x`` and hex digits, NUL and
+  invalid bytes as U+FFFD; in the pinned column, what ``SELECT '<text>'::numeric`` gives, scale
+  included, for the value's text: a text as it is, an integer's digits, a real's shortest decimal).
+  A pinned column keeps its type and is never in ``columns_retyped`` nor ``columns_widened``. No
+  column PostgreSQL held values in is narrower than before, unless ``full_refresh`` ran.
+  ``columns_retyped`` lists exactly the columns whose type is not their declared mapping or whose
+  values were changed, with the PostgreSQL type, the mapping and ``values_changed`` equal to the
+  values the repair changes (blobs, texts with NUL, invalid UTF-8); ``columns_widened`` exactly the
+  columns whose type moved in this sync. With ``delete_orphans`` or ``full_refresh`` PostgreSQL
+  holds exactly SQLite's rows; without, every SQLite row is there and equal and any other key is one
+  SQLite once had. Rows edited in the mirror are exempt after a plain sync while they differ from
+  SQLite (the model keeps their keys; a plain sync trusts PostgreSQL and need not notice them; the
+  keyless table's are not, since its plain sync compares every row), never after a ``verify`` sync
+  or ``full_refresh``: then PostgreSQL holds exactly SQLite's rows (as with ``delete_orphans``),
+  every SQLite row was compared (``rows_verified``), and where the columns kept their types, the
+  rows written by the normal pass (inserted, updated, deleted: SQLite's changes, counted as ever)
+  plus ``rows_repaired`` are exactly the rows that differed before (each written once, by the one or
+  the other; verify.py), with ``min(rows_repaired, 10)`` ``repaired_keys``. ``sqlite_rows``,
+  ``pg_rows_before`` and ``pg_rows_after`` are the true counts, and the rows inserted less the rows
+  deleted are what the table gained (give or take ``rows_repaired``, which a verify sync's repair
+  wrote); a cursor column holding text beside numbers yields a warning naming it;
 * or it raised a ``SyncError`` naming the table, the model says it must fail (with ``strict_types``
-  only: a value its column's type cannot hold; in both modes: two keys that become one, a NULL key,
-  a changed column list that is not an append, or any change to the keyless table's,
-  ``delete_orphans`` over an empty SQLite table, an older snapshot), and PostgreSQL is byte-identical
-  to before: rows, columns, constraints, the schema's relations and the table's row of the state
-  table (``sqlite_pg_sync._sps_table_state``). One case may go either way: with ``strict_types``,
-  a text column that an earlier sync repaired, whose repaired values the sync may or may not read
-  (cursor, unchanged batches); it fails if it reads one.
+  only: a value its column's type cannot hold; in both modes: a value the pin cannot read (the error
+  names the column and a row), two keys that become one (twins past 2^53 in ``p``: the error names
+  both, a real and an integer), a NULL key, a changed column list that is not an append, or any
+  change to the keyless table's, ``delete_orphans`` or ``verify`` over an empty SQLite table, an
+  older snapshot), and PostgreSQL is byte-identical to before: rows, columns, constraints, the
+  schema's relations and the table's row of the state table (``sqlite_pg_sync._sps_table_state``).
+  One case may go either way: with ``strict_types``, a text column that an earlier sync repaired,
+  whose repaired values the sync may or may not read (cursor, unchanged batches); it fails if it
+  reads one.
 
 Any other exception is a bug; so is a sync that succeeds where the model says it must fail.
 
@@ -79,14 +104,18 @@ Environment (the defaults take about a minute on two cores):
 * ``SPS_STATEFUL_STEPS`` (default 30): at most this many rules per example;
 * ``SPS_STATEFUL_SHRINK=0``: report the first failure as found, unshrunk (shrinking a stateful
   failure against a real server takes minutes);
-* ``SPS_STATEFUL_AVOID``: comma-separated families of inputs to leave out, to hunt past a
-  divergence that is being fixed (or to run against an older engine): ``encoding`` (non-UTF8
-  sessions), ``collision`` (twin keys), ``text_cursor`` (a text among numeric cursors),
-  ``real_cursor`` (reals beyond 2^52 in cursors), ``bad_values`` (values the mapping cannot hold),
+* ``SPS_STATEFUL_AVOID`` (default ``zero_keys``, a divergence of the engine still open; set it to
+  ``""`` to hunt it): comma-separated families of inputs to leave out, to hunt past a divergence
+  that is being fixed (or to run against an older engine): ``encoding`` (non-UTF8
+  sessions), ``collision`` (twin keys, those past 2^53 too), ``text_cursor`` (a text among numeric
+  cursors), ``real_cursor`` (reals beyond 2^52 in cursors), ``bad_values`` (values the mapping cannot hold),
   ``bad_utf8`` (text that is not UTF-8),
   ``add_column`` (every ALTER TABLE), ``redefine`` (a column dropped and added again),
-  ``row_counts`` (the asset check's count), ``collation`` (the application's own collation),
+  ``row_counts`` (the asset check's count), ``pins`` (no ``column_types``: ``p.price`` is plain
+  text), ``drift`` (no edits of the mirror), ``collation`` (the application's own collation),
   ``long_names`` (names over 63 bytes), ``rollback_journal`` (a quarter of the files are not WAL),
+  ``zero_keys`` (no -0.0 among ``p``'s keys, and no key's zero flipped: a key 0.0 that becomes -0.0
+  stays 0.0 in PostgreSQL, even through a verify sync; only ``full_refresh`` writes it),
   ``repaired_keys`` (typeless keys that become one only through the repair: a blob and its ``\\x``
   text, two texts that are not UTF-8, such a text and its U+FFFD twin).
 
@@ -122,6 +151,7 @@ from psycopg2 import sql
 
 from sync_pipeline.engine import SqliteSnapshot, SyncError, SyncOptions, TableSyncResult, row_counts, sync_table
 from sync_pipeline.engine.bookkeeping import DEFAULT_STATE_SCHEMA, STATE_TABLE, forget
+from sync_pipeline.engine.errors import ValueMismatchError
 from sync_pipeline.engine.sqlite_source import quote_sqlite_identifier
 
 try:  # numbered snapshots (engine/versions.py)
@@ -132,7 +162,7 @@ except ImportError:  # pragma: no cover - an engine from before them
 EXAMPLES = int(os.environ.get("SPS_STATEFUL_EXAMPLES", "40"))
 STEPS = int(os.environ.get("SPS_STATEFUL_STEPS", "30"))
 SHRINK = os.environ.get("SPS_STATEFUL_SHRINK", "1") != "0"
-AVOID = frozenset(filter(None, (s.strip() for s in os.environ.get("SPS_STATEFUL_AVOID", "").split(","))))
+AVOID = frozenset(filter(None, (s.strip() for s in os.environ.get("SPS_STATEFUL_AVOID", "zero_keys").split(","))))
 
 q = quote_sqlite_identifier
 STATE_SCHEMA = DEFAULT_STATE_SCHEMA
@@ -355,6 +385,14 @@ def _stored_keys(keys: set[tuple[object, ...]], types: list[str]) -> set[tuple[o
     return stored
 
 
+def pinned_token(value: object) -> tuple[object, ...]:
+    """A pinned column's value exactly as PostgreSQL shows it (numeric 19.990 is not 19.99)."""
+    return ("pinned", None if value is None else str(value))
+
+
+PIN_READINGS: dict[str, object] = {}  # text -> PostgreSQL's reading of it as PIN (Unrepresentable: refused)
+
+
 def token(value: object) -> tuple[object, ...]:
     """A hashable, exact form of a value as PostgreSQL returns it (-0.0 is not 0.0, 1.0 is 1)."""
     if value is None:
@@ -363,7 +401,9 @@ def token(value: object) -> tuple[object, ...]:
         return ("bool", value)
     if isinstance(value, float):
         return ("float", repr(value))
-    if isinstance(value, Decimal):
+    if isinstance(value, Decimal):  # numeric has no -0: '-0.0'::numeric is 0.0 (a real -0.0 there loses its sign)
+        if value.is_zero():
+            return ("numeric", "0")
         return ("numeric", str(value.normalize(_WIDE)) if value.is_finite() else str(value))
     if isinstance(value, memoryview):
         return ("bytes", bytes(value))
@@ -482,6 +522,11 @@ class Table:
     # since widening a key column in place (bytea to repaired text, say) converts the orphans' keys too.
     ever_keys: set[tuple[object, ...]] = field(default_factory=set)
     repaired: set[str] = field(default_factory=set)  # columns PostgreSQL knows as REPAIRED text (their COMMENT)
+    numeric_twins: bool = False  # a key of numbers: inserts now and then take a twin past 2^53 (numeric_twin)
+    typed_by_data: bool = False  # values off the declared mapping are its normal data, not what repair() clears
+    # Keys (as SQLite would hold them) of rows edited in PostgreSQL behind the sync's back (edit_mirror) that
+    # may still differ from SQLite: a plain sync need not notice them, a verify sync repairs them.
+    drift: set[tuple[object, ...]] = field(default_factory=set)
     added_as: dict[str, str] = field(default_factory=dict)  # added column name -> the mapping it was first added with
 
 
@@ -512,6 +557,68 @@ def twin(key: object) -> object:
             return number if expected_value("text", number) == key else key
         return key
     return expected_value("text", key) if isinstance(key, int | float) else key
+
+
+# The table p: a key declared BLOB that becomes bigint, double precision or numeric from its values (where
+# integers and reals past 2^53 meet, numeric makes two SQLite keys one: keys.py), a TEXT column pinned to
+# numeric (column_types: PostgreSQL's reading of each value's text), and a BLOB column of numbers, which is
+# double precision and keeps -0.0 (a REAL column does not: SQLite stores an integral real there as an
+# integer, and -0.0 reads back as 0.0).
+BIG = 1152921504606847200  # the numeric the real 2^60 + 256 becomes ('1.1529215046068472e+18')
+PIN = "numeric"
+PINS = {} if "pins" in AVOID else {"p.price": PIN}
+PIN_TEXTS = ["19.99", "19.990", " 5 ", "1e3", "007", "-0.0", " -12.5e-3", "Infinity", "0.10", "NaN"]
+
+
+def _p_keys() -> st.SearchStrategy[tuple[object, ...]]:
+    plain = st.integers(1, 25)
+    zeros = [0.0] if "zero_keys" in AVOID else [0.0, -0.0]  # a key 0.0 becomes -0.0 (rekey): another value
+    keys = st.one_of(plain, plain, st.sampled_from([*zeros, 1.5, -2.25, 2**53 + 1]))
+    if "collision" not in AVOID:  # numbers past 2^53, each with a twin of the other storage class
+        keys = st.one_of(keys, st.sampled_from([BIG, 2.0**60 + 256, 2**60, 2.0**60, 1.7000000000000003e18]))
+    return keys.map(lambda k: (k,))
+
+
+def numeric_twin(key: object) -> object:
+    """The number of the other storage class that ``key`` becomes one with as numeric, while SQLite, which
+    compares an integer and a real exactly, keeps them apart (else ``key``)."""
+    if type(key) not in (int, float) or math.isinf(key) or abs(key) <= MAX_EXACT:  # type: ignore[arg-type]
+        return key
+    if type(key) is int:
+        real = float(key)
+        return real if Decimal(repr(real)) == key and int(real) != key else key
+    integer = int(Decimal(repr(key)))
+    return integer if integer != int(key) and -(2**63) <= integer < 2**63 else key  # type: ignore[arg-type]
+
+
+def _price_values(clean: bool) -> st.SearchStrategy[object]:
+    """Values of the pinned column: text PostgreSQL reads as numeric (numbers too, unless ``clean``),
+    now and then a text it cannot read, or a blob, which has no text."""
+    good = (
+        st.one_of(NULL, st.sampled_from(PIN_TEXTS))
+        if clean
+        else st.one_of(NULL, st.sampled_from(PIN_TEXTS), INTS, FLOATS)
+    )
+    return _rarely(good, st.sampled_from(["abc", "1,5", b"\x01"]))
+
+
+def _sign_values(clean: bool) -> st.SearchStrategy[object]:
+    """Values of a BLOB column of numbers: zeros of both signs often; now and then a blob or a text."""
+    zeros = st.sampled_from([0.0, -0.0])
+    good = st.one_of(NULL, zeros, FLOATS) if clean else st.one_of(NULL, zeros, FLOATS, INTS)
+    return good if clean else _rarely(good, st.sampled_from([b"\x02", "text"]))
+
+
+COLUMN_VALUES: dict[tuple[str, str], Callable[[bool], st.SearchStrategy[object]]] = {
+    ("p", "price"): _price_values,
+    ("p", "z"): _sign_values,
+}
+
+
+def keeps_sign(declared: str) -> bool:
+    """Whether a column of this declared type keeps -0.0 (BLOB affinity: typeless or declared BLOB)."""
+    name = declared.upper()
+    return not any(s in name for s in ("INT", "CHAR", "CLOB", "TEXT")) and ("BLOB" in name or not name.strip())
 
 
 KEYLESS = "Mixed Bag" + (
@@ -580,6 +687,17 @@ def make_tables() -> list[Table]:
             cursor="upd",
             cursor_kind="text",
             without_rowid=True,
+        ),
+        Table(
+            "p",
+            "CREATE TABLE p (k BLOB PRIMARY KEY, price TEXT, z BLOB)",
+            ("k",),
+            {"price": "TEXT", "z": "BLOB"},
+            _p_keys(),
+            [],
+            first_keys=st.integers(1, 25).map(lambda k: (k,)),
+            numeric_twins=True,
+            typed_by_data=True,
         ),
         Table(
             KEYLESS,
@@ -651,6 +769,7 @@ class Expectation:
     types: dict[str, str]  # column -> the type it must end with, REPAIRED for repaired text
     profiles: dict[str, Profile]
     held: dict[str, bool]  # column -> whether PostgreSQL held a value in it before
+    pins: dict[str, str]  # column -> the type column_types pins it to
 
 
 class SyncMachine(RuleBasedStateMachine):
@@ -672,6 +791,7 @@ class SyncMachine(RuleBasedStateMachine):
         self.tables = make_tables()
         self.kept: psycopg2.extensions.connection | None = None  # a connection reused across syncs
         self.last_read: tuple[bool, int] | None = None  # (arrow, batch_size) of the last sync
+        self.drifts = 0  # rows inserted in the mirror so far (their keys: 1000 + n, or 'drift n')
         TOTALS["examples"] += 1
 
     @invariant()
@@ -786,9 +906,14 @@ class SyncMachine(RuleBasedStateMachine):
         if table.high is None or value > table.high:  # type: ignore[operator]
             table.high = value
 
+    @staticmethod
+    def _values_for(table: Table, column: str, declared: str) -> st.SearchStrategy[object]:
+        own = COLUMN_VALUES.get((table.name, column))
+        return own(table.clean) if own is not None else values_for(declared, table.clean)
+
     def _assignments(self, data: st.DataObject, table: Table, columns: list[str]) -> dict[str, object]:
         values = {
-            c: data.draw(values_for(decl, table.clean), label=c)
+            c: data.draw(self._values_for(table, c, decl), label=c)
             for c, decl in self._writable(table).items()
             if c in columns
         }
@@ -863,13 +988,50 @@ class SyncMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def insert_twin(self, data: st.DataObject) -> None:
-        """A typeless key gets the other storage class of a key it has (7 beside '7', '7.5' beside 7.5)."""
+        """A typeless key gets the other storage class of a key it has (7 beside '7', '7.5' beside 7.5); a
+        key of numbers the other storage class of one past 2^53 (the real 2^60 + 256 beside 1152921504606847200)."""
         if "collision" in AVOID:
             return
-        table = self._table_among(data, [t for t in self.tables if t.twins])
+        table = self._table_among(data, [t for t in self.tables if t.twins or t.numeric_twins])
         existing = self.db.execute(f"SELECT {q(table.key[0])} FROM {q(table.name)}").fetchall()
+        if table.numeric_twins:  # the keys that have a twin, if any
+            existing = [k for k in existing if numeric_twin(k[0]) is not k[0]] or existing
         if existing:
-            self._insert(data, table, key=(twin(data.draw(st.sampled_from(existing), label="twin of")[0]),))
+            of = data.draw(st.sampled_from(existing), label="twin of")[0]
+            key = numeric_twin(of) if table.numeric_twins else twin(of)
+            if table.numeric_twins and key is not of:
+                note("twin past 2^53 inserted")
+            self._insert(data, table, key=(key,))
+
+    @rule(data=st.data())
+    def flip_zero(self, data: st.DataObject) -> None:
+        """0.0 becomes -0.0 or back in a column that keeps the sign (BLOB affinity): equal by ``=``, not the
+        same value (double precision, and text, read it back with its sign)."""
+        candidates = [(t, c) for t in self.tables for c, decl in self._writable(t).items() if keeps_sign(decl)]
+        if "zero_keys" not in AVOID:  # a key too: p's, double precision while it holds no integer past 2^53
+            candidates += [(t, t.key[0]) for t in self.tables if t.numeric_twins]
+        table, column = candidates[data.draw(st.integers(0, len(candidates) - 1), label="zero column")]
+        locate = ", ".join(map(q, table.key)) if table.without_rowid else "rowid"
+        zeros = self.db.execute(
+            f"SELECT {locate}, {q(column)} FROM {q(table.name)} WHERE typeof({q(column)}) = 'real' AND {q(column)} = 0"
+        ).fetchall()
+        values: dict[str, object] = {}
+        if zeros:
+            *params, zero = zeros[data.draw(st.integers(0, len(zeros) - 1), label="zero row")]
+            where = " AND ".join(f"{q(k)} = ?" for k in table.key) if table.without_rowid else "rowid = ?"
+            row: tuple[str, tuple[object, ...]] | None = (where, tuple(params))
+            values[column] = -0.0 if math.copysign(1, zero) > 0 else 0.0
+            note("zero flipped")
+        else:
+            row = self._pick(data, table)
+            values[column] = -0.0
+        if row is None:
+            return
+        if table.cursor is not None:
+            values[table.cursor] = self._bump(data, table)
+        assignments = ", ".join(f"{q(c)} = ?" for c in values)
+        if self._execute(f"UPDATE {q(table.name)} SET {assignments} WHERE {row[0]}", [*values.values(), *row[1]]):
+            self._wrote(table, values.get(table.cursor or ""))
 
     @rule(data=st.data())
     def update(self, data: st.DataObject) -> None:
@@ -969,6 +1131,87 @@ class SyncMachine(RuleBasedStateMachine):
             f"ALTER TABLE {q(table.name)} ADD COLUMN {q(name)} {decl}{' NOT NULL' if notnull else ''} {definition}"
         )
 
+    @rule(data=st.data())
+    def edit_mirror(self, data: st.DataObject) -> None:
+        """Someone edits the PostgreSQL mirror behind the sync's back: UPDATE a value (0.0 to -0.0 in a double
+        precision column, which only identity tells apart), DELETE a row, INSERT a row under a key SQLite
+        never had. The model notes the row's key as drifted (see Table.drift)."""
+        if "drift" in AVOID:
+            return
+        table = self._table(data)
+        ident = sql.Identifier(self.schema, pg_identifier(table.name))
+        if not self._query("SELECT to_regclass(%s)", (ident.as_string(self.observer),))[0][0]:
+            return
+        columns = self._query(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (ident.as_string(self.observer),),
+        )
+        rows = self._query(sql.SQL("SELECT ctid::text, * FROM {} ORDER BY ctid").format(ident))
+        how = data.draw(st.sampled_from(["update", "update", "delete", "insert"]), label="mirror edit")
+        if not rows:
+            return
+        ctid, *row = rows[data.draw(st.integers(0, len(rows) - 1), label="mirror row")]
+        names = [c for c, _ in columns]
+        keys = [pg_identifier(k) for k in table.key]
+        where = sql.SQL("ctid = {}::tid").format(sql.Literal(ctid))
+        if how == "update":
+            others = [(i, c, t) for i, (c, t) in enumerate(columns) if c not in keys]
+            if not others:
+                return
+            i, column, typ = others[data.draw(st.integers(0, len(others) - 1), label="mirror column")]
+            col = sql.Identifier(column)
+            if typ == "double precision" and row[i] == 0:
+                value: sql.Composable = sql.SQL("-{}").format(col)
+                note("mirror edited: zero's sign flipped")
+            else:  # '1' reads as every type the engine makes; '0' where it is 1 already
+                one, zero = (sql.SQL("{}::{}").format(sql.Literal(v), sql.SQL(typ)) for v in ("1", "0"))
+                value = sql.SQL("CASE WHEN {c} IS NOT DISTINCT FROM {one} THEN {zero} ELSE {one} END").format(
+                    c=col, one=one, zero=zero
+                )
+                note("mirror edited: a value updated")
+            self._query(sql.SQL("UPDATE {} SET {} = {} WHERE {}").format(ident, col, value, where))
+        elif how == "delete":
+            self._query(sql.SQL("DELETE FROM {} WHERE {}").format(ident, where))
+            note("mirror edited: a row deleted")
+        else:
+            self.drifts += 1
+            new: dict[str, object] = {}
+            for pg in keys:  # a key SQLite never has
+                typ = dict(columns)[pg]
+                if typ not in ("text", "bigint", "double precision", "numeric"):
+                    return
+                new[pg] = f"drift {self.drifts}" if typ == "text" else 1000 + self.drifts
+            values = [
+                sql.SQL("{}::{}").format(sql.Literal(str(new[c])), sql.SQL(t)) if c in new else sql.Identifier(c)
+                for c, t in columns
+            ]
+            self._query(
+                sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE {}").format(
+                    ident, sql.SQL(", ").join(values), ident, where
+                )
+            )
+            note("mirror edited: a row inserted")
+            if table.key:
+                table.drift.add(tuple(new[pg] for pg in keys))
+            return
+        if table.key:
+            key = tuple(row[names.index(pg)] for pg in keys)
+            raw = self._sqlite_key(table, [dict(columns)[pg] for pg in keys], key)
+            table.drift.add(raw)
+
+    def _sqlite_key(self, table: Table, key_types: list[str], key: tuple[object, ...]) -> tuple[object, ...]:
+        """The key (as SQLite held it) of a PostgreSQL row: one SQLite once had, or one inserted in the mirror."""
+        wanted = tuple(token(bytes(v) if isinstance(v, memoryview) else v) for v in key)
+        current = {tuple(r) for r in self.db.execute(f"SELECT {', '.join(map(q, table.key))} FROM {q(table.name)}")}
+        for raw in table.ever_keys | table.drift | current:
+            try:
+                if tuple(token(stored_value(t, v)) for t, v in zip(key_types, raw, strict=True)) == wanted:
+                    return raw
+            except Unrepresentable:
+                continue
+        raise AssertionError(f"table {table.name!r}: PostgreSQL holds key {key!r}, which SQLite never had")
+
     @rule()
     def vacuum(self) -> None:
         self.db.execute("VACUUM")
@@ -1007,7 +1250,10 @@ class SyncMachine(RuleBasedStateMachine):
             params, values = tuple(row[:width]), row[width:]
             for (name, decl, _), value in zip(columns, values, strict=True):
                 try:
-                    expected_value(pg_type_of(decl), value)
+                    if f"{table.name}.{name}" in PINS:
+                        self._pinned(value)
+                    elif not table.typed_by_data:
+                        expected_value(pg_type_of(decl), value)
                 except Unrepresentable:
                     found.append((where, params, name))
             if table.key:
@@ -1024,6 +1270,11 @@ class SyncMachine(RuleBasedStateMachine):
         decls = {name: decl for name, decl, _ in columns}
         try:
             return tuple(token(expected_value(pg_type_of(decls[k]), v)) for k, v in zip(table.key, key, strict=True))
+        except Unrepresentable:
+            if not table.typed_by_data:
+                return None
+        try:  # numbers in a key of the data's type: numeric is the type that can merge them
+            return tuple(token(expected_value("numeric", v)) for v in key)
         except Unrepresentable:
             return None
 
@@ -1070,6 +1321,42 @@ class SyncMachine(RuleBasedStateMachine):
         dump = (relations, state, columns, constraints, rows)
         return PgState(dump, True, [(c[0], c[1]) for c in columns], len(rows))
 
+    def _pinned(self, value: object) -> object:
+        """PostgreSQL's own reading of a value of a pinned column (``SELECT '19.99'::numeric``): the text
+        the application stored, an integer's digits, a real's shortest decimal (README, "Pinned types");
+        Unrepresentable for a value it refuses, and for a blob, which has no text."""
+        if value is None:
+            return None
+        if isinstance(value, bytes):
+            raise Unrepresentable(f"blob {value!r} in a column pinned to {PIN}")
+        text = value if isinstance(value, str) else _float_text(value) if type(value) is float else str(value)
+        if text not in PIN_READINGS:
+            try:
+                PIN_READINGS[text] = self._query(sql.SQL("SELECT %s::{}").format(sql.SQL(PIN)), (text,))[0][0]
+            except psycopg2.DataError:
+                PIN_READINGS[text] = Unrepresentable
+        read = PIN_READINGS[text]
+        if read is Unrepresentable:
+            raise Unrepresentable(f"{text!r} is not {PIN}")
+        return read
+
+    def _pins(self, table: Table, names: list[str]) -> dict[str, str]:
+        return {n: PINS[f"{table.name}.{n}"] for n in names if f"{table.name}.{n}" in PINS}
+
+    def _tokens(
+        self, table: Table, names: list[str], pg_types: list[str], row: tuple[object, ...]
+    ) -> tuple[object, ...]:
+        """A SQLite row as PostgreSQL must return it, as tokens (a pinned value exactly, scale included)."""
+        pins = self._pins(table, names)
+        return tuple(
+            pinned_token(self._pinned(v)) if n in pins else token(stored_value(t, v))
+            for n, t, v in zip(names, pg_types, row, strict=True)
+        )
+
+    def _pg_tokens(self, table: Table, names: list[str], row: tuple[object, ...]) -> tuple[object, ...]:
+        pins = self._pins(table, names)
+        return tuple(pinned_token(v) if n in pins else token(v) for n, v in zip(names, row, strict=True))
+
     def _pg_rows(self, table: Table) -> list[tuple[object, ...]]:
         rows = self._query(sql.SQL("SELECT * FROM {}").format(sql.Identifier(self.schema, pg_identifier(table.name))))
         return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in rows]
@@ -1100,7 +1387,8 @@ class SyncMachine(RuleBasedStateMachine):
         """What this table's sync must do under ``options``: fail (and why), or the types it ends with."""
         columns = self._columns(table, self.seen)
         names = [name for name, _, _ in columns]
-        mapped = {name: pg_type_of(decl) for name, decl, _ in columns}
+        pins = self._pins(table, names)  # a pin is the column's mapping, and its type whatever the values
+        mapped = {name: pins.get(name) or pg_type_of(decl) for name, decl, _ in columns}
         rows = self.seen.execute(f"SELECT {', '.join(map(q, names))} FROM {q(table.name)}").fetchall()
         profiles = {n: Profile.of([r[i] for r in rows if r[i] is not None]) for i, n in enumerate(names)}
         fresh = options.full_refresh or not before.exists
@@ -1119,10 +1407,21 @@ class SyncMachine(RuleBasedStateMachine):
                     reasons.append(f"column {name!r} is {typ} in PostgreSQL but maps to {mapped[name]}")
         maybe = None
         TOTALS["tables holding values off their mapping"] += any(not fits(mapped[n], profiles[n]) for n in names)
+        for name in pins:
+            i = names.index(name)
+            for row in rows:
+                try:
+                    self._pinned(row[i])
+                except Unrepresentable:
+                    reasons.append(f"column {name!r} is pinned to {pins[name]}, which cannot read {row[i]!r}")
+                    break
         if not strict:
             types = {}
             for name in names:
                 typ, p = start[name], profiles[name]
+                if name in pins:
+                    types[name] = pins[name]
+                    continue
                 if fits(typ, p):
                     types[name] = typ
                     continue
@@ -1131,7 +1430,7 @@ class SyncMachine(RuleBasedStateMachine):
         else:
             types = dict(start)
             for name in names:
-                if fits(start[name], profiles[name]):
+                if name in pins or fits(start[name], profiles[name]):
                     continue
                 if not fresh and start[name] == "text" and name in table.repaired:
                     # Repaired values PostgreSQL already holds, in rows this sync may not read (cursor,
@@ -1150,12 +1449,13 @@ class SyncMachine(RuleBasedStateMachine):
                 reasons.append("the columns of a table without a primary key changed")
             elif have != want[: len(have)]:
                 reasons.append("a column was dropped or redefined")
-        if options.delete_orphans and not options.full_refresh and count == 0 and before.rows > 0:
+        # A verify sync deletes what SQLite lacks too (verify.py), and refuses as delete_orphans does.
+        if (options.delete_orphans or options.verify) and not options.full_refresh and count == 0 and before.rows > 0:
             reasons.append("delete_orphans with no SQLite rows")
         return Expectation(
             reasons, None if reasons else maybe, replace(options, strict_types=strict), fresh, names,
             {name: decl for name, decl, _ in columns}, mapped,
-            start, types, profiles, held,
+            start, types, profiles, held, pins,
         )  # fmt: skip
 
     def _key_problems(
@@ -1195,6 +1495,9 @@ class SyncMachine(RuleBasedStateMachine):
             mapped, typ = expect.mapped[name], types[name]
             changed = expect.profiles[name].repairs if typ == REPAIRED else 0
             entry = retyped.pop(name, None)
+            if name in expect.pins:
+                assert entry is None, f"{what}: column {name!r}, pinned, reported: {entry}"
+                continue
             if pg_name(typ) == mapped and not changed:
                 assert entry is None, f"{what}: column {name!r} ({typ}, as declared) reported: {entry}"
                 continue
@@ -1235,8 +1538,10 @@ class SyncMachine(RuleBasedStateMachine):
         }
         return "text" in kinds and bool(kinds & {"integer", "real"})
 
-    def _check_equal(self, table: Table, exact: bool, what: str, types: dict[str, str]) -> None:
-        """PostgreSQL's columns have ``types`` (SQLite column -> type) and every value is SQLite's under them."""
+    def _check_equal(self, table: Table, exact: bool, what: str, types: dict[str, str], tolerate: bool) -> None:
+        """PostgreSQL's columns have ``types`` (SQLite column -> type) and every value is SQLite's under them,
+        but (``tolerate``: after a plain sync) in rows edited in PostgreSQL behind the sync's back, which
+        stay tolerated while they differ from SQLite."""
         columns = self._columns(table, self.seen)
         pg_columns = self._query(
             "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
@@ -1248,9 +1553,9 @@ class SyncMachine(RuleBasedStateMachine):
         assert pg_columns == want, f"{what}: PostgreSQL columns {pg_columns}, the model expects {want}"
         names = [c[0] for c in columns]
         sqlite_rows = self.seen.execute(f"SELECT {', '.join(map(q, names))} FROM {q(table.name)}").fetchall()
-        expected = [tuple(token(stored_value(t, v)) for t, v in zip(pg_types, row, strict=True)) for row in sqlite_rows]
-        got = [tuple(token(v) for v in row) for row in self._pg_rows(table)]
-        if not table.key:
+        expected = [self._tokens(table, names, pg_types, row) for row in sqlite_rows]
+        got = [self._pg_tokens(table, names, row) for row in self._pg_rows(table)]
+        if not table.key:  # (a plain sync compares every row of a keyless table: no drift survives it)
             missing = Counter(expected) - Counter(got)
             extra = Counter(got) - Counter(expected)
             assert not missing, f"{what}: rows of SQLite missing from PostgreSQL: {sorted(missing.elements())}"
@@ -1259,16 +1564,50 @@ class SyncMachine(RuleBasedStateMachine):
         positions = [names.index(k) for k in table.key]
         want = {tuple(row[i] for i in positions): row for row in expected}
         have = {tuple(row[i] for i in positions): row for row in got}
-        wrong = {k: (v, have.get(k)) for k, v in want.items() if have.get(k) != v}
+        drift = self._drift_tokens(table, [pg_types[i] for i in positions])
+        drifted = set(drift) if tolerate else set()
+        wrong = {k: (v, have.get(k)) for k, v in want.items() if have.get(k) != v and k not in drifted}
         assert not wrong, (
             f"{what}: {len(wrong)} of {len(want)} SQLite rows differ in PostgreSQL (key: (sqlite, postgres)): "
             f"{dict(list(wrong.items())[:5])}"
         )
-        extra_keys = set(have) - set(want)
+        extra_keys = set(have) - set(want) - drifted
         assert not (exact and extra_keys), f"{what}: orphans left: {sorted(extra_keys, key=repr)[:5]}"
+        # A drifted row stays drifted while PostgreSQL's differs from SQLite's (or is there for no SQLite row).
+        table.drift = {raw for k, raw in drift.items() if have.get(k) != want.get(k)}
         table.ever_keys |= {tuple(row[i] for i in positions) for row in sqlite_rows}
         unknown = extra_keys - _stored_keys(table.ever_keys, [pg_types[i] for i in positions]) if extra_keys else set()
         assert not unknown, f"{what}: PostgreSQL has keys SQLite never had: {sorted(unknown, key=repr)[:5]}"
+
+    def _drift_tokens(self, table: Table, key_types: list[str]) -> dict[tuple[object, ...], tuple[object, ...]]:
+        """The drifted keys as PostgreSQL returns them under ``key_types`` -> the key as SQLite would hold it."""
+        found = {}
+        for raw in table.drift:
+            try:
+                found[tuple(token(stored_value(t, v)) for t, v in zip(key_types, raw, strict=True))] = raw
+            except Unrepresentable:
+                continue
+        return found
+
+    def _differences(self, table: Table, pg_types: list[str]) -> int | None:
+        """How many rows PostgreSQL holds otherwise than SQLite under ``pg_types`` (its columns' types now):
+        keys that differ, are missing or are extra; for a keyless table, rows missing and extra (as
+        multisets). None when a SQLite value does not fit those types (the sync will retype)."""
+        names = [c[0] for c in self._columns(table, self.seen)]
+        if len(names) != len(pg_types):
+            return None
+        rows = self.seen.execute(f"SELECT {', '.join(map(q, names))} FROM {q(table.name)}").fetchall()
+        try:
+            expected = [self._tokens(table, names, pg_types, row) for row in rows]
+        except Unrepresentable:
+            return None
+        got = [self._pg_tokens(table, names, row) for row in self._pg_rows(table)]
+        if not table.key:
+            return sum(((Counter(expected) - Counter(got)) + (Counter(got) - Counter(expected))).values())
+        positions = [names.index(k) for k in table.key]
+        want = {tuple(row[i] for i in positions): row for row in expected}
+        have = {tuple(row[i] for i in positions): row for row in got}
+        return sum(want.get(k) != have.get(k) for k in set(want) | set(have))
 
     def _sync_tables(
         self,
@@ -1296,6 +1635,9 @@ class SyncMachine(RuleBasedStateMachine):
                 count = self.seen.execute(f"SELECT count(*) FROM {q(table.name)}").fetchone()[0]
                 counted = row_counts(snapshot, conn, info, self.schema)
                 assert counted == (count, before.rows if before.exists else None), f"{what}: row_counts {counted}"
+            differing = None  # rows PostgreSQL holds otherwise than SQLite before a verify sync
+            if options.verify and before.exists and not options.full_refresh:
+                differing = self._differences(table, [t for _, t in before.columns])
             try:
                 result = sync_table(snapshot, conn, info, self.schema, table_options)
             except SyncError as exc:
@@ -1304,20 +1646,40 @@ class SyncMachine(RuleBasedStateMachine):
                 assert exc.table == table.name, f"{what}: the error names table {exc.table!r}: {exc}"
                 assert self._pg_state(table).dump == before.dump, f"{what}: failed ({exc}) but changed PostgreSQL"
                 assert reasons or expect.maybe, f"{what}: refused although the model expects success: {exc}"
+                if len(reasons) == 1 and reasons[0].startswith("column ") and "is pinned to" in reasons[0]:
+                    column = reasons[0].split("'")[1]
+                    assert isinstance(exc, ValueMismatchError) and exc.column == column, (
+                        f"{what}: a value the pin cannot read, yet the error does not name column {column!r}: {exc!r}"
+                    )
+                    assert "not found again" not in exc.row_key, f"{what}: the error names no row: {exc}"
+                    note("pinned value refused, naming column and key")
+                if table.numeric_twins and len(reasons) == 1 and reasons[0].startswith("a key") and not expect.fresh:
+                    assert "(real)" in str(exc) and "(integer)" in str(exc), f"{what}: twins not both named: {exc}"
+                    note("twins past 2^53 refused, naming both")
                 if data.draw(st.booleans(), label=f"repair {table.name} now"):
                     self._repair(table)
                 continue
             assert not reasons, f"{what}: succeeded although it must fail: {'; '.join(reasons)}"
-            exact = options.delete_orphans or options.full_refresh
-            self._check_equal(table, exact, what, expect.types)
+            exact = options.delete_orphans or options.full_refresh or options.verify
+            drifted = len(table.drift)
+            self._check_equal(table, exact, what, expect.types, tolerate=not (options.verify or options.full_refresh))
+            if drifted:
+                note("drift pending, after a " + ("verify sync" if options.verify else "plain sync"))
             self._check_types(table, expect, before, result, what)
+            if options.verify:
+                self._check_verified(table, result, differing, before, what)
             count = self.seen.execute(f"SELECT count(*) FROM {q(table.name)}").fetchone()[0]
             assert result.sqlite_rows == count, f"{what}: sqlite_rows {result.sqlite_rows}, SQLite has {count}"
             after = self._pg_state(table).rows
             assert result.pg_rows_after == after, f"{what}: pg_rows_after {result.pg_rows_after}, PostgreSQL {after}"
             assert result.pg_rows_before == before.rows, f"{what}: pg_rows_before {result.pg_rows_before}"
             moved = result.rows_inserted - result.rows_deleted
-            assert after - before.rows == moved, f"{what}: {before.rows} -> {after} rows, counted {result}"
+            # A verify sync's repair writes rows of its own: counted in rows_repaired (inserted, updated or
+            # deleted, not told apart), never in the normal pass's counts.
+            off = abs(after - before.rows - moved)
+            assert off <= (result.rows_repaired if options.verify else 0), (
+                f"{what}: {before.rows} -> {after} rows, counted {result}"
+            )
             if table.name in options.cursor_columns and self._cursor_mixed(table):
                 warnings = getattr(result, "warnings", ())
                 assert any(repr(table.cursor) in w or str(table.cursor) in w for w in warnings), (
@@ -1331,7 +1693,30 @@ class SyncMachine(RuleBasedStateMachine):
             succeeded.add(table.name)
         return succeeded
 
-    def _options(self, data: st.DataObject) -> tuple[bool, SyncOptions]:
+    def _check_verified(
+        self, table: Table, result: TableSyncResult, differing: int | None, before: PgState, what: str
+    ) -> None:
+        """A verify sync's account (verify.py): every SQLite row compared; each row PostgreSQL held otherwise
+        than SQLite written once, by the normal pass (SQLite's own changes, counted as ever) or by the
+        repair (``rows_repaired``), so that the two add up to the rows that differed, when the sync kept
+        the columns' types (``differing`` is counted under them)."""
+        count = self.seen.execute(f"SELECT count(*) FROM {q(table.name)}").fetchone()[0]
+        assert result.verified and result.rows_verified == count, (
+            f"{what}: verified {result.verified}, rows_verified {result.rows_verified}, SQLite has {count}"
+        )
+        if table.key:
+            shown = min(result.rows_repaired, 10)
+            assert len(result.repaired_keys) == shown, f"{what}: repaired_keys {result.repaired_keys}, {shown} expected"
+        if differing is not None and self._pg_state(table).columns == before.columns:
+            written = result.rows_inserted + result.rows_updated + result.rows_deleted + result.rows_repaired
+            assert written == differing, (
+                f"{what}: {differing} rows differed from SQLite; the normal pass wrote "
+                f"{result.rows_inserted}+{result.rows_updated}+{result.rows_deleted}, the repair {result.rows_repaired}"
+            )
+        if result.rows_repaired:
+            note("verify repaired rows")
+
+    def _options(self, data: st.DataObject, verify: bool = False) -> tuple[bool, SyncOptions]:
         if self.last_read is not None and data.draw(st.booleans(), label="same read path and batch size"):
             arrow, batch_size = self.last_read
         else:
@@ -1346,6 +1731,8 @@ class SyncMachine(RuleBasedStateMachine):
             full_refresh=data.draw(st.integers(0, 5), label="full_refresh") == 5,
             cursor_columns={t.name: t.cursor for t in self.tables if t.name in cursors and t.cursor},
             strict_types=data.draw(st.booleans(), label="strict_types"),
+            column_types=PINS,
+            verify=verify or data.draw(st.integers(0, 9), label="verify") == 9,
         )
         return arrow, options
 
@@ -1363,11 +1750,12 @@ class SyncMachine(RuleBasedStateMachine):
         return SnapshotClock(lambda: psycopg2.connect(self.dsn), self.schema)
 
     @rule(data=st.data())
-    def sync(self, data: st.DataObject) -> None:
-        arrow, options = self._options(data)
+    def sync(self, data: st.DataObject, verify: bool = False) -> None:
+        arrow, options = self._options(data, verify)
         conn, close = self._connection(data)
         describe = f"sync (arrow={arrow}, {options})"
         TOTALS["syncs"] += 1
+        TOTALS["verify syncs"] += options.verify
         readers = data.draw(st.integers(1, 3), label="readers")  # parallel tables read through views
         try:
             with SqliteSnapshot(self.path, arrow=arrow, readers=readers, clock=self._clock(data)) as snapshot:
@@ -1408,8 +1796,9 @@ class SyncMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def sync_again(self, data: st.DataObject) -> None:
-        """A second sync rule: syncs are half the steps, so digests and watermarks meet edits often."""
-        self.sync(data)
+        """A second sync rule: syncs are half the steps, so digests and watermarks meet edits often; half
+        of its syncs verify (PostgreSQL must equal SQLite after it, whatever was edited in the mirror)."""
+        self.sync(data, verify=data.draw(st.booleans(), label="verify again"))
 
     @rule(data=st.data())
     def sync_from_an_older_snapshot(self, data: st.DataObject) -> None:
