@@ -69,3 +69,21 @@ def test_a_keyless_table_appends_a_row_that_differs_only_in_the_sign_of_zero(tmp
     result = sync_all(path, pg_dsn, schema)["t"]
 
     assert result.rows_inserted == 1 and _shown(pg_dsn, schema) == ["-0", "0"]  # without delete_orphans: kept
+
+
+@pytest.mark.parametrize("verify", [False, True], ids=["plain", "verify"])
+def test_a_key_that_changes_only_in_the_sign_of_zero_is_written(tmp_path, pg_dsn, schema, verify):
+    """A key 0.0 that becomes -0.0 still matches its row by =: the key itself must be rewritten."""
+    path = tmp_path / "z.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (c BLOB PRIMARY KEY, v TEXT)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(0.0, "zero"), (1.5, "x")])
+    conn.commit()
+    sync_all(path, pg_dsn, schema)
+    conn.execute("UPDATE t SET c = -0.0 WHERE c = 0")
+    conn.commit()
+    conn.close()
+
+    sync_all(path, pg_dsn, schema, verify=verify)
+
+    assert _shown(pg_dsn, schema) == ["-0", "1.5"]

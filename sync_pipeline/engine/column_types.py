@@ -40,7 +40,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from .errors import SyncError, ValueMismatchError
-from .sqlite_source import SqliteSnapshot, TableInfo, quote_sqlite_identifier
+from .sqlite_source import ColumnInfo, SqliteSnapshot, TableInfo, quote_sqlite_identifier
 from .types import (
     BIGINT,
     BOOLEAN,
@@ -248,6 +248,13 @@ def identity(value: sql.Composable, pg_type: str) -> sql.Composable:
     if pg_type in _BINARY_IDENTITY:
         return sql.SQL("{}({})").format(sql.SQL(_BINARY_IDENTITY[pg_type]), value)
     return sql.SQL("({})::text").format(value)
+
+
+def compared_columns(columns: Sequence[ColumnInfo], primary_key: Sequence[str]) -> list[ColumnInfo]:
+    """The columns to compare, and rewrite when they differ, in a row matched by its key: every non-key
+    column, and the key columns whose ``=`` is coarser than identity (a key that goes from 0.0 to -0.0, or
+    '24 hours' to '1 day', still matches the same row by ``=``, and must be written all the same)."""
+    return [c for c in columns if c.name not in primary_key or c.pg_type.name not in _EQUALITY_IS_IDENTITY]
 
 
 def _valid_utf8(raw: bytes | None) -> int:

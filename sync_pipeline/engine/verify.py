@@ -58,7 +58,7 @@ from dataclasses import dataclass
 
 from psycopg2 import sql
 
-from .column_types import identity
+from .column_types import compared_columns, identity
 from .errors import OrphanDeletionRefused
 from .pg_target import STAGE, PgTable
 from .scope import SOURCE_FILE_COLUMN
@@ -187,7 +187,7 @@ def _repair_by_key(target: PgTable, sqlite_rows: int, by_sqlite: sql.Composable)
     holds, else as repaired (with example keys)."""
     pg = target.pg
     key = [c for c in pg.columns if c.name in pg.primary_key]
-    others = [c for c in pg.columns if c.name not in pg.primary_key]
+    others = compared_columns(pg.columns, pg.primary_key)  # a key column too, where = is coarse (0.0, -0.0)
     first_key = sql.Identifier(pg.primary_key[0])
     # The drift table's columns have names of ours (kind, d0, d1...): a SQLite column may be called "kind".
     names = {c.name: sql.Identifier(f"d{i}") for i, c in enumerate(pg.columns)}
