@@ -100,7 +100,7 @@ PostgreSQL type is not its mapping fails the sync until ``full_refresh``.
 
 Environment (the defaults take about a minute on two cores):
 
-* ``SPS_STATEFUL_EXAMPLES`` (default 40): examples (fresh SQLite file and schema each);
+* ``SPS_STATEFUL_EXAMPLES`` (default 24): examples (fresh SQLite file and schema each);
 * ``SPS_STATEFUL_STEPS`` (default 30): at most this many rules per example;
 * ``SPS_STATEFUL_SHRINK=0``: report the first failure as found, unshrunk (shrinking a stateful
   failure against a real server takes minutes);
@@ -158,7 +158,7 @@ try:  # numbered snapshots (engine/versions.py)
 except ImportError:  # pragma: no cover - an engine from before them
     SnapshotClock = None  # type: ignore[assignment,misc]
 
-EXAMPLES = int(os.environ.get("SPS_STATEFUL_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("SPS_STATEFUL_EXAMPLES", "24"))
 STEPS = int(os.environ.get("SPS_STATEFUL_STEPS", "30"))
 SHRINK = os.environ.get("SPS_STATEFUL_SHRINK", "1") != "0"
 AVOID = frozenset(filter(None, (s.strip() for s in os.environ.get("SPS_STATEFUL_AVOID", "").split(","))))
