@@ -53,7 +53,8 @@ construction: it is verified without a second look.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from psycopg2 import sql
@@ -205,28 +206,28 @@ def _repair_by_key(target: PgTable, sqlite_rows: int, by_sqlite: sql.Composable)
         for c in pg.columns
     ]
     differs = sql.SQL(" OR ({}) IS DISTINCT FROM ({})").format(row("t"), row("s")) if others else sql.SQL("")
-    target.cur.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE {drift} (kind, by_sqlite, {names}) ON COMMIT DROP AS "
-            "SELECT CASE WHEN t.{k} IS NULL THEN {missing} WHEN s.{k} IS NULL THEN {extra} ELSE {differs_kind} END, "
-            "{by_sqlite}, {values} FROM {stage} AS s FULL JOIN (SELECT * FROM {target} WHERE {mine}) AS t ON {match} "
-            "WHERE t.{k} IS NULL OR s.{k} IS NULL{differs}"
-        ).format(
-            drift=DRIFT,
-            names=sql.SQL(", ").join(names[c.name] for c in pg.columns),
-            k=first_key,
-            missing=sql.Literal(_MISSING),
-            extra=sql.Literal(_EXTRA),
-            differs_kind=sql.Literal(_DIFFERS),
-            by_sqlite=by_sqlite,
-            values=sql.SQL(", ").join(values),
-            stage=STAGE,
-            target=target.ident,
-            mine=target.scope.where(),
-            match=_match(key, "t", "s"),
-            differs=differs,
-        )
+    statement = sql.SQL(
+        "CREATE TEMP TABLE {drift} (kind, by_sqlite, {names}) ON COMMIT DROP AS "
+        "SELECT CASE WHEN t.{k} IS NULL THEN {missing} WHEN s.{k} IS NULL THEN {extra} ELSE {differs_kind} END, "
+        "{by_sqlite}, {values} FROM {stage} AS s FULL JOIN (SELECT * FROM {target} WHERE {mine}) AS t ON {match} "
+        "WHERE t.{k} IS NULL OR s.{k} IS NULL{differs}"
+    ).format(
+        drift=DRIFT,
+        names=sql.SQL(", ").join(names[c.name] for c in pg.columns),
+        k=first_key,
+        missing=sql.Literal(_MISSING),
+        extra=sql.Literal(_EXTRA),
+        differs_kind=sql.Literal(_DIFFERS),
+        by_sqlite=by_sqlite,
+        values=sql.SQL(", ").join(values),
+        stage=STAGE,
+        target=target.ident,
+        mine=target.scope.where(),
+        match=_match(key, "t", "s"),
+        differs=differs,
     )
+    with _in_key_order(target):
+        target.cur.execute(statement)
     target.cur.execute(sql.SQL("SELECT kind, by_sqlite, count(*) FROM {} GROUP BY kind, by_sqlite").format(DRIFT))
     counted = {(str(kind), bool(ours)): int(n) for kind, ours, n in target.cur.fetchall()}
     found = {kind: counted.get((kind, False), 0) + counted.get((kind, True), 0) for kind, _ in counted}
@@ -277,6 +278,28 @@ def _repair_by_key(target: PgTable, sqlite_rows: int, by_sqlite: sql.Composable)
         deleted=repaired.get(_EXTRA, 0),
         keys=examples,
     )
+
+
+@contextmanager
+def _in_key_order(target: PgTable) -> Iterator[None]:
+    """Join the stage and the target by walking both in key order (a merge join over two indexes), for
+    the statement inside.
+
+    Why: both hold about every row of the table. The planner's choice, a hash join, first builds a
+    hash table of one side's whole rows (430 MB and 1.5-1.8 s for a million rows of the bench's table);
+    the target's primary key already orders it, and an index on the stage costs 0.3 s (its rows arrive
+    in key order), after which the merge join walks both in 0.85 s.
+    """
+    key = sql.SQL(", ").join(map(sql.Identifier, target.pg.primary_key))
+    target.cur.execute(
+        sql.SQL(
+            "CREATE INDEX ON {} ({}); "
+            "SELECT current_setting('enable_hashjoin'), set_config('enable_hashjoin', 'off', true)"
+        ).format(STAGE, key)
+    )
+    was = target.cur.fetchone()[0]
+    yield
+    target.cur.execute("SELECT set_config('enable_hashjoin', %s, true)", (was,))
 
 
 def _example_keys(target: PgTable, names: dict[str, sql.Identifier]) -> tuple[str, ...]:
