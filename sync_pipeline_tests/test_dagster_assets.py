@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -282,6 +283,23 @@ def test_progress_lines_and_the_seed_summary_appear_in_the_run_log(demo_db, pg_d
     assert "PostgreSQL before/after:" in logs
     assert "  experiments: 0 -> 10 (processed 10 rows, 10 changed)" in logs
     assert "size: 0.00 MB -> " in logs
+    # Once every row is read, the wait for PostgreSQL (merge, key build) is said, not silent.
+    assert re.search(r"narrative_results: 3,000 rows read in [\d.]+ s; PostgreSQL is writing them", logs)
+    # The checks are recorded as evaluations, not outputs: Dagster's "not yielded" line is not shown
+    assert len(result.get_asset_check_evaluations()) >= 6
+    assert "did not yield or return expected outputs" not in logs
+
+
+def test_dagsters_not_yielded_line_is_kept_when_it_names_an_output_that_is_not_a_check():
+    line = assets_module._ChecksRecordedAsEvaluations({"t_row_count_matches_sqlite", "t_types_match_declared"})
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("dagster", logging.INFO, __file__, 1, message, None, None)
+
+    said = "op 'x' did not yield or return expected outputs {}."
+    assert not line.filter(record(said.format("{'t_types_match_declared', 't_row_count_matches_sqlite'}")))
+    assert line.filter(record(said.format("{'t_row_count_matches_sqlite', 't'}")))
+    assert line.filter(record("✓ t: 3 rows synced"))
 
 
 def test_tables_whose_asset_keys_collide_are_refused_at_load_time(tmp_path):

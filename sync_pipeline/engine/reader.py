@@ -52,6 +52,9 @@ class Progress:
     rows_done: int
     rows_total: int
     elapsed_s: float
+    # Every row is read and in PostgreSQL's COPY: what follows (the merge, the key build, a verify's join)
+    # reports no progress of its own, so a long table says so rather than going quiet.
+    read_done: bool = False
 
     @property
     def rows_per_s(self) -> float:
@@ -167,6 +170,18 @@ class TableReader:
         When the read ends with no row to send (within :data:`PEEK_S`), neither runs, nor the Arrow
         path's savepoint: an unchanged table costs no round trip here. Returns whether the COPY ran.
         """
+        sent = self._copy(target, ident, skip, prepare)
+        if self.on_progress is not None:
+            self.on_progress(self._progress(read_done=True))
+        return sent
+
+    def _copy(
+        self,
+        target: PgTable,
+        ident: sql.Identifier,
+        skip: BatchDigests | None,
+        prepare: Callable[[], None] | None,
+    ) -> bool:
         if self.snapshot.arrow is not None:
             began = False
 
@@ -232,7 +247,10 @@ class TableReader:
     def _took(self, rows: int) -> None:
         self.rows_sent += rows
         if self.on_progress is not None:
-            self.on_progress(Progress(self.table.name, self.rows_read, self.total, time.perf_counter() - self._started))
+            self.on_progress(self._progress())
+
+    def _progress(self, read_done: bool = False) -> Progress:
+        return Progress(self.table.name, self.rows_read, self.total, time.perf_counter() - self._started, read_done)
 
 
 class _QueueStream:
