@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import io
 import json
 import os
 import resource
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -169,9 +171,57 @@ def dagster_run(path: Path, dsn: str, schema: str, batch: int) -> float:
     return float(event.materialization.metadata["duration_s"].value)  # type: ignore[union-attr]
 
 
+def duckdb_available() -> str | None:
+    """Why the DuckDB peer cannot run (None: it can). It is the optional ``bench`` extra:
+    ``.venv/bin/pip install -e '.[bench]'``."""
+    for module in ("duckdb", "duckdb_extension_sqlite_scanner", "duckdb_extension_postgres_scanner"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (.venv/bin/pip install -e '.[bench]')"
+    return None
+
+
+def _duckdb_extension(module: str) -> Path:
+    """The extension file a ``duckdb-extension-*`` wheel ships, loaded by path: no download, offline."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.submodule_search_locations
+    (found,) = Path(spec.submodule_search_locations[0]).glob("extensions/*/*.duckdb_extension")
+    return found
+
+
+def duckdb_load(path: Path, dsn: str, schema: str, batch: int) -> float:
+    """What a data engineer tries first: DuckDB attaches both, ``CREATE TABLE AS SELECT``, then the
+    primary key (DuckDB's postgres_scanner creates none). A table already there is dropped first: the
+    second run of this scenario is DuckDB's full reload."""
+    import duckdb
+
+    con = duckdb.connect()
+    for module in ("duckdb_extension_sqlite_scanner", "duckdb_extension_postgres_scanner"):
+        con.execute(f"LOAD '{_duckdb_extension(module)}'")
+    quoted = {name: str(value).replace("'", "''") for name, value in (("sqlite", path), ("pg", dsn))}
+    con.execute(f"ATTACH '{quoted['sqlite']}' AS sq (TYPE sqlite, READ_ONLY)")  # ATTACH takes no parameters
+    con.execute(f"ATTACH '{quoted['pg']}' AS pg (TYPE postgres)")
+    started = time.perf_counter()
+    con.execute(f"DROP TABLE IF EXISTS pg.{schema}.{TABLE}")
+    con.execute(f"CREATE TABLE pg.{schema}.{TABLE} AS SELECT * FROM sq.{TABLE}")
+    con.execute(f"CALL postgres_execute('pg', 'ALTER TABLE {schema}.{TABLE} ADD PRIMARY KEY (result_id)')")
+    elapsed = time.perf_counter() - started
+    con.close()
+    return elapsed
+
+
 SCENARIOS = {
     f.__name__: f
-    for f in (floor_copy, seed_upsert, ours, ours_full_refresh, ours_verify, ours_exact, ours_cursor, dagster_run)
+    for f in (
+        floor_copy,
+        seed_upsert,
+        ours,
+        ours_full_refresh,
+        ours_verify,
+        ours_exact,
+        ours_cursor,
+        dagster_run,
+        duckdb_load,
+    )
 }
 
 
@@ -329,6 +379,13 @@ def main() -> None:
         help="only the psql floor, a first load and verify syncs of the unchanged rows (issue 25: at most 1.2x the "
         "first load)",
     )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="the floor, DuckDB (first load with the key, full reload) and our first load and no-change sync, "
+        "in 3 alternating rounds, medians (issue 28; DuckDB from the optional bench extra)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--peers: rounds")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -341,7 +398,7 @@ def main() -> None:
     if not base.exists():
         generate(base, rows=args.rows)
     changed = DATA_DIR / f"demo_{args.rows}_changed.sqlite"
-    if not (args.changes or args.verify):
+    if not (args.changes or args.verify or args.peers):
         shutil.copy(base, changed)
         mutate(changed, 1.0)
 
@@ -356,6 +413,10 @@ def main() -> None:
         for name in ("floor_psql", "floor_copy", "seed", "ours", "exact", "cursor", "dagster"):
             cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
 
+    if args.peers:
+        _peers(server, base, dsn, args.batch_size, args.rounds, args.rows)
+        _drop(server, admin)
+        return
     rows: list[tuple[str, dict[str, float]]] = []
     psql_floor = floor_psql(base, dsn, "floor_psql")
     if psql_floor:
@@ -409,6 +470,44 @@ def main() -> None:
 
     _print(rows, args.rows, b)
     _drop(server, admin)
+
+
+DUCK_FIRST = "DuckDB: CREATE TABLE AS, then ADD PRIMARY KEY"
+
+
+def _peers(server: Server, base: Path, dsn: str, b: int, rounds: int, count: int) -> None:
+    """Alternating rounds, each on fresh schemas, so a slow minute of the machine hits every approach."""
+    missing = duckdb_available()
+    if missing:
+        print(f"DuckDB peer skipped: {missing}")
+    times: dict[str, list[float]] = {}
+    for n in range(1, rounds + 1):
+        with server.conn.cursor() as cur:
+            for name in (f"floor_{n}", f"duck_{n}", f"ours_{n}"):
+                cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+        measured = {"floor: sqlite3 CSV piped into psql \\copy": (floor_psql(base, dsn, f"floor_{n}") or {})}
+        if not missing:
+            for label in (DUCK_FIRST, "DuckDB: full reload (drop, create, key)"):
+                measured[label] = run(server, "duckdb_load", base, dsn, f"duck_{n}", b)
+        first = run(server, "ours", base, dsn, f"ours_{n}", b)
+        measured["ours: first load, whole child process"] = first
+        measured["ours: first load, engine duration_s"] = {"seconds": first["engine_s"]}
+        again = run(server, "ours", base, dsn, f"ours_{n}", b)
+        measured["ours: no change, engine duration_s"] = {"seconds": again["engine_s"]}
+        for label, report in measured.items():
+            if "seconds" in report:
+                times.setdefault(label, []).append(report["seconds"])
+        print(f"round {n}: " + ", ".join(f"{label} {r.get('seconds', 0):.2f}" for label, r in measured.items()))
+    floor = statistics.median(times["floor: sqlite3 CSV piped into psql \\copy"])
+    print(f"\nnarrative_results, {count:,} rows, batch_size {b:,}; median of {rounds} alternating rounds\n")
+    print("| approach | " + " | ".join(f"round {n}" for n in range(1, rounds + 1)) + " | median s | x floor |")
+    print("|---|" + "---|" * rounds + "---|---|")
+    for label, values in times.items():
+        median = statistics.median(values)
+        print(f"| {label} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {median:.2f} | {median / floor:.2f} |")
+    if DUCK_FIRST in times:
+        ratio = statistics.median(times["ours: first load, engine duration_s"]) / statistics.median(times[DUCK_FIRST])
+        print(f"\nours first load (engine) / DuckDB first load with the key: {ratio:.2f}")
 
 
 def _print(rows: list[tuple[str, dict[str, float]]], count: int, b: int) -> None:
