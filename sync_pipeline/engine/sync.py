@@ -967,6 +967,7 @@ def _merge_by_key(
         # An empty target has nothing to compare against: no staging round needed.
         reader.copy_into(target, target.ident)
         counts.inserted = reader.rows_read
+        counts.merged_rows = counts.inserted  # the scope held none: no count(*) of what was just loaded
         return counts
     all_keys_staged = _refuse_merged_keys(target, reader)
     staged = _stage_all(target, reader, previous)
