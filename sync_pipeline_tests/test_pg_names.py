@@ -7,6 +7,7 @@ the real file, plus a non-ASCII column, since lowercasing is Unicode-aware (engi
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from dagster import AssetKey, DagsterInstance, materialize
 from psycopg2 import sql
 
 from sync_pipeline.assets import build_sync_assets
+from sync_pipeline.components import SqliteSyncComponent
+from sync_pipeline.config import SETTINGS_TAG, SyncConfig, settings_digest, sync_config_class
 from sync_pipeline.engine import (
     SchemaMismatchError,
     SqliteSnapshot,
@@ -25,6 +28,7 @@ from sync_pipeline.engine import (
     sync_table,
 )
 from sync_pipeline.engine.naming import EXACT, LOWER, PgNames
+from sync_pipeline.engine.selection import Selection
 from sync_pipeline.resources import PostgresTarget, SQLiteSource
 from sync_pipeline.translator import AssetKeyCollisionError, SqliteTableTranslator, specs_by_table
 
@@ -174,22 +178,54 @@ def test_a_table_of_many_files_keeps_its_source_file_column_in_lower_mode(tmp_pa
         pg_dsn,
         sql.SQL("SELECT _source_file, count(*) FROM {}.track GROUP BY 1 ORDER BY 1").format(sql.Identifier(schema)),
     ) == [("a.sqlite", TRACKS), ("b.sqlite", TRACKS)]
+    # A column excluded later leaves the shared table: the glob (SQLite names) matches its lowercased name.
+    excluded = Selection(exclude_columns=("Track.Größe",))
+    conn = psycopg2.connect(pg_dsn)
+    try:
+        with SqliteSnapshot(tmp_path / "a.sqlite") as snapshot:
+            table = excluded.columns_of(snapshot.table("Track"))
+            options = SyncOptions(pg_names=LOWER, exclude_columns=excluded.exclude_columns)
+            sync_table(snapshot, conn, table, schema, options, source_file="a.sqlite")
+    finally:
+        conn.close()
+    assert "größe" not in columns_of(pg_dsn, schema, "track")
 
 
 def test_names_that_meet_once_lowercased_are_refused_by_name(tmp_path, pg_dsn, schema):
     path = tmp_path / "meet.sqlite"
     conn = sqlite3.connect(path)  # SQLite folds only ASCII letters: Ä and ä are two names to it
-    conn.executescript('CREATE TABLE "Ärger" (id INTEGER PRIMARY KEY, "Ä" TEXT, "ä" TEXT); CREATE TABLE "ärger" (x);')
+    conn.execute('CREATE TABLE "Ärger" (id INTEGER PRIMARY KEY, "Ä" TEXT, "ä" TEXT)')
     conn.close()
     with pytest.raises(UnsupportedTableError, match=r"columns 'Ä' and 'ä' would both be 'ä' in PostgreSQL"):
         sync_all(path, pg_dsn, schema, pg_names=LOWER)
     assert tables_of(pg_dsn, schema) == set()  # refused before anything was written
-    with pytest.raises(AssetKeyCollisionError, match=r"SQLite tables 'Ärger' and 'ärger' would both be .*'ärger'"):
-        specs_by_table(list_tables(path), SqliteTableTranslator(pg_schema=schema, pg_names=LOWER))
-    # Exact mode keeps them apart, as ever.
-    sync_all(path, pg_dsn, schema)
-    assert tables_of(pg_dsn, schema) == {"Ärger", "ärger"}
+    sync_all(path, pg_dsn, schema)  # exact mode keeps them apart, as ever
     assert columns_of(pg_dsn, schema, "Ärger") == ["id", "Ä", "ä"]
+
+    # Two tables: the Kelvin sign lowercases to an ASCII k, so the asset keys differ but the PostgreSQL names meet.
+    tables = tmp_path / "tables.sqlite"
+    conn = sqlite3.connect(tables)
+    conn.executescript('CREATE TABLE "\u212aelvin" (x); CREATE TABLE kelvin (x);')
+    conn.close()
+    meet = r"SQLite tables '(\u212aelvin|kelvin)' and '(\u212aelvin|kelvin)' would both be .*'kelvin'"
+    with pytest.raises(AssetKeyCollisionError, match=meet):  # at load time
+        specs_by_table(list_tables(tables), SqliteTableTranslator(pg_schema=schema, pg_names=LOWER))
+    # The run config's mode, which the definitions did not load with: refused before the run writes anything.
+    assets = build_sync_assets(list_tables(tables), SqliteTableTranslator(pg_schema=schema))
+    result = materialize(
+        [assets],
+        instance=DagsterInstance.ephemeral(),
+        resources={
+            "sqlite": SQLiteSource(path=str(tables)),
+            "postgres": PostgresTarget(conn_str=pg_dsn, pg_schema=schema),
+        },
+        run_config={"ops": {"sqlite_tables": {"config": {"pg_names": "lower"}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert re.search(meet, failure.step_failure_data.error.message)
+    assert tables_of(pg_dsn, schema) == {"Ärger"}
 
 
 def test_exact_mode_is_unchanged_and_the_asset_page_shows_postgres_column_names(chinook, pg_dsn, schema):
@@ -231,6 +267,21 @@ def test_run_config_lower_names_the_materialization_columns_as_postgres_has_them
     assert track["dagster/table_name"].value == f"{schema}.track"
     assert [c.name for c in track["dagster/column_schema"].value.columns][:2] == ["trackid", "name"]
     assert count_unquoted(pg_dsn, schema, "album") == 5
+
+
+def test_the_component_field_names_the_assets_and_the_settings_digest(chinook):
+    component = SqliteSyncComponent.resolve_from_dict(
+        {"sqlite": {"path": str(chinook)}, "postgres": {"pg_schema": "lab"}, "run_config": {"pg_names": "lower"}}
+    )
+    (assets,) = component.build("lab").assets
+    spec = assets.specs_by_key[AssetKey(["lab", "Track"])]  # the key keeps the SQLite name
+    assert spec.metadata["dagster/table_name"] == "lab.track"
+    assert assets.op.config_schema.config_type.fields["pg_names"].default_value == "lower"
+    # A file synced under exact is not "synced already" under lower; exact keeps the digest it always had.
+    exact = settings_digest(Selection(), SyncConfig)
+    assert exact == settings_digest(Selection(), sync_config_class("x", pg_names="exact"))
+    assert assets.op.tags[SETTINGS_TAG] != exact
+    assert assets.op.tags[SETTINGS_TAG] == settings_digest(Selection(), sync_config_class("y", pg_names="lower"))
 
 
 def test_a_mode_change_is_refused_until_a_full_refresh_moves_the_mirror(chinook, pg_dsn, schema):

@@ -787,13 +787,15 @@ def _drop_excluded_columns(target: PgTable, entry: TableEntry, options: SyncOpti
     carry (the caller left them out): configuration is the same for every file, so every file's values
     go at once, under the table's DDL lock. Matched by their PostgreSQL names, which are the SQLite
     ones but for names over 63 bytes (naming.py). One file of one table, by contrast, fails as a
-    changed shape asking for full_refresh, as ever: that keeps a column nobody asked to drop."""
+    changed shape asking for full_refresh, as ever: that keeps a column nobody asked to drop. With
+    SYNC_PG_NAMES=lower the PostgreSQL names are lowercase, so the globs (SQLite names) are matched lowercased."""
+    lower = target.names.lower
+    globs = [g.lower() for g in options.exclude_columns] if lower else options.exclude_columns
+    table = target.table.name.lower() if lower else target.table.name
 
     def excluded(columns: list[tuple[str, str]]) -> list[str]:
         return [
-            name
-            for name, _ in columns
-            if name not in target.pg.column_names and column_excluded(options.exclude_columns, target.table.name, name)
+            name for name, _ in columns if name not in target.pg.column_names and column_excluded(globs, table, name)
         ]
 
     gone = excluded(entry.columns_in_pg()) if options.exclude_columns else []
