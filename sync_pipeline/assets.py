@@ -57,6 +57,7 @@ from .engine import (
     row_counts,
     sync_table,
 )
+from .engine.naming import EXACT, PgNames
 from .engine.selection import Selection
 from .engine.summary import mode_line, run_summary, size_line, table_line
 from .engine.versions import SnapshotClock
@@ -108,12 +109,13 @@ SYNC_NUMBERS = (
 )
 
 
-def materialization_metadata(result: TableSyncResult, table: TableInfo) -> dict[str, Any]:
-    """DESIGN.md section 2: numbers stay numbers so the catalog plots them."""
+def materialization_metadata(result: TableSyncResult, table: TableInfo, names: PgNames = EXACT) -> dict[str, Any]:
+    """DESIGN.md section 2: numbers stay numbers so the catalog plots them. ``names``: the run's naming
+    mode, whose PostgreSQL column names the column schema shows."""
     return {
         "dagster/row_count": result.pg_rows_after,
         "dagster/table_name": result.pg_table,
-        "dagster/column_schema": column_schema(table, result.pg_types),
+        "dagster/column_schema": column_schema(table, result.pg_types, names),
         "mode": result.mode,
         **{name: getattr(result, name) for name in SYNC_NUMBERS},
         "table_size": size_line(result),
@@ -586,6 +588,12 @@ def _run(
     clock = SnapshotClock(postgres.connect, postgres.pg_schema, postgres.state_schema)
     try:
         with sqlite.snapshot(readers=workers, clock=clock, key=source_file) as snapshot:
+            if options.pg_names != translator.pg_names:  # run config's mode: its names were not checked at load
+                try:
+                    options.pg_names.owners(t.name for t in selection.apply(snapshot.tables()))
+                except ValueError as exc:
+                    description = f"SQLite tables {exc}; rename one in SQLite"
+                    raise Failure(description=description, allow_retries=False) from None
             skipped = snapshot.skipped_tables()
             if skipped:
                 context.log.info(f"Not synced (not tables of data): {', '.join(skipped)}")
@@ -626,7 +634,7 @@ def _run(
                         asset_key=key,
                         partition=source_file,
                         metadata={
-                            **materialization_metadata(outcome, table),
+                            **materialization_metadata(outcome, table, options.pg_names),
                             **({"source_file": source_file} if source_file is not None else {}),
                         },
                     )
@@ -643,7 +651,7 @@ def _run(
                     key = translator.get_asset_key(table)
                     conn = targets[0].conn
                     if AssetCheckKey(key, ROW_COUNT_CHECK) in checked:
-                        counts = row_counts(snapshot, conn, table, postgres.pg_schema, source_file)
+                        counts = row_counts(snapshot, conn, table, postgres.pg_schema, source_file, options.pg_names)
                         yield row_count_check(key, *counts)
                     if AssetCheckKey(key, TYPES_CHECK) in checked:
                         retyped = retyped_columns(snapshot, conn, table, postgres.pg_schema, options, source_file)

@@ -9,11 +9,13 @@ import copy
 import hashlib
 import json
 import os
+from typing import Literal
 
 from dagster import Config
 from pydantic import Field, field_validator
 
 from .engine import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, SyncOptions
+from .engine.naming import PgNames
 from .engine.selection import Selection
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -62,6 +64,15 @@ def env_column_types() -> dict[str, str]:
             f"got {raw!r}"
         )
     return {column.strip(): pg_type.strip() for column, pg_type in pairs}
+
+
+def env_pg_names() -> Literal["exact", "lower"]:
+    """``SYNC_PG_NAMES``: ``exact`` (unset) or ``lower`` (engine/naming.py)."""
+    raw = os.environ.get("SYNC_PG_NAMES", "")
+    try:
+        return "lower" if PgNames.parse(raw or "exact").lower else "exact"
+    except ValueError:
+        raise ValueError(f"environment variable SYNC_PG_NAMES must be 'exact' or 'lower', got {raw!r}") from None
 
 
 MAX_PARALLEL_TABLES = 16
@@ -130,6 +141,13 @@ class SyncConfig(Config):
         '{"experiments.config": "jsonb"}. A pinned column never widens; a value it cannot hold fails the table.',
     )
 
+    pg_names: Literal["exact", "lower"] = Field(
+        default=env_pg_names(),
+        description="PostgreSQL names of tables and columns: exact (SQLite's, quoted where needed) or lower "
+        "(lowercased, so `select count(*) from track` works unquoted; COMMENTs keep the SQLite names). A table "
+        "mirrored under the other mode is refused until a full_refresh moves it.",
+    )
+
     parallel_tables: int = Field(
         default=env_parallel_tables(),
         ge=1,
@@ -160,6 +178,7 @@ class SyncConfig(Config):
             cursor_columns=dict(self.cursor_columns),
             strict_types=self.strict_types,
             column_types=dict(self.column_types),
+            pg_names=PgNames.parse(self.pg_names),
         )
 
 
@@ -193,7 +212,10 @@ def settings_digest(selection: Selection, config_class: type[SyncConfig]) -> str
     """A digest of the settings that decide what PostgreSQL holds for a file that did not change: which tables
     and columns (``selection``) and the run config's pins and strictness. A file "synced already" (the
     sensor's unchanged fingerprint, the headless command's skip) is so only under the same digest: a column
-    excluded now must leave PostgreSQL at the next sync even if no file changes."""
+    excluded now must leave PostgreSQL at the next sync even if no file changes. ``pg_names`` only when not
+    ``exact``, so that the digest of every deployment that never set it stays what it was."""
     defaults = {field: config_class.model_fields[field].default for field in ("column_types", "strict_types")}
+    if config_class.model_fields["pg_names"].default != "exact":
+        defaults["pg_names"] = config_class.model_fields["pg_names"].default
     raw = json.dumps([selection.tables, selection.exclude_tables, selection.exclude_columns, defaults], sort_keys=True)
     return hashlib.blake2b(raw.encode(), digest_size=6).hexdigest()

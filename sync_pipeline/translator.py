@@ -29,7 +29,7 @@ from dagster import (
 )
 
 from .engine import TableInfo
-from .engine.naming import pg_name
+from .engine.naming import EXACT, PgNames
 
 KINDS = {"sqlite", "postgres"}
 GROUP_NAME = "sqlite_pg_sync"
@@ -51,7 +51,7 @@ def output_name(key: AssetKey) -> str:
     return "t_" + key.to_python_identifier()
 
 
-def render_description(template: str, table: TableInfo, pg_schema: str) -> str:
+def render_description(template: str, table: TableInfo, pg_schema: str, names: PgNames = EXACT) -> str:
     """An asset description from a Jinja template (the component's ``translation.description``); an
     unknown variable is an error at load time, naming it, rather than an empty string in the catalog."""
     try:
@@ -60,7 +60,7 @@ def render_description(template: str, table: TableInfo, pg_schema: str) -> str:
             .from_string(template)
             .render(
                 table=table.name,
-                pg_table=f"{pg_schema}.{pg_name(table.name)}",
+                pg_table=f"{pg_schema}.{names.name(table.name)}",
                 schema=pg_schema,
                 columns=[c.name for c in table.columns],
                 primary_key=list(table.primary_key),
@@ -72,19 +72,20 @@ def render_description(template: str, table: TableInfo, pg_schema: str) -> str:
         ) from None
 
 
-def column_schema(table: TableInfo, pg_types: Mapping[str, str] | None = None) -> TableSchema:
-    """The PostgreSQL columns, each described with the SQLite type it came from; ``pg_types`` (SQLite
-    column -> PostgreSQL type, from a sync) overrides the declared mapping."""
+def column_schema(table: TableInfo, pg_types: Mapping[str, str] | None = None, names: PgNames = EXACT) -> TableSchema:
+    """The PostgreSQL columns, by their PostgreSQL names (``names``: engine/naming.py), each described with the
+    SQLite column and type it came from; ``pg_types`` (SQLite column -> PostgreSQL type, from a sync)
+    overrides the declared mapping."""
     pg_types = pg_types or {}
-    constraints = (
-        TableConstraints(other=[f"PRIMARY KEY ({', '.join(table.primary_key)})"]) if table.primary_key else None
-    )
+    key = [names.name(k) for k in table.primary_key]
+    constraints = TableConstraints(other=[f"PRIMARY KEY ({', '.join(key)})"]) if key else None
     return TableSchema(
         columns=[
             TableColumn(
-                name=c.name,
+                name=names.name(c.name),
                 type=pg_types.get(c.name, c.pg_type.name),
-                description=f"SQLite declared type: {c.declared_type or '(none)'}",
+                description=f"SQLite declared type: {c.declared_type or '(none)'}"
+                + ("" if names.name(c.name) == c.name else f" (SQLite column {c.name!r})"),
                 constraints=TableColumnConstraints(
                     nullable=not (c.not_null or c.pk_position),
                     unique=table.primary_key == (c.name,),
@@ -119,20 +120,22 @@ class SqliteTableTranslator:
     owners: tuple[str, ...] = ()
     description: str | None = None
     checks: tuple[str, ...] = CHECKS
+    pg_names: PgNames = EXACT  # SYNC_PG_NAMES: PostgreSQL's spelling of the names (engine/naming.py)
 
     def get_asset_key(self, table: TableInfo) -> AssetKey:
         return AssetKey([*self.key_prefix, *asset_key_for(table.name).path])
 
     def get_description(self, table: TableInfo) -> str:
         if self.description is not None:
-            return render_description(self.description, table, self.pg_schema)
+            return render_description(self.description, table, self.pg_schema, self.pg_names)
         key = (
             f"primary key ({', '.join(table.primary_key)}): incremental syncs update changed rows by key"
             if table.primary_key
             else "no primary key: rows are compared as whole values (see README)"
         )
+        mirror = self.pg_names.name(table.name)
         return (
-            f"PostgreSQL table `{self.pg_schema}.{pg_name(table.name)}`, a mirror of the SQLite table `{table.name}` "
+            f"PostgreSQL table `{self.pg_schema}.{mirror}`, a mirror of the SQLite table `{table.name}` "
             f"({len(table.columns)} columns; {key})."
         )
 
@@ -145,8 +148,8 @@ class SqliteTableTranslator:
             tags=dict(self.tags),
             owners=list(self.owners),
             metadata={
-                "dagster/table_name": f"{self.pg_schema}.{pg_name(table.name)}",
-                "dagster/column_schema": column_schema(table),
+                "dagster/table_name": f"{self.pg_schema}.{self.pg_names.name(table.name)}",
+                "dagster/column_schema": column_schema(table, names=self.pg_names),
                 "sqlite_table": table.name,
                 **({"sync_target": self.target_label} if self.target_label else {}),
             },
@@ -181,16 +184,17 @@ class SqliteTableTranslator:
 
 def specs_by_table(tables: Sequence[TableInfo], translator: SqliteTableTranslator) -> dict[str, AssetSpec]:
     """One spec per table, keyed by table name; refuses two tables that share an asset key or a
-    PostgreSQL name (names over 63 bytes are shortened, see engine/naming.py)."""
+    PostgreSQL name (names over 63 bytes are shortened, lowercased with SYNC_PG_NAMES=lower: engine/naming.py)."""
     owners: dict[AssetKey, str] = {}
     pg_owners: dict[str, str] = {}
     specs: dict[str, AssetSpec] = {}
+    names = translator.pg_names
     for table in tables:
-        mirror = pg_name(table.name)
+        mirror = names.name(table.name)
         if mirror in pg_owners:
             raise AssetKeyCollisionError(
                 f"SQLite tables {pg_owners[mirror]!r} and {table.name!r} would both be the PostgreSQL table "
-                f"{mirror!r} (names over 63 bytes are shortened); rename one of them in SQLite"
+                f"{mirror!r} ({names.why()}); rename one of them in SQLite"
             )
         pg_owners[mirror] = table.name
         spec = translator.get_asset_spec(table)

@@ -27,6 +27,7 @@ from ..config import MAX_PARALLEL_TABLES, SETTINGS_TAG, settings_digest, sync_co
 from ..demo import DEFAULT_DEMO_PATH, PROJECT_ROOT, generate
 from ..engine import MAX_BATCH_SIZE, list_tables
 from ..engine.bookkeeping import DEFAULT_STATE_SCHEMA
+from ..engine.naming import PgNames
 from ..engine.selection import Selection, parse_globs
 from ..partitions import PARTITIONS_NAME, SQLITE_FILES, discover, is_many, union_of_tables
 from ..resources import PostgresTarget, SQLiteSource
@@ -203,6 +204,13 @@ class RunConfigAttributes(dg.Resolvable, dg.Model):
             "Unset: SYNC_STRICT_TYPES, else false."
         ),
     ] = None
+    pg_names: Annotated[
+        Literal["exact", "lower"] | None,
+        dg.Resolver.default(
+            description="PostgreSQL names of tables and columns: exact (SQLite's) or lower (lowercased; asset keys "
+            "and COMMENTs keep the SQLite names). Unset: SYNC_PG_NAMES, else exact."
+        ),
+    ] = None
     parallel_tables: Annotated[
         int | None,
         dg.Resolver.default(
@@ -376,6 +384,7 @@ class SqliteSyncComponent(dg.Component, dg.Resolvable, dg.Model):
         schema, label, postgres = self._target()
         selection = self._selection()
         translation = self.translation
+        config_class = sync_config_class(name, **self._run_config_defaults())
         translator = SqliteTableTranslator(
             pg_schema=schema,
             target_label=label,
@@ -386,6 +395,7 @@ class SqliteSyncComponent(dg.Component, dg.Resolvable, dg.Model):
             owners=tuple(translation.owners),
             description=translation.description,
             checks=tuple(self.checks),
+            pg_names=PgNames.parse(config_class.model_fields["pg_names"].default),
         )
         keys = (
             self.resource_keys.get("sqlite", f"{name}_sqlite"),
@@ -395,7 +405,6 @@ class SqliteSyncComponent(dg.Component, dg.Resolvable, dg.Model):
         files_name = self.partitions_name or f"{name}_files"
         files = SQLITE_FILES if files_name == PARTITIONS_NAME else DynamicPartitionsDefinition(name=files_name)
         retry = self.op.retry_policy
-        config_class = sync_config_class(name, **self._run_config_defaults())
         settings = settings_digest(selection, config_class)
         options = {
             "selection": selection,

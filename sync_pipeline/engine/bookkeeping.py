@@ -37,7 +37,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from .errors import TargetError
-from .naming import pg_name
+from .naming import EXACT, PgNames
 
 DEFAULT_STATE_SCHEMA = "sqlite_pg_sync"
 STATE_TABLE = "_sps_table_state"
@@ -206,21 +206,21 @@ def set_sequence(cur: psycopg2.extensions.cursor, schema: str, name: str, value:
     cur.execute("SELECT setval(%s::regclass, %s)", (sql.Identifier(schema, name).as_string(cur), value))
 
 
-def version_about(target_schema: str, table: str, source_file: str = "") -> str:
+def version_about(target_schema: str, table: str, source_file: str = "", names: PgNames = EXACT) -> str:
     of_file = f" from file {source_file}" if source_file else ""
-    return f"sqlite-pg-sync: newest SQLite snapshot number synced into {target_schema}.{pg_name(table)}{of_file}"
+    return f"sqlite-pg-sync: newest SQLite snapshot number synced into {target_schema}.{names.name(table)}{of_file}"
 
 
 def snapshots_about(target_schema: str) -> str:
     return f"sqlite-pg-sync: numbers the SQLite snapshots read for schema {target_schema}"
 
 
-def table_oid(cur: psycopg2.extensions.cursor, target_schema: str, table: str) -> int | None:
+def table_oid(cur: psycopg2.extensions.cursor, target_schema: str, table: str, names: PgNames = EXACT) -> int | None:
     """The OID of the mirror of SQLite table ``table`` in ``target_schema``, None when there is none."""
     cur.execute(
         "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
-        (target_schema, pg_name(table)),
+        (target_schema, names.name(table)),
     )
     row = cur.fetchone()
     return None if row is None else int(row[0])

@@ -26,7 +26,7 @@ from psycopg2 import sql
 
 from .column_types import compared_columns, identity, using
 from .errors import UnsupportedTableError
-from .naming import pg_table
+from .naming import EXACT, PgNames
 from .scope import SOURCE_FILE_COLUMN, Scope
 from .sqlite_source import ColumnInfo, TableInfo
 from .types import PgType
@@ -64,13 +64,15 @@ class PgTable:
         table: TableInfo,
         notes: Mapping[str, str] | None = None,
         scope: Scope | None = None,
+        names: PgNames = EXACT,
     ) -> None:
         self.cur = cur
         self.schema = schema
         self.table = table
         self.notes = notes or {}  # SQLite column -> why its type is what it is, for its COMMENT
         self.scope = scope or Scope()
-        named = pg_table(table)
+        self.names = names  # how SQLite's names become PostgreSQL's (naming.py): kept, or lowercased
+        named = names.table(table)
         # SQLite column name -> its PostgreSQL column (name and type).
         self._pg_columns = dict(zip(table.column_names, named.columns, strict=True))
         if self.scope.shared:

@@ -24,6 +24,8 @@ def mode_line(options: SyncOptions) -> str:
     settings = f"delete_orphans={'on' if options.delete_orphans else 'off'}, batch_size={options.batch_size:,}"
     if options.verify:
         settings += ", verify=on (every row compared with PostgreSQL)"
+    if options.pg_names.lower:
+        settings += ", names lowercased (SYNC_PG_NAMES=lower)"
     if options.cursor_columns:
         settings += ", cursor: " + ", ".join(f"{t}.{c}" for t, c in sorted(options.cursor_columns.items()))
     if options.mode == MODE_FULL_REFRESH:

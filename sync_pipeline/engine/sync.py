@@ -17,6 +17,7 @@ import psycopg2
 import psycopg2.extensions
 
 from . import change_detection, cursor, rewrites, row_digests, verify
+from .bookkeeping import table_oid
 from .catalog import TableEntry, read_entry
 from .change_detection import BatchDigests, Batching
 from .column_types import ColumnRetype, ColumnTypes, pinned_misfit, resolve_pins
@@ -29,6 +30,7 @@ from .errors import (
     ValueMismatchError,
 )
 from .keys import key_sources, merging_key_columns
+from .naming import EXACT, PgNames
 from .pg_target import KEY_SOURCES, KEYS, SQLITE_KEY, STAGE, PgTable, new_table_name
 from .reader import ProgressCallback, TableReader
 from .scope import Scope
@@ -80,6 +82,8 @@ class SyncOptions:
     # changed in SQLite; and the tables verified so whatever ``verify`` says (see for_table).
     verify: bool = False
     verify_tables: frozenset[str] = frozenset()
+    # How SQLite's names become PostgreSQL's (SYNC_PG_NAMES, naming.py): kept, or lowercased.
+    pg_names: PgNames = EXACT
 
     def __post_init__(self) -> None:
         if not (isinstance(self.batch_size, int) and 0 < self.batch_size <= MAX_BATCH_SIZE):
@@ -197,13 +201,14 @@ def row_counts(
     table: TableInfo,
     schema: str,
     source_file: str | None = None,
+    names: PgNames = EXACT,
 ) -> tuple[int, int | None]:
     """(SQLite rows in the snapshot, PostgreSQL rows of the file or None when the table is missing), read-only."""
     with _named_errors(table.name, conn):
         _use_utf8(conn)  # the table's name travels in the statement
         sqlite_rows = snapshot.count(table)
         with conn, conn.cursor() as cur:
-            target = PgTable(cur, schema, table, scope=Scope(source_file))
+            target = PgTable(cur, schema, table, scope=Scope(source_file), names=names)
             return sqlite_rows, (target.row_count() if target.oid() is not None else None)
 
 
@@ -219,7 +224,7 @@ def retyped_columns(
     with _named_errors(table.name, conn):
         _use_utf8(conn)
         with conn, conn.cursor() as cur:
-            target = PgTable(cur, schema, table, scope=Scope(source_file))
+            target = PgTable(cur, schema, table, scope=Scope(source_file), names=options.pg_names)
             if target.oid() is None:
                 return None
             types = ColumnTypes(table, options.strict_types, resolve_pins(cur, table, options.column_types))
@@ -285,6 +290,8 @@ class _Prepared:
     state: SyncState
     rows_before: int
     bytes_before: int
+    # The mirror as the other naming mode spelled it, which a full refresh replaces (_mirror_named_otherwise).
+    renamed: PgTable | None = None
 
 
 @dataclass
@@ -328,7 +335,7 @@ def _prepare(
 ) -> _Prepared:
     """Lock the table (or the file's rows of it), read what is known about it, and bring its shape to
     SQLite's: nothing another sync could change is read before the lock."""
-    target = PgTable(cur, schema, table, scope=scope)
+    target = PgTable(cur, schema, table, scope=scope, names=options.pg_names)
     if not target.lock(options.lock_timeout_s):
         raise SyncError(
             table.name,
@@ -348,6 +355,7 @@ def _prepare(
         existed = entry.oid is not None
     if scope.shared and existed:
         entry, options = _prepare_shared(target, entry, options)
+    renamed = None if existed else _mirror_named_otherwise(target, entry, options)
     # A shared table keeps its types (other files' values are in it): full_refresh reloads in place.
     fresh = not existed or (options.full_refresh and not scope.shared)
     types = ColumnTypes(table, options.strict_types, resolve_pins(cur, table, options.column_types))
@@ -356,10 +364,12 @@ def _prepare(
         []
         if fresh
         else _evolve_shape(
-            PgTable(cur, schema, typed, scope=scope), options, (entry.columns_in_pg(), entry.primary_key)
+            PgTable(cur, schema, typed, scope=scope, names=options.pg_names),
+            options,
+            (entry.columns_in_pg(), entry.primary_key),
         )
     )
-    state = SyncState(cur, schema, options.state_schema, scope.state_key(), known=entry)
+    state = SyncState(cur, schema, options.state_schema, scope.state_key(), known=entry, names=options.pg_names)
     return _Prepared(
         cur=cur,
         table=table,
@@ -375,6 +385,7 @@ def _prepare(
         state=state,
         rows_before=entry.rows,
         bytes_before=entry.total_bytes,
+        renamed=renamed,
     )
 
 
@@ -424,7 +435,7 @@ def _load_widening(
     the read starts again. Once, unless a value does not fit."""
     typed = ready.typed
     while True:
-        target = PgTable(ready.cur, ready.schema, typed, ready.types.notes(typed), ready.scope)
+        target = PgTable(ready.cur, ready.schema, typed, ready.types.notes(typed), ready.scope, ready.options.pg_names)
         read = _plan_read(snapshot, ready, target, total, cursor_column, on_progress)
         target.savepoint(_TYPES_SAVEPOINT)
         try:
@@ -459,7 +470,7 @@ def _widened(snapshot: SqliteSnapshot, ready: _Prepared, target: PgTable, misfit
     )
     if not ready.fresh:
         _alter_types(
-            PgTable(ready.cur, ready.schema, target.table, ready.types.notes(typed), ready.scope),
+            PgTable(ready.cur, ready.schema, target.table, ready.types.notes(typed), ready.scope, target.names),
             changes,
             ready.options,
         )
@@ -475,6 +486,8 @@ def _record(
     table, target, counts, checked = ready.table, loaded.target, loaded.counts, loaded.checked
     reader = loaded.read.reader
     counts.updated += _clear_lacked_columns(target, entry, options, loaded.read.last)
+    if ready.renamed is not None:  # replaced by the mirror under this mode's name, in the same transaction
+        ready.renamed.drop_if_exists(ready.renamed.pg.name)
     same_mirror = ready.existed and not ready.fresh  # not created or swapped by this sync: `entry` describes it
     # Says why in \d+, and marks repaired columns; only comments that differ are written.
     target.comment_columns(
@@ -711,6 +724,41 @@ def _column_ddl(
         )
 
 
+def _mirror_named_otherwise(target: PgTable, entry: TableEntry, options: SyncOptions) -> PgTable | None:
+    """The mirror a sync under the other ``SYNC_PG_NAMES`` mode made of this table (``Track`` where it is now
+    ``track``), found by the OID its bookkeeping row recorded; None when there is none. Syncing into the new
+    name beside it would leave a stale copy that readers keep querying, so a plain sync refuses, and a full
+    refresh (of a table of one file) builds the new one and drops the old one in the same transaction.
+    Asked only when the mirror under the current name is missing (a first load)."""
+    other = options.pg_names.other()
+    old_name = other.name(target.table.name)
+    if entry.state is None or entry.state.table_oid is None or old_name == target.pg.name:
+        return None
+    if table_oid(target.cur, target.schema, target.table.name, other) != entry.state.table_oid:
+        return None
+    old = PgTable(target.cur, target.schema, target.table, scope=target.scope, names=other)
+    modes = f"SYNC_PG_NAMES={other.mode}, and is {target.qualified_name} with SYNC_PG_NAMES={options.pg_names.mode}"
+    if target.scope.shared or not options.full_refresh:
+        remedy = (
+            "the files sharing it cannot move one by one: drop it and sync every file again"
+            if target.scope.shared
+            else f"run with full_refresh to build {target.qualified_name} and drop {old.qualified_name}"
+        )
+        raise SchemaMismatchError(
+            target.table.name,
+            f"the mirror is {old.qualified_name}, made with {modes}; {remedy}, or set "
+            f"SYNC_PG_NAMES={other.mode} again. Nothing written",
+        )
+    views = old.dependent_views()
+    if views:
+        raise SyncError(
+            target.table.name,
+            f"the mirror is {old.qualified_name}, made with {modes}: moving it means dropping it, but views "
+            f"depend on it: {', '.join(views)}. Drop them, refresh, and create them again",
+        )
+    return old
+
+
 def _refuse_gone_file(snapshot: SqliteSnapshot, table: TableInfo, scope: Scope) -> None:
     """One of many files, checked under its (table, file) lock: a removal's deletion of the file's rows
     (``scope.delete_source_file``) takes that lock too, so a sync that finds the file still there
@@ -739,13 +787,15 @@ def _drop_excluded_columns(target: PgTable, entry: TableEntry, options: SyncOpti
     carry (the caller left them out): configuration is the same for every file, so every file's values
     go at once, under the table's DDL lock. Matched by their PostgreSQL names, which are the SQLite
     ones but for names over 63 bytes (naming.py). One file of one table, by contrast, fails as a
-    changed shape asking for full_refresh, as ever: that keeps a column nobody asked to drop."""
+    changed shape asking for full_refresh, as ever: that keeps a column nobody asked to drop. With
+    SYNC_PG_NAMES=lower the PostgreSQL names are lowercase, so the globs (SQLite names) are matched lowercased."""
+    lower = target.names.lower
+    globs = [g.lower() for g in options.exclude_columns] if lower else options.exclude_columns
+    table = target.table.name.lower() if lower else target.table.name
 
     def excluded(columns: list[tuple[str, str]]) -> list[str]:
         return [
-            name
-            for name, _ in columns
-            if name not in target.pg.column_names and column_excluded(options.exclude_columns, target.table.name, name)
+            name for name, _ in columns if name not in target.pg.column_names and column_excluded(globs, table, name)
         ]
 
     gone = excluded(entry.columns_in_pg()) if options.exclude_columns else []
@@ -1026,7 +1076,7 @@ def _stage_keys(target: PgTable, reader: TableReader, batch_ids: set[int] | None
     """The SQLite keys of the table (keys only) into the temporary table ``KEYS``: every key, or those
     of the key ranges ``batch_ids`` (an integer key, see change_detection.py; a range scan each)."""
     keys = _keys_only(reader.table)
-    stage = PgTable(target.cur, target.schema, keys, scope=target.scope)
+    stage = PgTable(target.cur, target.schema, keys, scope=target.scope, names=target.names)
     target.create_key_stage()
     if batch_ids is None:
         TableReader(reader.snapshot, keys, reader.batch_size, 0, None).copy_into(stage, KEYS)
@@ -1095,7 +1145,7 @@ def _refuse_merged_keys(target: PgTable, reader: TableReader) -> bool:
     if duplicate is not None:
         # Only now, and slowly, which SQLite keys those were: every key again, beside its SQLite value.
         keys = _keys_only(table)
-        sources = PgTable(target.cur, target.schema, keys, scope=target.scope)
+        sources = PgTable(target.cur, target.schema, keys, scope=target.scope, names=target.names)
         sources.copy_key_sources(row_digests.LineStream(key_sources(reader.snapshot, keys)))
         pg_key, sqlite_keys = target.duplicate_key_in(KEY_SOURCES, SQLITE_KEY) or duplicate
         key = ", ".join(f"{k}={v!r}" for k, v in zip(table.primary_key, pg_key, strict=True))

@@ -47,6 +47,7 @@ from .bookkeeping import (
 )
 from .catalog import TableEntry
 from .change_detection import BatchDigests
+from .naming import EXACT, PgNames
 from .sqlite_source import TableInfo
 
 __all__ = ["BatchDigests", "LastSync", "SyncState", "shape_of"]
@@ -107,6 +108,7 @@ class SyncState:
         state_schema: str = DEFAULT_STATE_SCHEMA,
         source_file: str = "",
         known: TableEntry | None = None,
+        names: PgNames = EXACT,
     ) -> None:
         check_apart(schema, state_schema)
         # The table's bookkeeping as read_entry() read it under the sync's lock: its row, sequence
@@ -115,6 +117,7 @@ class SyncState:
         self.cur = cur
         self.schema = schema
         self.state_schema = state_schema
+        self.names = names  # how the mirror's name is spelled (naming.py), for its OID
         self.source_file = source_file  # '' for a table of one file; else each file has its own state
         self.ident = sql.Identifier(state_schema, STATE_TABLE)
 
@@ -148,7 +151,7 @@ class SyncState:
             return None if version is None else LastSync(None, version, None, None, None)
         oid, shape, cursor_column, watermark, batches = row
         if known is None:
-            current_oid = table_oid(self.cur, self.schema, table)
+            current_oid = table_oid(self.cur, self.schema, table, self.names)
         if oid is None or oid != current_oid:
             return LastSync(None, version, None, None, None)
         return LastSync(
@@ -193,7 +196,7 @@ class SyncState:
         known = self._known(table.name) if same_mirror else None
         if known is None or not known.state_table_exists:
             ensure_state_schema(self.cur, self.state_schema)
-        oid = table_oid(self.cur, self.schema, table.name) if known is None else known.oid
+        oid = table_oid(self.cur, self.schema, table.name, self.names) if known is None else known.oid
         watermark_value = None if cursor is None else _tagged(cursor[1])
         batches_value = None if digests is None else digests.to_json()
         cursor_column = None if cursor is None else cursor[0]
@@ -225,7 +228,7 @@ class SyncState:
             self.state_schema,
             name,
             snapshot_version,
-            version_about(self.schema, table.name, self.source_file),
+            version_about(self.schema, table.name, self.source_file, self.names),
         )
 
     def _known(self, table: str) -> TableEntry | None:
