@@ -129,6 +129,12 @@ class SyncConfig(Config):
         description='Pinned PostgreSQL types: {"table.column": "pg type"} (SQLite names), e.g. '
         '{"experiments.config": "jsonb"}. A pinned column never widens; a value it cannot hold fails the table.',
     )
+    infer_types: bool = Field(
+        default=env_flag("SYNC_INFER_TYPES"),
+        description="Columns declared as a date, time, timestamp/datetime, JSON or UUID become date, time, timestamp "
+        "(timestamptz when every value has an offset), jsonb or uuid while every value reads exactly as that type "
+        "(ISO-8601 text, JSON objects or arrays, UUIDs); else text, reported (see docs/guarantees.md).",
+    )
 
     parallel_tables: int = Field(
         default=env_parallel_tables(),
@@ -160,6 +166,7 @@ class SyncConfig(Config):
             cursor_columns=dict(self.cursor_columns),
             strict_types=self.strict_types,
             column_types=dict(self.column_types),
+            infer_types=self.infer_types,
         )
 
 
@@ -195,5 +202,7 @@ def settings_digest(selection: Selection, config_class: type[SyncConfig]) -> str
     sensor's unchanged fingerprint, the headless command's skip) is so only under the same digest: a column
     excluded now must leave PostgreSQL at the next sync even if no file changes."""
     defaults = {field: config_class.model_fields[field].default for field in ("column_types", "strict_types")}
+    if config_class.model_fields["infer_types"].default:  # only when on: digests made before it stay the same
+        defaults["infer_types"] = True
     raw = json.dumps([selection.tables, selection.exclude_tables, selection.exclude_columns, defaults], sort_keys=True)
     return hashlib.blake2b(raw.encode(), digest_size=6).hexdigest()

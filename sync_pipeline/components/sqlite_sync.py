@@ -203,6 +203,13 @@ class RunConfigAttributes(dg.Resolvable, dg.Model):
             "Unset: SYNC_STRICT_TYPES, else false."
         ),
     ] = None
+    infer_types: Annotated[
+        bool | None,
+        dg.Resolver.default(
+            description="Columns declared as dates, times, timestamps, JSON or UUIDs take that PostgreSQL type while "
+            "every value reads exactly as it, else text. Unset: SYNC_INFER_TYPES, else false."
+        ),
+    ] = None
     parallel_tables: Annotated[
         int | None,
         dg.Resolver.default(
