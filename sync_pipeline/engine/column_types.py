@@ -518,8 +518,8 @@ class ColumnTypes:
         if found.integers or found.reals or found.blobs or found.texts_with_nul or found.texts_not_utf8:
             text = TEXT if fits(TEXT, found) else REPAIRED_TEXT
             return text, (
-                f"{first} (SYNC_INFER_TYPES) cannot hold its values ({found.describe()}): only ISO text is "
-                "read as such, never numbers (epoch dates); pin the column to convert it"
+                f"{first} (SYNC_INFER_TYPES) cannot hold its values ({found.describe()}): only text is read as "
+                "such, never numbers (an epoch number is not read as a date); pin the column to convert it"
             )
         misfits = inferred_misfits(snapshot, self.table, column, family)
         for pg_type in family:
