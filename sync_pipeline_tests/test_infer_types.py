@@ -220,3 +220,25 @@ def test_headless_run_with_sync_infer_types(cli_env, tmp_path, pg_dsn, schema): 
     assert _pg_types(pg_dsn, schema, "invoice") == {"id": "bigint", "issued": TS, "meta": "jsonb"}
     again = run_cli({**cli_env, "SQLITE_PATH": str(tmp_path / "app.sqlite")})  # the setting off: a changed mapping
     assert again.returncode != EXIT_OK and "full_refresh" in again.stdout + again.stderr
+
+
+def test_the_arrow_path_sends_inferred_columns_and_leaves_misfits_to_the_exact_one(tmp_path, pg_dsn, schema):
+    path = tmp_path / "arrow.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, d DATE, tm TIME, ts DATETIME, tz TIMESTAMP, u UUID)")
+    good = ("2026-03-12", "10:00:00.5", "2026-03-12T10:00:00", "2026-03-12 10:00:00+02:00", str(uuid.UUID(int=7)))
+    conn.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?)", [(i, *good) for i in range(1, 4)])
+    conn.commit()
+    conn.close()
+    first = _sync(path, pg_dsn, schema, infer_types=True)["t"]
+    assert (first.read_path, first.columns_retyped) == ("arrow", ())
+    assert list(first.pg_types.values())[1:] == ["date", "time without time zone", TS, TSTZ, "uuid"]
+    assert _sync(path, pg_dsn, schema, infer_types=True)["t"].rows_skipped == 3  # unchanged: nothing checked again
+
+    # Hour 24 has no ISO shape here (PostgreSQL would read it); Feb 30 has one, and PostgreSQL refuses it.
+    _set(path, "tm", 2, "24:00:00")
+    _set(path, "d", 3, "2026-02-30")
+    result = _sync(path, pg_dsn, schema, infer_types=True)["t"]
+    assert {r.column: r.example_key for r in result.columns_retyped} == {"tm": "(id=2)", "d": "(id=3)"}
+    assert _column(pg_dsn, schema, "tm") == ["10:00:00.5", "24:00:00", "10:00:00.5"]
+    assert _sync(path, pg_dsn, schema, infer_types=True)["t"].read_path == "arrow"

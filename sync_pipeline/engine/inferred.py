@@ -192,3 +192,24 @@ def candidates(declared_type: str) -> tuple[PgType, ...]:
     if "TIME" in name:
         return (TIME,)
     return ()
+
+
+# The same checks for the Arrow path (adbc_sqlite.py), which reads in C and sends each value's text for
+# PostgreSQL to read: RE2 patterns a batch's column must match throughout, checked only in batches that are
+# sent (an unchanged batch, recognised by its digest, costs nothing more), else the table reads on the exact
+# path, whose encoders decide. They check the shape only: within it PostgreSQL's input functions refuse what
+# the checks above refuse (Feb 30, month 13, year 0000, an offset past 15:59), so that COPY fails and the read
+# falls back to the exact path too. What PostgreSQL would accept but read differently (hour 24, second 60,
+# a 7th fractional digit, other formats) is outside the shapes. jsonb has none (duplicate keys are beyond a
+# pattern): a batch with a jsonb value always reads on the exact path.
+_ARROW_DATE = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_ARROW_TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+_ARROW_STAMP = f"{_ARROW_DATE}[T ]{_ARROW_TIME}"
+ARROW_PATTERNS: dict[str, str | None] = {
+    DATE.name: f"^{_ARROW_DATE}$",
+    TIME.name: f"^{_ARROW_TIME}$",
+    TIMESTAMP.name: f"^{_ARROW_STAMP}$",
+    TIMESTAMPTZ.name: f"^{_ARROW_STAMP}(Z|[+-][01][0-9]:[0-5][0-9])$",
+    JSONB.name: None,
+    UUID.name: "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+}
