@@ -510,6 +510,16 @@ class ColumnTypes:
             raise misfit  # a pinned column's value, or a value no profile explains
         return changes
 
+    def _earlier(self, column: str, mapped: PgType) -> str:
+        """Why a column has a wider type than its mapping, decided by an earlier sync."""
+        never = "columns are never narrowed automatically: full_refresh recomputes the type from the data"
+        if column in self.inferable:
+            return (
+                f"{mapped.name} (SYNC_INFER_TYPES) did not hold every value when the column was built or since, or "
+                f"it was built without the setting; {never}"
+            )
+        return f"widened by an earlier sync (its values did not all fit {mapped.name}); {never}"
+
     def _inferred_or_text(self, snapshot: SqliteSnapshot, column: str, found: Profile) -> tuple[PgType, str]:
         """The inferred type every value of ``column`` reads exactly as (timestamptz where timestamp was
         refused), else text, the declared mapping without inference; and why, for the report."""
@@ -549,8 +559,7 @@ class ColumnTypes:
             ):
                 continue
             why, example = self.reasons.get(column.name) or (
-                f"widened by an earlier sync (its values did not all fit {mapped.name}); columns are never narrowed "
-                "automatically: full_refresh recomputes the type from the data",
+                self._earlier(column.name, mapped),
                 inferred_example_key(snapshot, self.table, column.name, self.inferable[column.name])
                 if column.name in self.inferable
                 else example_key(snapshot, self.table, column.name, mapped),
