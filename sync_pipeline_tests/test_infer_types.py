@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg2
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from psycopg2 import sql
 
@@ -203,6 +205,7 @@ def test_settings_digest_changes_with_the_setting_on_only():
     plain = settings_digest(selection, sync_config_class("plain"))
     assert settings_digest(selection, sync_config_class("off", infer_types=False)) == plain
     assert settings_digest(selection, sync_config_class("on", infer_types=True)) != plain
+    assert sync_config_class("on", infer_types=True)().to_options().infer_types  # a component's run_config
 
 
 def test_headless_run_with_sync_infer_types(cli_env, tmp_path, pg_dsn, schema):  # noqa: F811
@@ -242,3 +245,39 @@ def test_the_arrow_path_sends_inferred_columns_and_leaves_misfits_to_the_exact_o
     assert {r.column: r.example_key for r in result.columns_retyped} == {"tm": "(id=2)", "d": "(id=3)"}
     assert _column(pg_dsn, schema, "tm") == ["10:00:00.5", "24:00:00", "10:00:00.5"]
     assert _sync(path, pg_dsn, schema, infer_types=True)["t"].read_path == "arrow"
+
+
+# Texts near each inferred type's edges: the Arrow path's shape check may pass one the exact check refuses only
+# where PostgreSQL refuses it too (so COPY fails and the read falls back to the exact path).
+EDGES = {
+    inferred.DATE: ["2026-02-30", "0000-01-01", "2026-13-01", "2026-00-01", "2026-01-00", "2026-01-32", "2024-02-29"],
+    inferred.TIME: ["24:00:00", "23:59:60", "23:60:00", "10:00:00.1234567", "10:00:00.", "10:00", "23:59:59.999999"],
+    inferred.TIMESTAMP: ["2026-02-29 10:00:00", "2026-03-12T24:00:00", "0000-01-01 00:00:00", "2026-03-12 10:00:00"],
+    inferred.TIMESTAMPTZ: [
+        "2026-03-12 10:00:00+16:00",
+        "2026-03-12 10:00:00-15:60",
+        "2026-03-12 10:00:00+15:59",
+        "2026-02-30T10:00:00Z",
+        "2026-03-12 10:00:00.5Z",
+        "2026-03-12 10:00:00+02",
+    ],
+    inferred.UUID: ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g", "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"],
+}
+
+
+def test_the_arrow_shapes_pass_no_inexact_text_postgresql_would_read(pg_dsn):
+    conn = psycopg2.connect(pg_dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            for pg_type, texts in EDGES.items():
+                shaped = pc.match_substring_regex(pa.array(texts), inferred.ARROW_PATTERNS[pg_type.name]).to_pylist()
+                for text, passes in zip(texts, shaped, strict=True):
+                    exact = inferred.CHECKS[pg_type.name](text)
+                    assert not exact or passes, (pg_type.name, text)  # the Arrow path sends every exact text
+                    if passes and not exact:
+                        cur.execute("SAVEPOINT s")
+                        with pytest.raises(psycopg2.DataError):
+                            cur.execute(sql.SQL("SELECT %s::{}").format(sql.SQL(pg_type.name)), (text,))
+                        cur.execute("ROLLBACK TO SAVEPOINT s")
+    finally:
+        conn.close()
