@@ -174,13 +174,22 @@ def test_inferred_columns_read_back_equal_and_refusing_ones_stay_text_reported(t
 
     again = _sync(path, pg_dsn, schema, infer_types=True, column_types={"t.nulls_and_one": "text"})["t"]
     assert (again.rows_changed, again.columns_widened) == (0, ())
-    assert {r.column for r in again.columns_retyped} == set(REFUSES)
+    # Found again from the COMMENT the widening wrote, with a row that still does not read exactly.
+    assert {r.column: r.example_key for r in again.columns_retyped} == dict.fromkeys(REFUSES, "(id=1)")
+    assert all("did not hold every value" in r.why for r in again.columns_retyped)
 
 
-def test_off_by_default_every_such_column_is_text(tmp_path, pg_dsn, schema):
-    result = _sync(_file(tmp_path / "infer.sqlite"), pg_dsn, schema)["t"]
+def test_off_by_default_every_such_column_is_text_and_turning_it_on_later_narrows_nothing(tmp_path, pg_dsn, schema):
+    path = _file(tmp_path / "infer.sqlite")
+    result = _sync(path, pg_dsn, schema)["t"]
     assert set(_pg_types(pg_dsn, schema, "t").values()) == {"bigint", "text"}
     assert result.columns_retyped == ()
+
+    on = _sync(path, pg_dsn, schema, infer_types=True)["t"]
+    assert (on.rows_changed, on.columns_widened, set(on.pg_types.values())) == (0, (), {"bigint", "text"})
+    retyped = {r.column: r for r in on.columns_retyped}
+    assert "built without the setting" in retyped["d"].why and retyped["d"].example_key is None
+    assert set(retyped) == set(REFUSES) | set(INFERS)  # each says full_refresh would infer it
 
 
 def test_a_value_that_no_longer_reads_exactly_widens_the_column_to_text_reported(tmp_path, pg_dsn, schema):

@@ -411,6 +411,7 @@ class ColumnTypes:
             if infer and not strict and c.name not in self.pins and not c.pk_position
             if (found := inferred.candidates(c.declared_type))
         }
+        self.comments: dict[str, str] = {}  # inferable column -> its COMMENT in PostgreSQL (start() reads them)
 
     def mapped(self, column: str) -> PgType:
         if column in self.inferable:
@@ -445,6 +446,8 @@ class ColumnTypes:
             pg_type = self.mapped(column.name)
             if in_pg is not None and column.name in in_pg and column.name not in self.pins and not self.strict:
                 name, comment = in_pg[column.name]
+                if column.name in self.inferable:
+                    self.comments[column.name] = comment or ""
                 family = {t.name: t for t in self.inferable.get(column.name, ())}
                 pg_type = family.get(name) or _by_name(name, pg_type)
                 if pg_type is TEXT and REPAIRS in (comment or ""):
@@ -510,15 +513,18 @@ class ColumnTypes:
             raise misfit  # a pinned column's value, or a value no profile explains
         return changes
 
-    def _earlier(self, column: str, mapped: PgType) -> str:
-        """Why a column has a wider type than its mapping, decided by an earlier sync."""
+    def _earlier(self, snapshot: SqliteSnapshot, column: str, mapped: PgType) -> tuple[str, str | None]:
+        """Why a column has a wider type than its mapping, decided by an earlier sync, and a row that says so.
+        An inferable column whose COMMENT does not name the setting was built without it: no row to look for
+        (a scan calling Python per value, at every sync, for nothing)."""
         never = "columns are never narrowed automatically: full_refresh recomputes the type from the data"
-        if column in self.inferable:
-            return (
-                f"{mapped.name} (SYNC_INFER_TYPES) did not hold every value when the column was built or since, or "
-                f"it was built without the setting; {never}"
-            )
-        return f"widened by an earlier sync (its values did not all fit {mapped.name}); {never}"
+        if column not in self.inferable:
+            why = f"widened by an earlier sync (its values did not all fit {mapped.name}); {never}"
+            return why, example_key(snapshot, self.table, column, mapped)
+        if "SYNC_INFER_TYPES" not in self.comments.get(column, "SYNC_INFER_TYPES"):
+            return f"{mapped.name} (SYNC_INFER_TYPES): the column was built without the setting; {never}", None
+        why = f"{mapped.name} (SYNC_INFER_TYPES) did not hold every value when the column was built or since; {never}"
+        return why, inferred_example_key(snapshot, self.table, column, self.inferable[column])
 
     def _inferred_or_text(self, snapshot: SqliteSnapshot, column: str, found: Profile) -> tuple[PgType, str]:
         """The inferred type every value of ``column`` reads exactly as (timestamptz where timestamp was
@@ -558,12 +564,7 @@ class ColumnTypes:
                 self._as_mapped(column.name, column.pg_type) and not changed.get(column.name)
             ):
                 continue
-            why, example = self.reasons.get(column.name) or (
-                self._earlier(column.name, mapped),
-                inferred_example_key(snapshot, self.table, column.name, self.inferable[column.name])
-                if column.name in self.inferable
-                else example_key(snapshot, self.table, column.name, mapped),
-            )
+            why, example = self.reasons.get(column.name) or self._earlier(snapshot, column.name, mapped)
             entries.append(
                 ColumnRetype(
                     column=column.name,
