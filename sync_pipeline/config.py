@@ -140,6 +140,12 @@ class SyncConfig(Config):
         description='Pinned PostgreSQL types: {"table.column": "pg type"} (SQLite names), e.g. '
         '{"experiments.config": "jsonb"}. A pinned column never widens; a value it cannot hold fails the table.',
     )
+    infer_types: bool = Field(
+        default=env_flag("SYNC_INFER_TYPES"),
+        description="Columns declared as a date, time, timestamp/datetime, JSON or UUID become date, time, timestamp "
+        "(timestamptz when every value has an offset), jsonb or uuid while every value reads exactly as that type "
+        "(ISO-8601 text, JSON objects or arrays, UUIDs); else text, reported (see docs/guarantees.md).",
+    )
 
     pg_names: Literal["exact", "lower"] = Field(
         default=env_pg_names(),
@@ -179,6 +185,7 @@ class SyncConfig(Config):
             strict_types=self.strict_types,
             column_types=dict(self.column_types),
             pg_names=PgNames.parse(self.pg_names),
+            infer_types=self.infer_types,
         )
 
 
@@ -217,5 +224,7 @@ def settings_digest(selection: Selection, config_class: type[SyncConfig]) -> str
     defaults = {field: config_class.model_fields[field].default for field in ("column_types", "strict_types")}
     if config_class.model_fields["pg_names"].default != "exact":
         defaults["pg_names"] = config_class.model_fields["pg_names"].default
+    if config_class.model_fields["infer_types"].default:  # only when on: digests made before it stay the same
+        defaults["infer_types"] = True
     raw = json.dumps([selection.tables, selection.exclude_tables, selection.exclude_columns, defaults], sort_keys=True)
     return hashlib.blake2b(raw.encode(), digest_size=6).hexdigest()

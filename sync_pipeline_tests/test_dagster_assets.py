@@ -391,6 +391,7 @@ def test_run_config_defaults_follow_the_seed_environment_variables():
         "SYNC_COLUMN_TYPES": "experiments.config=jsonb, a.b.c = timestamp with time zone",
         "SYNC_VERIFY": "1",
         "SYNC_PG_NAMES": "Lower",
+        "SYNC_INFER_TYPES": "1",
     }
     out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == {
@@ -405,6 +406,7 @@ def test_run_config_defaults_follow_the_seed_environment_variables():
         "strict_types": True,
         "column_types": {"experiments.config": "jsonb", "a.b.c": "timestamp with time zone"},
         "pg_names": "lower",
+        "infer_types": True,
     }
 
     bad = subprocess.run(

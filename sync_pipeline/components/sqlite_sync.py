@@ -211,6 +211,13 @@ class RunConfigAttributes(dg.Resolvable, dg.Model):
             "and COMMENTs keep the SQLite names). Unset: SYNC_PG_NAMES, else exact."
         ),
     ] = None
+    infer_types: Annotated[
+        bool | None,
+        dg.Resolver.default(
+            description="Columns declared as dates, times, timestamps, JSON or UUIDs take that PostgreSQL type while "
+            "every value reads exactly as it, else text. Unset: SYNC_INFER_TYPES, else false."
+        ),
+    ] = None
     parallel_tables: Annotated[
         int | None,
         dg.Resolver.default(

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .arrow_child import ArrowUnfit
+from .inferred import ARROW_PATTERNS, INFERRED
 
 Error = adbc_driver_manager.Error
 
@@ -132,6 +133,8 @@ _ACCEPTED: dict[str, frozenset[pa.DataType]] = {
     "text": frozenset({pa.string(), pa.large_string(), pa.int64()}),
     "bytea": frozenset({pa.int64()}),  # all NULL so far; the guard sends any blob to the exact path
 }
+# SYNC_INFER_TYPES (inferred.py): text, which arrow_reader's guard has checked reads exactly as the type.
+_ACCEPTED.update(dict.fromkeys(INFERRED, frozenset({pa.string(), pa.large_string(), pa.int64()})))
 
 _NULL_AS_COPY_NULL = pc.JoinOptions(null_handling="replace", null_replacement="\\N")
 _TAB, _NEWLINE, _EMPTY = (arrow_literal(text)[0] for text in ("\t", "\n", ""))
@@ -273,6 +276,15 @@ def _by_key(batches: Iterator[pa.RecordBatch], key_index: int, shift: int) -> It
         yield pending_id, pending[0] if len(pending) == 1 else pa.concat_batches(pending)
 
 
+def _shaped(column: pa.Array, pattern: str | None) -> bool:
+    """Whether every value of an inferred column (inferred.py) has the shape ``pattern`` (None: none has)."""
+    if column.null_count == len(column):
+        return True
+    if pattern is None or not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return False
+    return bool(pc.all(pc.match_substring_regex(column, pattern)).as_py())
+
+
 def copy_text(
     arrow: ArrowConnection,
     query: str,
@@ -299,14 +311,18 @@ def copy_text(
                     raise ArrowUnfit(f"column {field.name!r} reads as Arrow {field.type}")
             with _read_ahead(iter(batches)) as read:
                 grouped = enumerate(read) if key_index is None else _by_key(read, key_index, shift)
-                yield from _encoded(grouped, width, skip)
+                checks = {i: ARROW_PATTERNS[t] for i, t in enumerate(pg_types) if t in ARROW_PATTERNS}
+                yield from _encoded(grouped, width, skip, checks)
     except (Error, pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         # A later value of another storage class than the first batch's (pyarrow raises OSError).
         raise ArrowUnfit(f"the Arrow reader stopped: {exc}") from None
 
 
 def _encoded(
-    grouped: Iterator[tuple[int, pa.RecordBatch]], width: int, skip: Mapping[int, str]
+    grouped: Iterator[tuple[int, pa.RecordBatch]],
+    width: int,
+    skip: Mapping[int, str],
+    checks: Mapping[int, str | None],
 ) -> Generator[tuple[pa.Buffer | None, int, str, int], None, None]:
     for batch_id, batch in grouped:
         if pc.max(batch.column(width)).as_py():
@@ -315,6 +331,9 @@ def _encoded(
         if skip.get(batch_id) == digest:
             yield None, batch.num_rows, digest, batch_id
             continue
+        for i, pattern in checks.items():
+            if not _shaped(batch.column(i), pattern):
+                raise ArrowUnfit(f"a value of column {batch.schema.field(i).name!r} needs the exact encoder")
         fields = [_text(batch.column(i)) for i in range(width)]
         # The last field gets the line end first: one join of the whole batch, not two.
         fields[-1] = pc.binary_join_element_wise(fields[-1], _EMPTY, _NEWLINE, options=_NULL_AS_COPY_NULL)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Mapping
 
+from . import inferred
 from .arrow_child import ArrowUnfit
 from .change_detection import Batching, order_by
 from .sqlite_source import Since, SqliteSnapshot, TableInfo, quote_sqlite_identifier
@@ -53,6 +54,9 @@ def _guard(table: TableInfo) -> str:
             )
         elif kind == "bytea":
             conditions.append(f"{q} IS NOT NULL")
+        elif kind in inferred.INFERRED:
+            # Text only; its shape is checked in the batches sent (adbc_sqlite.py, inferred.ARROW_PATTERNS).
+            conditions.append(f"typeof({q}) IN ('integer', 'real', 'blob')")
     return " OR ".join(conditions) or "0"
 
 

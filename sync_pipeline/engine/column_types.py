@@ -26,6 +26,14 @@ under :data:`PIN_INPUT_SETTINGS`), and a value PostgreSQL cannot read as that ty
 Every column whose type differs from its declared mapping, or whose values were changed, is
 reported as a :class:`ColumnRetype` (with why, from a profile of that column: the normal case
 has none and profiles nothing).
+
+One more rule, opt-in (``infer_types``, ``SYNC_INFER_TYPES``): a column whose declared type names a
+date, time, timestamp, JSON or UUID (and maps to text, and is not a key or pinned) starts from that
+PostgreSQL type instead of text, as if pinned, with an encoder that accepts only values that read back
+as the same value (inferred.py says what "exactly" is per type). The first value that is not such
+widens the column as any misfit does: a timestamp column whose every value has an offset to
+``timestamptz``, any other to text (its declared mapping without the rule), reported with why and the
+row. A key column is never inferred: two texts that read as one value ('T' or a space) would be one key.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
+from . import inferred
 from .errors import SyncError, ValueMismatchError
 from .sqlite_source import ColumnInfo, SqliteSnapshot, TableInfo, quote_sqlite_identifier
 from .types import (
@@ -160,8 +169,8 @@ def join(current: PgType, wanted: PgType, ints_within_double: bool) -> PgType:
     pair = {current, wanted}
     if REPAIRED_TEXT in pair or BYTEA in pair:
         return REPAIRED_TEXT  # bytea beside anything else: no exact type (blobs become hex text)
-    if TEXT in pair:
-        return TEXT
+    if TEXT in pair or any(t.name in inferred.INFERRED for t in pair):
+        return TEXT  # two inferred types (timestamp beside timestamptz) hold no common values but as text
     if NUMERIC in pair:
         return NUMERIC
     if BOOLEAN in pair:
@@ -193,7 +202,8 @@ def cast_keeps_values(old: str, new: PgType) -> bool:
     not: a double ``100.0`` cast to text is ``'100'`` (the engine writes ``'100.0'``, its repr), and
     to numeric ``100`` (the engine's ``100.0`` keeps its scale); a numeric ``1e+292`` as text is 293
     digits. Rows a sync does not rewrite itself must then be rewritten from SQLite (rewrites.py)."""
-    return old not in (DOUBLE.name, NUMERIC.name) or new.name == old
+    # Nor does an inferred type's text ('T' reads back as a space, JSON normalized, a UUID lowercased).
+    return (old not in (DOUBLE.name, NUMERIC.name) and old not in inferred.INFERRED) or new.name == old
 
 
 # Types whose ``=`` is identity: two values are equal only when they read back the same. Integers,
@@ -312,6 +322,59 @@ def _misfit_condition(q: str, mapped: PgType) -> str:
     )
 
 
+def _exact(kind: str, value: object) -> int:
+    return int(type(value) is str and inferred.CHECKS[kind](value))
+
+
+def _exact_condition(q: str, family: Sequence[PgType]) -> str:
+    """A SQLite condition true for a value that reads exactly as one of ``family`` (parameters: their names)."""
+    return "(" + " OR ".join(f"sps_exact(?, {q})" for _ in family) + ")"
+
+
+def inferred_misfits(
+    snapshot: SqliteSnapshot, table: TableInfo, column: str, family: Sequence[PgType]
+) -> dict[str, int]:
+    """Per inferred type of ``family``, the values of ``column`` that do not read exactly as it, and
+    ("any") those that read as none of them, in one scan (a Python call per value: on a misfit only)."""
+    snapshot.conn.create_function("sps_exact", 2, _exact, deterministic=True)
+    q = quote_sqlite_identifier(column)
+    parts = [f"count(CASE WHEN {q} IS NOT NULL AND NOT sps_exact(?, {q}) THEN 1 END)" for _ in family]
+    parts.append(f"count(CASE WHEN {q} IS NOT NULL AND NOT {_exact_condition(q, family)} THEN 1 END)")
+    names = [t.name for t in family]
+    row = snapshot.conn.execute(
+        f"SELECT {', '.join(parts)} FROM {quote_sqlite_identifier(table.name)}", (*names, *names)
+    ).fetchone()
+    return {**dict(zip(names, row, strict=False)), "any": row[-1]}
+
+
+def inferred_example_key(
+    snapshot: SqliteSnapshot, table: TableInfo, column: str, family: Sequence[PgType]
+) -> str | None:
+    """One row whose value in ``column`` reads as none of ``family``, or else (a timestamp column whose
+    values mix offsets and none) one that does not read as the first."""
+    snapshot.conn.create_function("sps_exact", 2, _exact, deterministic=True)
+    q = quote_sqlite_identifier(column)
+    names = [t.name for t in family]
+    for condition, params in ((_exact_condition(q, family), names), (f"sps_exact(?, {q})", names[:1])):
+        key = _first_key(snapshot, table, f"{q} IS NOT NULL AND NOT {condition}", params)
+        if key is not None:
+            return key
+    return None
+
+
+def _first_key(snapshot: SqliteSnapshot, table: TableInfo, condition: str, params: Sequence[object]) -> str | None:
+    key = list(table.primary_key) or ["rowid"]
+    try:
+        row = snapshot.conn.execute(
+            f"SELECT {', '.join(map(quote_sqlite_identifier, key))} FROM {quote_sqlite_identifier(table.name)} "
+            f"WHERE {condition} LIMIT 1",
+            tuple(params),
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return None  # a table without rowid and key cannot be pointed at
+    return None if row is None else "(" + ", ".join(f"{k}={v!r}" for k, v in zip(key, row, strict=True)) + ")"
+
+
 def example_key(snapshot: SqliteSnapshot, table: TableInfo, column: str, mapped: PgType) -> str | None:
     """One row whose value in ``column`` does not fit ``mapped``, as its key (or rowid), if any."""
     key = list(table.primary_key) or ["rowid"]
@@ -334,17 +397,38 @@ def example_key(snapshot: SqliteSnapshot, table: TableInfo, column: str, mapped:
 class ColumnTypes:
     """The types of one table's columns for one sync, and how they may move during it."""
 
-    def __init__(self, table: TableInfo, strict: bool, pins: Mapping[str, PgType]) -> None:
+    def __init__(self, table: TableInfo, strict: bool, pins: Mapping[str, PgType], infer: bool = False) -> None:
         self.table = table  # as SQLite declares it
         self.strict = strict
         self.pins = dict(pins)  # SQLite column name -> pinned type
         self.reasons: dict[str, tuple[str, str | None]] = {}  # column -> (why, example key) decided now
         self.widened: list[str] = []  # columns whose type moved in this sync
+        # Column -> the inferred types it may take (``infer``), the first to start from. Strictness has
+        # no lattice to widen in, so no inference either; a pin always wins; keys are never inferred.
+        self.inferable: dict[str, tuple[PgType, ...]] = {
+            c.name: found
+            for c in table.columns
+            if infer and not strict and c.name not in self.pins and not c.pk_position
+            if (found := inferred.candidates(c.declared_type))
+        }
+        self.comments: dict[str, str] = {}  # inferable column -> its COMMENT in PostgreSQL (start() reads them)
 
     def mapped(self, column: str) -> PgType:
+        if column in self.inferable:
+            return self.inferable[column][0]
         return self.pins.get(column) or pg_type_for(
             self.table.columns[self.table.column_names.index(column)].declared_type
         )
+
+    def _as_mapped(self, column: str, pg_type: PgType) -> bool:
+        """Whether the column has the type its declaration maps to (any of its inferred types counts)."""
+        return pg_type.name == self.mapped(column).name or pg_type in self.inferable.get(column, ())
+
+    def fix_input_settings(self, cur: psycopg2.extensions.cursor) -> None:
+        """:data:`PIN_INPUT_SETTINGS` for a table with inferred columns and no pin (resolve_pins sets them
+        then): a widening's ``USING`` casts a timestamptz to text, which reads the session's TimeZone."""
+        if self.inferable and not self.pins:
+            cur.execute(sql.SQL("SELECT {}").format(_SET_PIN_INPUT))
 
     def start(self, in_pg: Mapping[str, tuple[str, str | None]] | None) -> TableInfo:
         """The table with the types to start from: the declared mapping (pins first) for a table
@@ -362,7 +446,10 @@ class ColumnTypes:
             pg_type = self.mapped(column.name)
             if in_pg is not None and column.name in in_pg and column.name not in self.pins and not self.strict:
                 name, comment = in_pg[column.name]
-                pg_type = _by_name(name, pg_type)
+                if column.name in self.inferable:
+                    self.comments[column.name] = comment or ""
+                family = {t.name: t for t in self.inferable.get(column.name, ())}
+                pg_type = family.get(name) or _by_name(name, pg_type)
                 if pg_type is TEXT and REPAIRS in (comment or ""):
                     pg_type = REPAIRED_TEXT
             columns.append(replace(column, pg_type=pg_type))
@@ -390,6 +477,21 @@ class ColumnTypes:
         changes: dict[str, tuple[PgType, bool]] = {}
         for column in typed.columns:
             found = profiles.get(column.name)
+            if found is not None and column.pg_type in self.inferable.get(column.name, ()):
+                if column.name != misfit.column:  # each inferred column is scanned when it is the one refused
+                    continue
+                wanted, why = self._inferred_or_text(snapshot, column.name, found)
+                holds, _ = pg_holds(column.name) if pg_holds is not None else (False, True)
+                new = join(column.pg_type, wanted, True) if holds else wanted
+                if new == column.pg_type:
+                    continue  # cannot happen (the scan refuses what the encoder refused); as below
+                if new != wanted:
+                    why += f"; PostgreSQL holds {column.pg_type.name} values already: only text holds both"
+                changes[column.name] = (new, holds)
+                self.reasons[column.name] = (why, None if self._as_mapped(column.name, new) else misfit.row_key)
+                if column.name not in self.widened:
+                    self.widened.append(column.name)
+                continue
             if found is None or fits(column.pg_type, found):
                 continue
             wanted = needed(found, self.mapped(column.name))
@@ -411,6 +513,41 @@ class ColumnTypes:
             raise misfit  # a pinned column's value, or a value no profile explains
         return changes
 
+    def _earlier(self, snapshot: SqliteSnapshot, column: str, mapped: PgType) -> tuple[str, str | None]:
+        """Why a column has a wider type than its mapping, decided by an earlier sync, and a row that says so.
+        An inferable column whose COMMENT does not name the setting was built without it: no row to look for
+        (a scan calling Python per value, at every sync, for nothing)."""
+        never = "columns are never narrowed automatically: full_refresh recomputes the type from the data"
+        if column not in self.inferable:
+            why = f"widened by an earlier sync (its values did not all fit {mapped.name}); {never}"
+            return why, example_key(snapshot, self.table, column, mapped)
+        if "SYNC_INFER_TYPES" not in self.comments.get(column, "SYNC_INFER_TYPES"):
+            return f"{mapped.name} (SYNC_INFER_TYPES): the column was built without the setting; {never}", None
+        why = f"{mapped.name} (SYNC_INFER_TYPES) did not hold every value when the column was built or since; {never}"
+        return why, inferred_example_key(snapshot, self.table, column, self.inferable[column])
+
+    def _inferred_or_text(self, snapshot: SqliteSnapshot, column: str, found: Profile) -> tuple[PgType, str]:
+        """The inferred type every value of ``column`` reads exactly as (timestamptz where timestamp was
+        refused), else text, the declared mapping without inference; and why, for the report."""
+        family = self.inferable[column]
+        first = family[0].name
+        if found.integers or found.reals or found.blobs or found.texts_with_nul or found.texts_not_utf8:
+            text = TEXT if fits(TEXT, found) else REPAIRED_TEXT
+            return text, (
+                f"{first} (SYNC_INFER_TYPES) cannot hold its values ({found.describe()}): only text is read as "
+                "such, never numbers (an epoch number is not read as a date); pin the column to convert it"
+            )
+        misfits = inferred_misfits(snapshot, self.table, column, family)
+        for pg_type in family:
+            if not misfits[pg_type.name]:
+                return pg_type, f"every value reads exactly as {pg_type.name} (SYNC_INFER_TYPES)"
+        if len(family) > 1 and misfits["any"] == 0:
+            return TEXT, f"{first} (SYNC_INFER_TYPES): some values have an offset or Z and some not"
+        return (
+            TEXT,
+            f"{first} (SYNC_INFER_TYPES): {misfits['any']:,} of {found.texts:,} values do not read exactly as it",
+        )
+
     def notes(self, typed: TableInfo) -> dict[str, str]:
         """Why each column retyped in this sync has its type, for its PostgreSQL COMMENT."""
         types = {c.name: c.pg_type.name for c in typed.columns}
@@ -423,13 +560,11 @@ class ColumnTypes:
         entries = []
         for column in typed.columns:
             mapped = self.mapped(column.name)
-            if column.name in self.pins or (column.pg_type.name == mapped.name and not changed.get(column.name)):
+            if column.name in self.pins or (
+                self._as_mapped(column.name, column.pg_type) and not changed.get(column.name)
+            ):
                 continue
-            why, example = self.reasons.get(column.name) or (
-                f"widened by an earlier sync (its values did not all fit {mapped.name}); columns are never narrowed "
-                "automatically: full_refresh recomputes the type from the data",
-                example_key(snapshot, self.table, column.name, mapped),
-            )
+            why, example = self.reasons.get(column.name) or self._earlier(snapshot, column.name, mapped)
             entries.append(
                 ColumnRetype(
                     column=column.name,

@@ -84,6 +84,9 @@ class SyncOptions:
     verify_tables: frozenset[str] = frozenset()
     # How SQLite's names become PostgreSQL's (SYNC_PG_NAMES, naming.py): kept, or lowercased.
     pg_names: PgNames = EXACT
+    # Columns declared as dates, times, timestamps, JSON or UUIDs take that type while every value reads
+    # exactly as it (column_types.py, inferred.py); else text, as without it.
+    infer_types: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.batch_size, int) and 0 < self.batch_size <= MAX_BATCH_SIZE):
@@ -227,7 +230,8 @@ def retyped_columns(
             target = PgTable(cur, schema, table, scope=Scope(source_file), names=options.pg_names)
             if target.oid() is None:
                 return None
-            types = ColumnTypes(table, options.strict_types, resolve_pins(cur, table, options.column_types))
+            pins = resolve_pins(cur, table, options.column_types)
+            types = ColumnTypes(table, options.strict_types, pins, options.infer_types)
             return types.report(snapshot, types.start(target.catalog()))
 
 
@@ -358,7 +362,10 @@ def _prepare(
     renamed = None if existed else _mirror_named_otherwise(target, entry, options)
     # A shared table keeps its types (other files' values are in it): full_refresh reloads in place.
     fresh = not existed or (options.full_refresh and not scope.shared)
-    types = ColumnTypes(table, options.strict_types, resolve_pins(cur, table, options.column_types))
+    types = ColumnTypes(
+        table, options.strict_types, resolve_pins(cur, table, options.column_types), options.infer_types
+    )
+    types.fix_input_settings(cur)
     typed = types.start(None if fresh else target.catalog(entry.columns))
     added = (
         []
