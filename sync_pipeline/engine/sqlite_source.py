@@ -59,6 +59,22 @@ class ColumnInfo:
 
 
 @dataclass(frozen=True)
+class ForeignKey:
+    """One of SQLite's foreign keys (``PRAGMA foreign_key_list``), with SQLite's names: the table's
+    ``columns`` refer to ``ref_columns`` of ``ref_table`` (its primary key when the declaration names
+    none; empty when that table is not in the file). The actions are SQLite's, shown, never mirrored."""
+
+    columns: tuple[str, ...]
+    ref_table: str
+    ref_columns: tuple[str, ...]
+    on_update: str = "NO ACTION"
+    on_delete: str = "NO ACTION"
+
+    def describe(self) -> str:
+        return f"({', '.join(self.columns)}) -> {self.ref_table} ({', '.join(self.ref_columns)})"
+
+
+@dataclass(frozen=True)
 class TableInfo:
     name: str
     columns: tuple[ColumnInfo, ...]
@@ -66,6 +82,8 @@ class TableInfo:
     without_rowid: bool
     # The key is the rowid (INTEGER PRIMARY KEY, not DESC): every value an integer, rows stored in its order.
     rowid_key: bool = False
+    # Its foreign keys, as SQLite declares them (metadata, and constraints with SYNC_FOREIGN_KEYS).
+    foreign_keys: tuple[ForeignKey, ...] = ()
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -129,7 +147,29 @@ def _table_info(conn: sqlite3.Connection, name: str, without_rowid: bool) -> Tab
         primary_key=primary_key,
         without_rowid=without_rowid,
         rowid_key=_is_rowid_key(conn, name, columns, without_rowid),
+        foreign_keys=_foreign_keys(conn, name),
     )
+
+
+def _foreign_keys(conn: sqlite3.Connection, name: str) -> tuple[ForeignKey, ...]:
+    """The table's foreign keys, one per constraint (its columns in order); a reference that names no
+    columns is to the referenced table's primary key, resolved here so that every reader sees columns."""
+    rows = conn.execute(
+        'SELECT id, "table", "from", "to", on_update, on_delete FROM pragma_foreign_key_list(?) ORDER BY id, seq',
+        (name,),
+    ).fetchall()
+    grouped: dict[int, list[tuple[str, str, str | None, str, str]]] = {}
+    for fk_id, ref_table, column, ref_column, on_update, on_delete in rows:
+        grouped.setdefault(fk_id, []).append((ref_table, column, ref_column, on_update, on_delete))
+    keys = []
+    for parts in grouped.values():
+        ref_table, _, _, on_update, on_delete = parts[0]
+        ref_columns = tuple(p[2] for p in parts if p[2] is not None)
+        if len(ref_columns) != len(parts):
+            pk = conn.execute("SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk", (ref_table,)).fetchall()
+            ref_columns = tuple(r[0] for r in pk) if len(pk) == len(parts) else ()
+        keys.append(ForeignKey(tuple(p[1] for p in parts), ref_table, ref_columns, on_update, on_delete))
+    return tuple(keys)
 
 
 def _is_rowid_key(conn: sqlite3.Connection, name: str, columns: tuple[ColumnInfo, ...], without_rowid: bool) -> bool:

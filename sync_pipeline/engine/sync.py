@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import psycopg2
 import psycopg2.extensions
 
-from . import change_detection, cursor, rewrites, row_digests, verify
+from . import change_detection, cursor, relations, rewrites, row_digests, verify
 from .catalog import TableEntry, read_entry
 from .change_detection import BatchDigests, Batching
 from .column_types import ColumnRetype, ColumnTypes, pinned_misfit, resolve_pins
@@ -28,9 +28,11 @@ from .errors import (
     SyncError,
     ValueMismatchError,
 )
+from .indexes import IndexResult, mirror_indexes
 from .keys import key_sources, merging_key_columns
 from .pg_target import KEY_SOURCES, KEYS, SQLITE_KEY, STAGE, PgTable, new_table_name
 from .reader import ProgressCallback, TableReader
+from .relations import ForeignKeyResult
 from .scope import Scope
 from .selection import column_excluded
 from .sqlite_source import SqliteSnapshot, TableInfo
@@ -52,6 +54,7 @@ MAX_BATCH_SIZE = 1_000_000
 _FEW_ROWS_SENT = 8
 MIN_SERVER_VERSION = 150000
 _TYPES_SAVEPOINT = "_sps_types"  # rolled back to when a column's type must move (column_types.py)
+_LINKS_SAVEPOINT = "_sps_links"  # rolled back to when our foreign-key constraints refuse a load (relations.py)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,9 @@ class SyncOptions:
     # changed in SQLite; and the tables verified so whatever ``verify`` says (see for_table).
     verify: bool = False
     verify_tables: frozenset[str] = frozenset()
+    # SQLite's indexes mirrored after the load (indexes.py); foreign keys as NOT VALID constraints (relations.py).
+    indexes: bool = True
+    foreign_keys: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.batch_size, int) and 0 < self.batch_size <= MAX_BATCH_SIZE):
@@ -141,6 +147,10 @@ class TableSyncResult:
     rows_verified: int = 0
     rows_repaired: int = 0
     repaired_keys: tuple[str, ...] = ()
+    # SQLite's indexes and what PostgreSQL has for each (indexes.py); the foreign keys from and to the
+    # table, with their constraints when SYNC_FOREIGN_KEYS made them (relations.py).
+    indexes: tuple[IndexResult, ...] = ()
+    foreign_keys: tuple[ForeignKeyResult, ...] = ()
 
     @property
     def rows_changed(self) -> int:
@@ -261,9 +271,10 @@ def sync_table(
         total = snapshot.count(table)
         with conn, conn.cursor() as cur:
             ready = _prepare(snapshot, cur, table, schema, options, scope)
-            loaded = _load_widening(snapshot, ready, total, cursor_column, on_progress)
-            recorded = _record(snapshot, ready, loaded, total, cursor_column)
-    return _result(ready, loaded, recorded, total, cursor_column, time.perf_counter() - started)
+            loaded = _load_unblocked(snapshot, ready, total, cursor_column, on_progress)
+            mirrored = _mirror_schema(snapshot, ready, loaded.target)
+            recorded = _record(snapshot, ready, loaded, total, cursor_column, mirrored.ddl)
+    return _result(ready, loaded, recorded, mirrored, total, cursor_column, time.perf_counter() - started)
 
 
 @dataclass
@@ -443,6 +454,60 @@ def _load_widening(
         return _Loaded(target, typed, read, counts, checked)
 
 
+def _load_unblocked(
+    snapshot: SqliteSnapshot,
+    ready: _Prepared,
+    total: int,
+    cursor_column: str | None,
+    on_progress: ProgressCallback | None,
+) -> _Loaded:
+    """:func:`_load_widening`, and when one of our foreign-key constraints refuses what it writes (they
+    cannot be enforced between tables that commit apart, relations.py), again without them: they are
+    dropped, and :func:`_mirror_schema` creates them again, NOT VALID, before the commit."""
+    if not (ready.options.foreign_keys and ready.existed and not ready.scope.shared):
+        return _load_widening(snapshot, ready, total, cursor_column, on_progress)
+    target = PgTable(ready.cur, ready.schema, ready.typed, scope=ready.scope)
+    target.savepoint(_LINKS_SAVEPOINT)
+    try:
+        loaded = _load_widening(snapshot, ready, total, cursor_column, on_progress)
+    except relations.BLOCKING:
+        target.rollback_to_savepoint(_LINKS_SAVEPOINT)
+        if not relations.drop_ours(ready.cur, target, ready.options.lock_timeout_s):
+            raise
+        loaded = _load_widening(snapshot, ready, total, cursor_column, on_progress)
+    target.release_savepoint(_LINKS_SAVEPOINT)
+    return loaded
+
+
+@dataclass(frozen=True)
+class _Mirrored:
+    """SQLite's indexes and foreign keys as PostgreSQL has them after this sync, and whether it ran DDL."""
+
+    indexes: tuple[IndexResult, ...] = ()
+    foreign_keys: tuple[ForeignKeyResult, ...] = ()
+    ddl: bool = False
+
+
+def _mirror_schema(snapshot: SqliteSnapshot, ready: _Prepared, target: PgTable) -> _Mirrored:
+    """After the rows (an index built after the COPY costs less than one kept up during it): SQLite's
+    indexes (indexes.py) and foreign keys (relations.py) in step, in this transaction. Nothing new: a
+    query each, no DDL."""
+    options = ready.options
+    found = mirror_indexes(snapshot.conn, target, options.lock_timeout_s) if options.indexes else None
+    if options.foreign_keys and not ready.scope.shared:
+        links, linked = relations.mirror_foreign_keys(
+            snapshot.conn, target, snapshot.table, options.exclude_columns, options.lock_timeout_s
+        )
+    else:
+        note = "" if not options.foreign_keys else "no constraint on a table many files share"
+        links = tuple(
+            ForeignKeyResult(ready.table.name, fk.columns, fk.ref_table, fk.ref_columns, None, note)
+            for fk in relations.synced_foreign_keys(ready.table)
+        )
+        linked = False
+    return _Mirrored(found.indexes if found else (), links, bool(found and found.ddl) or linked)
+
+
 def _widened(snapshot: SqliteSnapshot, ready: _Prepared, target: PgTable, misfit: ValueMismatchError) -> TableInfo:
     """The table with the types the next attempt takes: another file's widening when it came first
     (a shared table), else this one's, the existing table's columns altered to match."""
@@ -467,7 +532,7 @@ def _widened(snapshot: SqliteSnapshot, ready: _Prepared, target: PgTable, misfit
 
 
 def _record(
-    snapshot: SqliteSnapshot, ready: _Prepared, loaded: _Loaded, total: int, cursor_column: str | None
+    snapshot: SqliteSnapshot, ready: _Prepared, loaded: _Loaded, total: int, cursor_column: str | None, ddl: bool
 ) -> _Recorded:
     """After the rows: the columns a file lacks, the column comments, the counts after, and the state
     the next sync starts from (watermark, batch digests, row hashes, rewrites due)."""
@@ -492,6 +557,7 @@ def _record(
         and not types.widened
         and counts.inserted == counts.updated == counts.deleted == 0
         and not repaired
+        and not ddl  # an index built: the size moved
     )
     # The count after the merge less the rows deleted since (a repair wrote more: counted again below).
     if counts.merged_rows is not None and not repaired:
@@ -526,7 +592,13 @@ def _record(
 
 
 def _result(
-    ready: _Prepared, loaded: _Loaded, recorded: _Recorded, total: int, cursor_column: str | None, duration_s: float
+    ready: _Prepared,
+    loaded: _Loaded,
+    recorded: _Recorded,
+    mirrored: _Mirrored,
+    total: int,
+    cursor_column: str | None,
+    duration_s: float,
 ) -> TableSyncResult:
     """The numbers of the sync, as the caller reads them."""
     options, counts, checked, reader, plan = (
@@ -569,6 +641,8 @@ def _result(
         rows_verified=checked.rows_verified if checked else 0,
         rows_repaired=checked.rows_repaired if checked else 0,
         repaired_keys=checked.keys if checked else (),
+        indexes=mirrored.indexes,
+        foreign_keys=mirrored.foreign_keys,
     )
 
 
