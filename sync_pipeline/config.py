@@ -20,8 +20,10 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def env_flag(name: str) -> bool:
+def env_flag(name: str, default: bool = False) -> bool:
     raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
     if raw in _TRUE:
         return True
     if raw in _FALSE:
@@ -130,6 +132,18 @@ class SyncConfig(Config):
         '{"experiments.config": "jsonb"}. A pinned column never widens; a value it cannot hold fails the table.',
     )
 
+    indexes: bool = Field(
+        default=env_flag("SYNC_INDEXES", default=True),
+        description="Create SQLite's indexes of each table in PostgreSQL too (after the load; an index that cannot "
+        "be translated is skipped and reported in the metadata `indexes`).",
+    )
+    foreign_keys: bool = Field(
+        default=env_flag("SYNC_FOREIGN_KEYS"),
+        description="Also create SQLite's foreign keys as NOT VALID constraints in PostgreSQL, once both tables "
+        "exist. Never enforced between tables (each commits on its own): a sync they would refuse drops and "
+        "re-creates them. The metadata `foreign_keys` lists them either way.",
+    )
+
     parallel_tables: int = Field(
         default=env_parallel_tables(),
         ge=1,
@@ -160,6 +174,8 @@ class SyncConfig(Config):
             cursor_columns=dict(self.cursor_columns),
             strict_types=self.strict_types,
             column_types=dict(self.column_types),
+            indexes=self.indexes,
+            foreign_keys=self.foreign_keys,
         )
 
 
@@ -194,6 +210,7 @@ def settings_digest(selection: Selection, config_class: type[SyncConfig]) -> str
     and columns (``selection``) and the run config's pins and strictness. A file "synced already" (the
     sensor's unchanged fingerprint, the headless command's skip) is so only under the same digest: a column
     excluded now must leave PostgreSQL at the next sync even if no file changes."""
-    defaults = {field: config_class.model_fields[field].default for field in ("column_types", "strict_types")}
+    fields = ("column_types", "strict_types", "indexes", "foreign_keys")
+    defaults = {field: config_class.model_fields[field].default for field in fields}
     raw = json.dumps([selection.tables, selection.exclude_tables, selection.exclude_columns, defaults], sort_keys=True)
     return hashlib.blake2b(raw.encode(), digest_size=6).hexdigest()
