@@ -152,8 +152,9 @@ def _table_info(conn: sqlite3.Connection, name: str, without_rowid: bool) -> Tab
 
 
 def _foreign_keys(conn: sqlite3.Connection, name: str) -> tuple[ForeignKey, ...]:
-    """The table's foreign keys, one per constraint (its columns in order); a reference that names no
-    columns is to the referenced table's primary key, resolved here so that every reader sees columns."""
+    """The table's foreign keys, one per constraint (its columns in order), with the names the tables and
+    columns have (SQLite matches them without case, so a declaration may spell them otherwise); a reference
+    that names no columns is to the referenced table's primary key, resolved here for every reader."""
     rows = conn.execute(
         'SELECT id, "table", "from", "to", on_update, on_delete FROM pragma_foreign_key_list(?) ORDER BY id, seq',
         (name,),
@@ -162,14 +163,28 @@ def _foreign_keys(conn: sqlite3.Connection, name: str) -> tuple[ForeignKey, ...]
     for fk_id, ref_table, column, ref_column, on_update, on_delete in rows:
         grouped.setdefault(fk_id, []).append((ref_table, column, ref_column, on_update, on_delete))
     keys = []
-    for parts in grouped.values():
-        ref_table, _, _, on_update, on_delete = parts[0]
-        ref_columns = tuple(p[2] for p in parts if p[2] is not None)
-        if len(ref_columns) != len(parts):
+    own = _column_names(conn, name)
+    for fk_id in sorted(grouped, reverse=True):  # SQLite numbers them from the last declared
+        parts = grouped[fk_id]
+        declared, _, _, on_update, on_delete = parts[0]
+        found = conn.execute(
+            "SELECT name FROM pragma_table_list WHERE schema = 'main' AND name = ? COLLATE NOCASE", (declared,)
+        ).fetchone()
+        ref_table = found[0] if found else declared
+        theirs = _column_names(conn, ref_table)
+        if all(p[2] is not None for p in parts):
+            ref_columns = tuple(theirs.get(str(p[2]).lower(), str(p[2])) for p in parts)
+        else:
             pk = conn.execute("SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk", (ref_table,)).fetchall()
             ref_columns = tuple(r[0] for r in pk) if len(pk) == len(parts) else ()
-        keys.append(ForeignKey(tuple(p[1] for p in parts), ref_table, ref_columns, on_update, on_delete))
+        columns = tuple(own.get(p[1].lower(), p[1]) for p in parts)
+        keys.append(ForeignKey(columns, ref_table, ref_columns, on_update, on_delete))
     return tuple(keys)
+
+
+def _column_names(conn: sqlite3.Connection, table: str) -> dict[str, str]:
+    """The table's columns by lower-cased name."""
+    return {r[0].lower(): r[0] for r in conn.execute("SELECT name FROM pragma_table_xinfo(?)", (table,)).fetchall()}
 
 
 def _is_rowid_key(conn: sqlite3.Connection, name: str, columns: tuple[ColumnInfo, ...], without_rowid: bool) -> bool:
