@@ -390,6 +390,8 @@ def test_run_config_defaults_follow_the_seed_environment_variables():
         "SYNC_STRICT_TYPES": "1",
         "SYNC_COLUMN_TYPES": "experiments.config=jsonb, a.b.c = timestamp with time zone",
         "SYNC_VERIFY": "1",
+        "SYNC_INDEXES": "0",
+        "SYNC_FOREIGN_KEYS": "1",
     }
     out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == {
@@ -403,6 +405,8 @@ def test_run_config_defaults_follow_the_seed_environment_variables():
         "parallel_tables": 3,
         "strict_types": True,
         "column_types": {"experiments.config": "jsonb", "a.b.c": "timestamp with time zone"},
+        "indexes": False,
+        "foreign_keys": True,
     }
 
     bad = subprocess.run(
