@@ -274,7 +274,9 @@ def _translate(
     translator = _Translator(target)
     terms = []
     for position, (cid, column, descending, collation) in enumerate(keys):
-        if cid == -1:
+        if cid == -1 and target.table.rowid_key:  # the rowid by its alias, the INTEGER PRIMARY KEY
+            cid, column = 0, target.table.primary_key[0]
+        elif cid == -1:
             raise Untranslatable("it indexes the rowid, which PostgreSQL has no column for")
         if cid >= 0:
             if column not in target.table.column_names:
