@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 
 import psycopg2
+from dagster import DagsterInstance
 from psycopg2 import sql
 
 from sync_pipeline.assets import materialization_metadata
+from sync_pipeline.components import SqliteSyncComponent
 from sync_pipeline.config import SyncConfig
 from sync_pipeline.engine.sqlite_source import SqliteSnapshot, list_tables
 from sync_pipeline.engine.sync import SyncOptions, TableSyncResult, sync_table
@@ -320,3 +322,34 @@ def test_settings_from_the_environment() -> None:
         check=False,
     )
     assert bad.returncode != 0 and "SYNC_INDEXES must be 0 or 1" in bad.stderr
+
+
+def test_a_dagster_run_records_indexes_and_foreign_keys(tmp_path: Path, pg_dsn: str, schema: str) -> None:
+    """Run config ``foreign_keys: true`` through a materialization: the metadata lists both, the run log the
+    index that was skipped."""
+    from .test_dagster_assets import log_text, metadata_by_table, run_sync
+
+    path = _file(tmp_path / "chinook.sqlite", CHINOOK)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE INDEX IX_Odd ON Track (Milliseconds / 1000)")
+    conn.close()
+    instance = DagsterInstance.ephemeral()
+    result = run_sync(path, pg_dsn, schema, instance=instance, foreign_keys=True)
+    assert result.success
+    track = metadata_by_table(result)["Track"]
+    indexes = {r.data["sqlite_index"]: r.data for r in track["indexes"].value.records}
+    assert indexes["IFK_TrackAlbumId"]["pg_index"] == "Track_AlbumId_idx" and indexes["IX_Odd"]["pg_index"] == ""
+    links = {r.data["ref_table"]: r.data["constraint"] for r in track["foreign_keys"].value.records}
+    assert links == {"Album": "Track_AlbumId_fkey", "Genre": "Track_GenreId_fkey"}
+    assert "Track: index 'IX_Odd': not mirrored" in log_text(instance, result)
+    assert len(_constraints(pg_dsn, schema)) == 3
+
+
+def test_the_component_sets_both_defaults(tmp_path: Path) -> None:
+    path = _file(tmp_path / "chinook.sqlite", CHINOOK)
+    component = SqliteSyncComponent.resolve_from_dict(
+        {"sqlite": {"path": str(path)}, "run_config": {"indexes": False, "foreign_keys": True}}
+    )
+    (assets,) = component.build("lab").assets
+    fields = assets.op.config_schema.config_type.fields
+    assert (fields["indexes"].default_value, fields["foreign_keys"].default_value) == (False, True)
