@@ -353,3 +353,27 @@ def test_the_component_sets_both_defaults(tmp_path: Path) -> None:
     (assets,) = component.build("lab").assets
     fields = assets.op.config_schema.config_type.fields
     assert (fields["indexes"].default_value, fields["foreign_keys"].default_value) == (False, True)
+
+
+def test_our_indexes_never_block_a_later_sync(tmp_path: Path, pg_dsn: str, schema: str) -> None:
+    """Values that become equal in PostgreSQL after the index was built unique, and a column that widens
+    under a partial index's condition: each sync succeeds; the index is made again as it can be."""
+    path = tmp_path / "later.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE People (Id INTEGER PRIMARY KEY, Name TEXT, Active INTEGER);"
+        "CREATE UNIQUE INDEX UX_Name ON People (Name COLLATE NOCASE);"
+        "CREATE INDEX IX_Active ON People (Id) WHERE Active = 1;"
+        "INSERT INTO People VALUES (1, 'Émile', 1), (2, 'Zoë', 0);"
+    )
+    conn.commit()
+    first = {i.sqlite_name: i for i in _sync(path, pg_dsn, schema)["People"].indexes}
+    assert first["UX_Name"].unique and first["IX_Active"].pg_name == "People_Id_idx"
+    conn.executescript("INSERT INTO People VALUES (3, 'émile', 'yes');")  # equal under lower(); text in Active
+    conn.close()
+    result = _sync(path, pg_dsn, schema)["People"]
+    later = {i.sqlite_name: i for i in result.indexes}
+    assert result.rows_inserted == 1 and result.pg_types["Active"] == "text"
+    assert not later["UX_Name"].unique and "not unique in PostgreSQL" in later["UX_Name"].note
+    assert later["IX_Active"].pg_name is None and "compares a text with a number" in later["IX_Active"].note
+    assert set(_indexes(pg_dsn, schema)) == {"People_lower_Name_key"}

@@ -60,6 +60,13 @@ REFUSALS: tuple[type[psycopg2.Error], ...] = (
 )
 
 
+# What one of our indexes does to a load that writes what it refuses (sync._load_unblocked drops ours then).
+BLOCKING: tuple[type[psycopg2.Error], ...] = (
+    psycopg2.errors.UniqueViolation,  # values PostgreSQL finds equal (NOCASE against lower())
+    psycopg2.errors.UndefinedFunction,  # a widened column no longer fits a condition (text = integer)
+)
+
+
 @dataclass(frozen=True)
 class IndexResult:
     """One SQLite index and what PostgreSQL has for it: ``pg_name`` None when it was skipped (``note``
@@ -188,6 +195,17 @@ def try_ddl(
     cur.execute("SELECT set_config('lock_timeout', %s, true)", (previous,))
     cur.execute(sql.SQL("RELEASE SAVEPOINT {}").format(_SAVEPOINT))
     return None
+
+
+def our_indexes(cur: psycopg2.extensions.cursor, target: PgTable) -> list[str]:
+    """The names of the indexes on the table that a sync made."""
+    return sorted(_existing(cur, target))
+
+
+def drop_our_indexes(cur: psycopg2.extensions.cursor, target: PgTable, timeout_s: float) -> None:
+    """Drop the indexes a sync made on the table (so a load can write what they would refuse)."""
+    for name in our_indexes(cur, target):
+        try_ddl(cur, [sql.SQL("DROP INDEX {}").format(sql.Identifier(target.schema, name))], timeout_s)
 
 
 def _existing(cur: psycopg2.extensions.cursor, target: PgTable) -> dict[str, tuple[str, str]]:

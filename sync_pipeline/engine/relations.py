@@ -133,6 +133,11 @@ def mirror_foreign_keys(
     return tuple(results), ddl
 
 
+def ours(cur: psycopg2.extensions.cursor, target: PgTable) -> list[tuple[str, str]]:
+    """Our constraints that refer to or from the table: (referring table, constraint name)."""
+    return sorted(_existing(cur, target))
+
+
 def drop_ours(cur: psycopg2.extensions.cursor, target: PgTable, timeout_s: float) -> list[str]:
     """Drop every constraint of ours that refers to or from ``target`` (so a load can write what they
     would refuse; :func:`mirror_foreign_keys` creates them again); the names of those dropped."""

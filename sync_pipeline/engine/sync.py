@@ -28,7 +28,8 @@ from .errors import (
     SyncError,
     ValueMismatchError,
 )
-from .indexes import IndexResult, mirror_indexes
+from .indexes import BLOCKING as BLOCKING_INDEXES
+from .indexes import IndexResult, drop_our_indexes, mirror_indexes, our_indexes
 from .keys import key_sources, merging_key_columns
 from .pg_target import KEY_SOURCES, KEYS, SQLITE_KEY, STAGE, PgTable, new_table_name
 from .reader import ProgressCallback, TableReader
@@ -54,7 +55,6 @@ MAX_BATCH_SIZE = 1_000_000
 _FEW_ROWS_SENT = 8
 MIN_SERVER_VERSION = 150000
 _TYPES_SAVEPOINT = "_sps_types"  # rolled back to when a column's type must move (column_types.py)
-_LINKS_SAVEPOINT = "_sps_links"  # rolled back to when our foreign-key constraints refuse a load (relations.py)
 
 
 @dataclass(frozen=True)
@@ -461,22 +461,25 @@ def _load_unblocked(
     cursor_column: str | None,
     on_progress: ProgressCallback | None,
 ) -> _Loaded:
-    """:func:`_load_widening`, and when one of our foreign-key constraints refuses what it writes (they
-    cannot be enforced between tables that commit apart, relations.py), again without them: they are
-    dropped, and :func:`_mirror_schema` creates them again, NOT VALID, before the commit."""
-    if not (ready.options.foreign_keys and ready.existed and not ready.scope.shared):
-        return _load_widening(snapshot, ready, total, cursor_column, on_progress)
-    target = PgTable(ready.cur, ready.schema, ready.typed, scope=ready.scope)
-    target.savepoint(_LINKS_SAVEPOINT)
+    """:func:`_load_widening`, and again without our indexes and foreign-key constraints when one of them
+    refuses what it writes: a foreign key cannot be enforced between tables that commit apart
+    (relations.py), a unique index may meet values PostgreSQL finds equal, a widened column no longer
+    fits an index's condition. The attempt is rolled back to its savepoint, ours are dropped (whatever the
+    settings say: they are ours), and :func:`_mirror_schema` makes again those the settings ask for."""
     try:
-        loaded = _load_widening(snapshot, ready, total, cursor_column, on_progress)
-    except relations.BLOCKING:
-        target.rollback_to_savepoint(_LINKS_SAVEPOINT)
-        if not relations.drop_ours(ready.cur, target, ready.options.lock_timeout_s):
+        return _load_widening(snapshot, ready, total, cursor_column, on_progress)
+    except (*relations.BLOCKING, *BLOCKING_INDEXES) as exc:
+        if not ready.existed:
             raise
-        loaded = _load_widening(snapshot, ready, total, cursor_column, on_progress)
-    target.release_savepoint(_LINKS_SAVEPOINT)
-    return loaded
+        target = PgTable(ready.cur, ready.schema, ready.typed, scope=ready.scope)
+        target.rollback_to_savepoint(_TYPES_SAVEPOINT)  # the attempt's (see _load_widening)
+        ours = set(our_indexes(ready.cur, target)) | {name for _, name in relations.ours(ready.cur, target)}
+        named = exc.diag.constraint_name
+        if not ours or (named is not None and named not in ours):
+            raise
+        drop_our_indexes(ready.cur, target, ready.options.lock_timeout_s)
+        relations.drop_ours(ready.cur, target, ready.options.lock_timeout_s)
+    return _load_widening(snapshot, ready, total, cursor_column, on_progress)
 
 
 @dataclass(frozen=True)
