@@ -180,11 +180,17 @@ def _wanted(
             skipped.append(ForeignKeyResult(child_info.name, fk.columns, fk.ref_table, fk.ref_columns, None, why))
             continue
         assert parent_info is not None  # _unlinkable says why otherwise
-        child = target if child_info.name == table.name else PgTable(target.cur, target.schema, child_info)
-        parent = target if parent_info.name == table.name else PgTable(target.cur, target.schema, parent_info)
+        child = target if child_info.name == table.name else _sibling(target, child_info)
+        parent = target if parent_info.name == table.name else _sibling(target, parent_info)
         link = _link(child, parent, fk)
         links[(child.pg.name, link.name)] = link
     return links, skipped
+
+
+def _sibling(target: PgTable, table: TableInfo) -> PgTable:
+    """Another table's mirror in the target's schema, named as the target's own names are (naming.py): the
+    one place that builds it, so a naming setting reaches constraint names and referenced tables alike."""
+    return PgTable(target.cur, target.schema, table)
 
 
 def _unlinkable(child: TableInfo, parent: TableInfo | None, fk: ForeignKey) -> str:
