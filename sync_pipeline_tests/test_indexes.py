@@ -167,11 +167,12 @@ def test_chinook_indexes_and_foreign_keys(tmp_path: Path, pg_dsn: str, schema: s
 
 
 def test_lookup_by_an_indexed_column_uses_its_index(tmp_path: Path, pg_dsn: str, schema: str) -> None:
-    path = _file(tmp_path / "chinook.sqlite", CHINOOK, rows=3000)
+    path = _file(tmp_path / "chinook.sqlite", CHINOOK, rows=500)
     _sync(path, pg_dsn, schema)
     plan = query(
         pg_dsn,
-        sql.SQL("EXPLAIN SELECT * FROM {} WHERE {} = 7").format(
+        # enable_seqscan off: the plan must use the index, not merely may; without one it would still be a Seq Scan.
+        sql.SQL("SET enable_seqscan = off; EXPLAIN SELECT * FROM {} WHERE {} = 7").format(
             sql.Identifier(schema, "Track"), sql.Identifier("AlbumId")
         ),
     )
