@@ -254,8 +254,9 @@ def sync_table(
 
     The steps: :func:`_prepare` (under the table's lock, everything known before writing),
     :func:`_load_widening` (plan the read, load it, and again with wider types if a value does
-    not fit), :func:`_record` (comments, counts, the state the next sync starts from), and
-    :func:`_result`.
+    not fit; through :func:`_load_unblocked`, again without our indexes and constraints if they refuse
+    it), :func:`_mirror_schema` (SQLite's indexes and foreign keys), :func:`_record` (comments, counts,
+    the state the next sync starts from), and :func:`_result`.
     """
     scope = Scope(source_file)
     if conn.server_version < MIN_SERVER_VERSION:
