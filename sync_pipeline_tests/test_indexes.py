@@ -17,6 +17,7 @@ from psycopg2 import sql
 from sync_pipeline.assets import materialization_metadata
 from sync_pipeline.components import SqliteSyncComponent
 from sync_pipeline.config import SyncConfig
+from sync_pipeline.engine.selection import Selection
 from sync_pipeline.engine.sqlite_source import SqliteSnapshot, list_tables
 from sync_pipeline.engine.sync import SyncOptions, TableSyncResult, sync_table
 from sync_pipeline.translator import SqliteTableTranslator
@@ -378,3 +379,27 @@ def test_our_indexes_never_block_a_later_sync(tmp_path: Path, pg_dsn: str, schem
     assert not later["UX_Name"].unique and "not unique in PostgreSQL" in later["UX_Name"].note
     assert later["IX_Active"].pg_name is None and "compares a text with a number" in later["IX_Active"].note
     assert set(_indexes(pg_dsn, schema)) == {"People_lower_Name_key"}
+
+
+def test_an_excluded_column_takes_its_index_and_foreign_key_along(tmp_path: Path, pg_dsn: str, schema: str) -> None:
+    path = _file(tmp_path / "chinook.sqlite", CHINOOK)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE INDEX IX_Composer ON Track (Composer, Name)")
+    conn.close()
+    selection = Selection(exclude_columns=("Track.Composer", "Track.GenreId"))
+    pg = psycopg2.connect(pg_dsn)
+    try:
+        with SqliteSnapshot(path, arrow=False) as snapshot:
+            track = selection.columns_of(snapshot.table("Track"))
+            options = SyncOptions(foreign_keys=True, exclude_columns=selection.exclude_columns)
+            result = sync_table(snapshot, pg, track, schema, options)
+    finally:
+        pg.close()
+    found = {i.sqlite_name: i for i in result.indexes}
+    assert found["IX_Composer"].pg_name is None and "'Composer' is not synced" in found["IX_Composer"].note
+    assert found["IFK_TrackGenreId"].pg_name is None
+    assert sorted((f.ref_table, f.constraint, f.note) for f in result.foreign_keys) == [
+        ("Album", None, f"created once {schema}.Album exists in PostgreSQL"),
+        ("Genre", None, "columns GenreId are not synced"),
+    ]
+    assert "GenreId" not in SqliteTableTranslator().get_description(track)
