@@ -117,6 +117,7 @@ def ours(
     arrow: bool = True,
     cursor: bool = False,
     verify: bool = False,
+    indexes: bool = True,
 ) -> float:
     """Our engine on the table; returns the engine's own duration (snapshot open excluded)."""
     global child_peak_kb
@@ -128,10 +129,16 @@ def ours(
             delete_orphans=True,
             cursor_columns={TABLE: "updated_at"} if cursor else {},
             verify=verify,
+            indexes=indexes,
         )
         result = sync_table(snap, conn, snap.table(TABLE), schema, options)
         child_peak_kb = (snap.arrow.peak_rss_kb() or 0) if snap.arrow is not None else 0
     return result.duration_s
+
+
+def ours_no_indexes(path: Path, dsn: str, schema: str, batch: int) -> float:
+    """SYNC_INDEXES=0: what building SQLite's indexes (the demo has two on the table) adds to a first load."""
+    return ours(path, dsn, schema, batch, indexes=False)
 
 
 def ours_full_refresh(path: Path, dsn: str, schema: str, batch: int) -> float:
@@ -215,6 +222,7 @@ SCENARIOS = {
         floor_copy,
         seed_upsert,
         ours,
+        ours_no_indexes,
         ours_full_refresh,
         ours_verify,
         ours_exact,
@@ -410,7 +418,7 @@ def main() -> None:
     dsn = _dsn_for(args.dsn, BENCH_DB)
     server = Server(dsn)
     with server.conn.cursor() as cur:
-        for name in ("floor_psql", "floor_copy", "seed", "ours", "exact", "cursor", "dagster"):
+        for name in ("floor_psql", "floor_copy", "seed", "ours", "noidx", "exact", "cursor", "dagster"):
             cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
 
     if args.peers:
@@ -456,6 +464,8 @@ def main() -> None:
     rows.append(("ours: first load", run(server, "ours", base, dsn, "ours", b)))
     rows.append(("ours: no change (delete_orphans)", run(server, "ours", base, dsn, "ours", b)))
     rows.append(("ours: 1% upd + 1% new (delete_orphans)", run(server, "ours", changed, dsn, "ours", b)))
+    rows.append(("ours, SYNC_INDEXES=0: first load", run(server, "ours_no_indexes", base, dsn, "noidx", b)))
+    rows.append(("ours, SYNC_INDEXES=0: no change", run(server, "ours_no_indexes", base, dsn, "noidx", b)))
     rows.append(("ours: full_refresh", run(server, "ours_full_refresh", changed, dsn, "ours", b)))
     if not args.ours_only:
         rows.append(("ours, exact path only (no Arrow): first load", run(server, "ours_exact", base, dsn, "exact", b)))

@@ -64,6 +64,7 @@ from .engine.versions import SnapshotClock
 from .event_store import hold_event_shards
 from .resources import PostgresTarget, SQLiteSource, TargetUnavailableError
 from .translator import (
+    FOREIGN_KEYS_SCHEMA,
     MIRROR_CHECK,
     ROW_COUNT_CHECK,
     TYPES_CHECK,
@@ -126,6 +127,8 @@ def materialization_metadata(result: TableSyncResult, table: TableInfo, names: P
         **_cursor_metadata(result),
         **({"warnings": "\n".join(result.warnings)} if result.warnings else {}),
         "columns_retyped": retyped_table(result.columns_retyped),
+        "indexes": indexes_table(result),
+        "foreign_keys": linked_table(result),
         **({"repaired_keys": "\n".join(result.repaired_keys)} if result.repaired_keys else {}),
     }
 
@@ -148,6 +151,69 @@ def retyped_table(retyped: Sequence[ColumnRetype]) -> TableMetadataValue:
             for r in retyped
         ],
         schema=RETYPED_SCHEMA,
+    )
+
+
+def schema_notes(result: TableSyncResult) -> list[str]:
+    """One line per index or foreign key that PostgreSQL does not have as SQLite has it, saying why."""
+    notes = [f"index {i.sqlite_name!r}: {i.note}" for i in result.indexes if i.note]
+    notes += [
+        f"foreign key of {f.table!r} ({', '.join(f.columns)}) -> {f.ref_table!r}: {f.note}"
+        for f in result.foreign_keys
+        if f.note
+    ]
+    return notes
+
+
+def indexes_table(result: TableSyncResult) -> TableMetadataValue:
+    """``indexes``: each SQLite index of the table and PostgreSQL's counterpart, or why it has none."""
+    return MetadataValue.table(
+        records=[
+            TableRecord(
+                {
+                    "sqlite_index": i.sqlite_name,
+                    "pg_index": i.pg_name or "",
+                    "columns": ", ".join(i.columns),
+                    "where": i.where,
+                    "unique": i.unique,
+                    "note": i.note,
+                }
+            )
+            for i in result.indexes
+        ],
+        schema=INDEXES_SCHEMA,
+    )
+
+
+INDEXES_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("sqlite_index", "string"),
+        TableColumn("pg_index", "string", description="its PostgreSQL counterpart; empty: skipped (see note)"),
+        TableColumn("columns", "string", description="as PostgreSQL indexes them"),
+        TableColumn("where", "string", description="a partial index's condition"),
+        TableColumn("unique", "bool", description="whether PostgreSQL enforces uniqueness"),
+        TableColumn("note", "string"),
+    ]
+)
+
+
+def linked_table(result: TableSyncResult) -> TableMetadataValue:
+    """``foreign_keys``: the foreign keys from and to the table, with their constraints when made."""
+    return MetadataValue.table(
+        records=[
+            TableRecord(
+                {
+                    "table": f.table,
+                    "columns": ", ".join(f.columns),
+                    "ref_table": f.ref_table,
+                    "ref_columns": ", ".join(f.ref_columns),
+                    "constraint": f.constraint or "",
+                    "note": f.note,
+                }
+            )
+            for f in result.foreign_keys
+        ],
+        schema=FOREIGN_KEYS_SCHEMA,
     )
 
 
@@ -629,6 +695,8 @@ def _run(
                         )
                     if outcome.rows_repaired:
                         context.log.warning(f"⚠ {outcome.table}: {repaired_line(outcome)}")
+                    for note in schema_notes(outcome):
+                        context.log.info(f"· {outcome.table}: {note}")
                     key = translator.get_asset_key(table)
                     yield AssetMaterialization(
                         asset_key=key,

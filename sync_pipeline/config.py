@@ -22,8 +22,10 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def env_flag(name: str) -> bool:
+def env_flag(name: str, default: bool = False) -> bool:
     raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
     if raw in _TRUE:
         return True
     if raw in _FALSE:
@@ -154,6 +156,18 @@ class SyncConfig(Config):
         "mirrored under the other mode is refused until a full_refresh moves it.",
     )
 
+    indexes: bool = Field(
+        default=env_flag("SYNC_INDEXES", default=True),
+        description="Create SQLite's indexes of each table in PostgreSQL too (after the load; an index that cannot "
+        "be translated is skipped and reported in the metadata `indexes`).",
+    )
+    foreign_keys: bool = Field(
+        default=env_flag("SYNC_FOREIGN_KEYS"),
+        description="Also create SQLite's foreign keys as NOT VALID constraints in PostgreSQL, once both tables "
+        "exist. Never enforced between tables (each commits on its own): a sync they would refuse drops and "
+        "re-creates them. The metadata `foreign_keys` lists them either way.",
+    )
+
     parallel_tables: int = Field(
         default=env_parallel_tables(),
         ge=1,
@@ -186,6 +200,8 @@ class SyncConfig(Config):
             column_types=dict(self.column_types),
             pg_names=PgNames.parse(self.pg_names),
             infer_types=self.infer_types,
+            indexes=self.indexes,
+            foreign_keys=self.foreign_keys,
         )
 
 
@@ -219,12 +235,16 @@ def settings_digest(selection: Selection, config_class: type[SyncConfig]) -> str
     """A digest of the settings that decide what PostgreSQL holds for a file that did not change: which tables
     and columns (``selection``) and the run config's pins and strictness. A file "synced already" (the
     sensor's unchanged fingerprint, the headless command's skip) is so only under the same digest: a column
-    excluded now must leave PostgreSQL at the next sync even if no file changes. ``pg_names`` only when not
-    ``exact``, so that the digest of every deployment that never set it stays what it was."""
+    excluded now must leave PostgreSQL at the next sync even if no file changes. The later settings only when
+    not at their default, so that the digest of every deployment that never set them stays what it was."""
     defaults = {field: config_class.model_fields[field].default for field in ("column_types", "strict_types")}
     if config_class.model_fields["pg_names"].default != "exact":
         defaults["pg_names"] = config_class.model_fields["pg_names"].default
     if config_class.model_fields["infer_types"].default:  # only when on: digests made before it stay the same
         defaults["infer_types"] = True
+    if not config_class.model_fields["indexes"].default:
+        defaults["indexes"] = False
+    if config_class.model_fields["foreign_keys"].default:
+        defaults["foreign_keys"] = True
     raw = json.dumps([selection.tables, selection.exclude_tables, selection.exclude_columns, defaults], sort_keys=True)
     return hashlib.blake2b(raw.encode(), digest_size=6).hexdigest()

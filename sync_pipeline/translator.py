@@ -22,14 +22,18 @@ from dagster import (
     AssetCheckSpec,
     AssetKey,
     AssetSpec,
+    MetadataValue,
     TableColumn,
     TableColumnConstraints,
     TableConstraints,
+    TableMetadataValue,
+    TableRecord,
     TableSchema,
 )
 
 from .engine import TableInfo
 from .engine.naming import EXACT, PgNames
+from .engine.relations import synced_foreign_keys
 
 KINDS = {"sqlite", "postgres"}
 GROUP_NAME = "sqlite_pg_sync"
@@ -78,7 +82,9 @@ def column_schema(table: TableInfo, pg_types: Mapping[str, str] | None = None, n
     overrides the declared mapping."""
     pg_types = pg_types or {}
     key = [names.name(k) for k in table.primary_key]
-    constraints = TableConstraints(other=[f"PRIMARY KEY ({', '.join(key)})"]) if key else None
+    other = [f"PRIMARY KEY ({', '.join(key)})"] if key else []
+    other += [f"FOREIGN KEY {fk.describe()}" for fk in synced_foreign_keys(table)]
+    constraints = TableConstraints(other=other) if other else None
     return TableSchema(
         columns=[
             TableColumn(
@@ -94,6 +100,47 @@ def column_schema(table: TableInfo, pg_types: Mapping[str, str] | None = None, n
             for c in table.columns
         ],
         constraints=constraints,
+    )
+
+
+def foreign_keys_line(table: TableInfo) -> str:
+    """The description's line on relationships: SQLite's foreign keys, which the lineage graph does not
+    show (an edge there means "computed from", and a table that refers to another is not computed from it)."""
+    keys = synced_foreign_keys(table)
+    if not keys:
+        return ""
+    return "\n\nForeign keys (SQLite's): " + "; ".join(fk.describe() for fk in keys) + "."
+
+
+FOREIGN_KEYS_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("table", "string", description="the referring table (SQLite name)"),
+        TableColumn("columns", "string", description="its columns"),
+        TableColumn("ref_table", "string", description="the table referred to"),
+        TableColumn("ref_columns", "string", description="its columns"),
+        TableColumn("constraint", "string", description="the NOT VALID constraint in PostgreSQL (SYNC_FOREIGN_KEYS)"),
+        TableColumn("note", "string", description="why there is no constraint, if there is none"),
+    ]
+)
+
+
+def foreign_keys_table(table: TableInfo) -> TableMetadataValue:
+    """``foreign_keys`` as the definitions know them (from the file when they load)."""
+    return MetadataValue.table(
+        records=[
+            TableRecord(
+                {
+                    "table": table.name,
+                    "columns": ", ".join(fk.columns),
+                    "ref_table": fk.ref_table,
+                    "ref_columns": ", ".join(fk.ref_columns),
+                    "constraint": "",
+                    "note": "",
+                }
+            )
+            for fk in synced_foreign_keys(table)
+        ],
+        schema=FOREIGN_KEYS_SCHEMA,
     )
 
 
@@ -136,7 +183,7 @@ class SqliteTableTranslator:
         mirror = self.pg_names.name(table.name)
         return (
             f"PostgreSQL table `{self.pg_schema}.{mirror}`, a mirror of the SQLite table `{table.name}` "
-            f"({len(table.columns)} columns; {key})."
+            f"({len(table.columns)} columns; {key})." + foreign_keys_line(table)
         )
 
     def get_asset_spec(self, table: TableInfo) -> AssetSpec:
@@ -151,6 +198,7 @@ class SqliteTableTranslator:
                 "dagster/table_name": f"{self.pg_schema}.{self.pg_names.name(table.name)}",
                 "dagster/column_schema": column_schema(table, names=self.pg_names),
                 "sqlite_table": table.name,
+                **({"foreign_keys": foreign_keys_table(table)} if synced_foreign_keys(table) else {}),
                 **({"sync_target": self.target_label} if self.target_label else {}),
             },
         )

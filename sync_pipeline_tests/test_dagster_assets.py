@@ -392,6 +392,8 @@ def test_run_config_defaults_follow_the_seed_environment_variables():
         "SYNC_VERIFY": "1",
         "SYNC_PG_NAMES": "Lower",
         "SYNC_INFER_TYPES": "1",
+        "SYNC_INDEXES": "0",
+        "SYNC_FOREIGN_KEYS": "1",
     }
     out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == {
@@ -407,6 +409,8 @@ def test_run_config_defaults_follow_the_seed_environment_variables():
         "column_types": {"experiments.config": "jsonb", "a.b.c": "timestamp with time zone"},
         "pg_names": "lower",
         "infer_types": True,
+        "indexes": False,
+        "foreign_keys": True,
     }
 
     bad = subprocess.run(

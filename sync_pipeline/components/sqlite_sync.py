@@ -218,6 +218,19 @@ class RunConfigAttributes(dg.Resolvable, dg.Model):
             "every value reads exactly as it, else text. Unset: SYNC_INFER_TYPES, else false."
         ),
     ] = None
+    indexes: Annotated[
+        bool | None,
+        dg.Resolver.default(
+            description="Create SQLite's indexes in PostgreSQL after the load. Unset: SYNC_INDEXES, else true."
+        ),
+    ] = None
+    foreign_keys: Annotated[
+        bool | None,
+        dg.Resolver.default(
+            description="Create SQLite's foreign keys as NOT VALID constraints (never enforced between tables). "
+            "Unset: SYNC_FOREIGN_KEYS, else false."
+        ),
+    ] = None
     parallel_tables: Annotated[
         int | None,
         dg.Resolver.default(

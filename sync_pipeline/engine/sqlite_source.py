@@ -59,6 +59,22 @@ class ColumnInfo:
 
 
 @dataclass(frozen=True)
+class ForeignKey:
+    """One of SQLite's foreign keys (``PRAGMA foreign_key_list``), with SQLite's names: the table's
+    ``columns`` refer to ``ref_columns`` of ``ref_table`` (its primary key when the declaration names
+    none; empty when that table is not in the file). The actions are SQLite's, shown, never mirrored."""
+
+    columns: tuple[str, ...]
+    ref_table: str
+    ref_columns: tuple[str, ...]
+    on_update: str = "NO ACTION"
+    on_delete: str = "NO ACTION"
+
+    def describe(self) -> str:
+        return f"({', '.join(self.columns)}) -> {self.ref_table} ({', '.join(self.ref_columns)})"
+
+
+@dataclass(frozen=True)
 class TableInfo:
     name: str
     columns: tuple[ColumnInfo, ...]
@@ -66,6 +82,8 @@ class TableInfo:
     without_rowid: bool
     # The key is the rowid (INTEGER PRIMARY KEY, not DESC): every value an integer, rows stored in its order.
     rowid_key: bool = False
+    # Its foreign keys, as SQLite declares them (metadata, and constraints with SYNC_FOREIGN_KEYS).
+    foreign_keys: tuple[ForeignKey, ...] = ()
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -129,7 +147,44 @@ def _table_info(conn: sqlite3.Connection, name: str, without_rowid: bool) -> Tab
         primary_key=primary_key,
         without_rowid=without_rowid,
         rowid_key=_is_rowid_key(conn, name, columns, without_rowid),
+        foreign_keys=_foreign_keys(conn, name),
     )
+
+
+def _foreign_keys(conn: sqlite3.Connection, name: str) -> tuple[ForeignKey, ...]:
+    """The table's foreign keys, one per constraint (its columns in order), with the names the tables and
+    columns have (SQLite matches them without case, so a declaration may spell them otherwise); a reference
+    that names no columns is to the referenced table's primary key, resolved here for every reader."""
+    rows = conn.execute(
+        'SELECT id, "table", "from", "to", on_update, on_delete FROM pragma_foreign_key_list(?) ORDER BY id, seq',
+        (name,),
+    ).fetchall()
+    grouped: dict[int, list[tuple[str, str, str | None, str, str]]] = {}
+    for fk_id, ref_table, column, ref_column, on_update, on_delete in rows:
+        grouped.setdefault(fk_id, []).append((ref_table, column, ref_column, on_update, on_delete))
+    keys = []
+    own = _column_names(conn, name)
+    for fk_id in sorted(grouped, reverse=True):  # SQLite numbers them from the last declared
+        parts = grouped[fk_id]
+        declared, _, _, on_update, on_delete = parts[0]
+        found = conn.execute(
+            "SELECT name FROM pragma_table_list WHERE schema = 'main' AND name = ? COLLATE NOCASE", (declared,)
+        ).fetchone()
+        ref_table = found[0] if found else declared
+        theirs = _column_names(conn, ref_table)
+        if all(p[2] is not None for p in parts):
+            ref_columns = tuple(theirs.get(str(p[2]).lower(), str(p[2])) for p in parts)
+        else:
+            pk = conn.execute("SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk", (ref_table,)).fetchall()
+            ref_columns = tuple(r[0] for r in pk) if len(pk) == len(parts) else ()
+        columns = tuple(own.get(p[1].lower(), p[1]) for p in parts)
+        keys.append(ForeignKey(columns, ref_table, ref_columns, on_update, on_delete))
+    return tuple(keys)
+
+
+def _column_names(conn: sqlite3.Connection, table: str) -> dict[str, str]:
+    """The table's columns by lower-cased name."""
+    return {r[0].lower(): r[0] for r in conn.execute("SELECT name FROM pragma_table_xinfo(?)", (table,)).fetchall()}
 
 
 def _is_rowid_key(conn: sqlite3.Connection, name: str, columns: tuple[ColumnInfo, ...], without_rowid: bool) -> bool:

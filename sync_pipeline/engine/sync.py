@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import psycopg2
 import psycopg2.extensions
 
-from . import change_detection, cursor, rewrites, row_digests, verify
+from . import change_detection, cursor, relations, rewrites, row_digests, verify
 from .bookkeeping import table_oid
 from .catalog import TableEntry, read_entry
 from .change_detection import BatchDigests, Batching
@@ -29,10 +29,13 @@ from .errors import (
     SyncError,
     ValueMismatchError,
 )
+from .indexes import BLOCKING as BLOCKING_INDEXES
+from .indexes import IndexResult, drop_our_indexes, mirror_indexes, our_indexes
 from .keys import key_sources, merging_key_columns
 from .naming import EXACT, PgNames
 from .pg_target import KEY_SOURCES, KEYS, SQLITE_KEY, STAGE, PgTable, new_table_name
 from .reader import ProgressCallback, TableReader
+from .relations import ForeignKeyResult
 from .scope import Scope
 from .selection import column_excluded
 from .sqlite_source import SqliteSnapshot, TableInfo
@@ -87,6 +90,9 @@ class SyncOptions:
     # Columns declared as dates, times, timestamps, JSON or UUIDs take that type while every value reads
     # exactly as it (column_types.py, inferred.py); else text, as without it.
     infer_types: bool = False
+    # SQLite's indexes mirrored after the load (indexes.py); foreign keys as NOT VALID constraints (relations.py).
+    indexes: bool = True
+    foreign_keys: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.batch_size, int) and 0 < self.batch_size <= MAX_BATCH_SIZE):
@@ -148,6 +154,10 @@ class TableSyncResult:
     rows_verified: int = 0
     rows_repaired: int = 0
     repaired_keys: tuple[str, ...] = ()
+    # SQLite's indexes and what PostgreSQL has for each (indexes.py); the foreign keys from and to the
+    # table, with their constraints when SYNC_FOREIGN_KEYS made them (relations.py).
+    indexes: tuple[IndexResult, ...] = ()
+    foreign_keys: tuple[ForeignKeyResult, ...] = ()
 
     @property
     def rows_changed(self) -> int:
@@ -253,8 +263,9 @@ def sync_table(
 
     The steps: :func:`_prepare` (under the table's lock, everything known before writing),
     :func:`_load_widening` (plan the read, load it, and again with wider types if a value does
-    not fit), :func:`_record` (comments, counts, the state the next sync starts from), and
-    :func:`_result`.
+    not fit; through :func:`_load_unblocked`, again without our indexes and constraints if they refuse
+    it), :func:`_mirror_schema` (SQLite's indexes and foreign keys), :func:`_record` (comments, counts,
+    the state the next sync starts from), and :func:`_result`.
     """
     scope = Scope(source_file)
     if conn.server_version < MIN_SERVER_VERSION:
@@ -270,9 +281,10 @@ def sync_table(
         total = snapshot.count(table)
         with conn, conn.cursor() as cur:
             ready = _prepare(snapshot, cur, table, schema, options, scope)
-            loaded = _load_widening(snapshot, ready, total, cursor_column, on_progress)
-            recorded = _record(snapshot, ready, loaded, total, cursor_column)
-    return _result(ready, loaded, recorded, total, cursor_column, time.perf_counter() - started)
+            loaded = _load_unblocked(snapshot, ready, total, cursor_column, on_progress)
+            mirrored = _mirror_schema(snapshot, ready, loaded.target)
+            recorded = _record(snapshot, ready, loaded, total, cursor_column, mirrored.ddl)
+    return _result(ready, loaded, recorded, mirrored, total, cursor_column, time.perf_counter() - started)
 
 
 @dataclass
@@ -461,6 +473,63 @@ def _load_widening(
         return _Loaded(target, typed, read, counts, checked)
 
 
+def _load_unblocked(
+    snapshot: SqliteSnapshot,
+    ready: _Prepared,
+    total: int,
+    cursor_column: str | None,
+    on_progress: ProgressCallback | None,
+) -> _Loaded:
+    """:func:`_load_widening`, and again without our indexes and foreign-key constraints when one of them
+    refuses what it writes: a foreign key cannot be enforced between tables that commit apart
+    (relations.py), a unique index may meet values PostgreSQL finds equal, a widened column no longer
+    fits an index's condition. The attempt is rolled back to its savepoint, ours are dropped (whatever the
+    settings say: they are ours), and :func:`_mirror_schema` makes again those the settings ask for."""
+    try:
+        return _load_widening(snapshot, ready, total, cursor_column, on_progress)
+    except (*relations.BLOCKING, *BLOCKING_INDEXES) as exc:
+        if not ready.existed:
+            raise
+        target = PgTable(ready.cur, ready.schema, ready.typed, scope=ready.scope)
+        target.rollback_to_savepoint(_TYPES_SAVEPOINT)  # the attempt's (see _load_widening)
+        ours = set(our_indexes(ready.cur, target)) | {name for _, name in relations.ours(ready.cur, target)}
+        named = exc.diag.constraint_name
+        if not ours or (named is not None and named not in ours):
+            raise
+        drop_our_indexes(ready.cur, target, ready.options.lock_timeout_s)
+        relations.drop_ours(ready.cur, target, ready.options.lock_timeout_s)
+    return _load_widening(snapshot, ready, total, cursor_column, on_progress)
+
+
+@dataclass(frozen=True)
+class _Mirrored:
+    """SQLite's indexes and foreign keys as PostgreSQL has them after this sync, and whether it ran DDL."""
+
+    indexes: tuple[IndexResult, ...] = ()
+    foreign_keys: tuple[ForeignKeyResult, ...] = ()
+    ddl: bool = False
+
+
+def _mirror_schema(snapshot: SqliteSnapshot, ready: _Prepared, target: PgTable) -> _Mirrored:
+    """After the rows (an index built after the COPY costs less than one kept up during it): SQLite's
+    indexes (indexes.py) and foreign keys (relations.py) in step, in this transaction. Nothing new: a
+    query each, no DDL."""
+    options = ready.options
+    found = mirror_indexes(snapshot.conn, target, options.lock_timeout_s) if options.indexes else None
+    if options.foreign_keys and not ready.scope.shared:
+        links, linked = relations.mirror_foreign_keys(
+            snapshot.conn, target, snapshot.table, options.exclude_columns, options.lock_timeout_s
+        )
+    else:
+        note = "" if not options.foreign_keys else "no constraint on a table many files share"
+        links = tuple(
+            ForeignKeyResult(ready.table.name, fk.columns, fk.ref_table, fk.ref_columns, None, note)
+            for fk in relations.synced_foreign_keys(ready.table)
+        )
+        linked = False
+    return _Mirrored(found.indexes if found else (), links, bool(found and found.ddl) or linked)
+
+
 def _widened(snapshot: SqliteSnapshot, ready: _Prepared, target: PgTable, misfit: ValueMismatchError) -> TableInfo:
     """The table with the types the next attempt takes: another file's widening when it came first
     (a shared table), else this one's, the existing table's columns altered to match."""
@@ -485,7 +554,7 @@ def _widened(snapshot: SqliteSnapshot, ready: _Prepared, target: PgTable, misfit
 
 
 def _record(
-    snapshot: SqliteSnapshot, ready: _Prepared, loaded: _Loaded, total: int, cursor_column: str | None
+    snapshot: SqliteSnapshot, ready: _Prepared, loaded: _Loaded, total: int, cursor_column: str | None, ddl: bool
 ) -> _Recorded:
     """After the rows: the columns a file lacks, the column comments, the counts after, and the state
     the next sync starts from (watermark, batch digests, row hashes, rewrites due)."""
@@ -512,6 +581,7 @@ def _record(
         and not types.widened
         and counts.inserted == counts.updated == counts.deleted == 0
         and not repaired
+        and not ddl  # an index built: the size moved
     )
     # The count after the merge less the rows deleted since (a repair wrote more: counted again below).
     if counts.merged_rows is not None and not repaired:
@@ -546,7 +616,13 @@ def _record(
 
 
 def _result(
-    ready: _Prepared, loaded: _Loaded, recorded: _Recorded, total: int, cursor_column: str | None, duration_s: float
+    ready: _Prepared,
+    loaded: _Loaded,
+    recorded: _Recorded,
+    mirrored: _Mirrored,
+    total: int,
+    cursor_column: str | None,
+    duration_s: float,
 ) -> TableSyncResult:
     """The numbers of the sync, as the caller reads them."""
     options, counts, checked, reader, plan = (
@@ -589,6 +665,8 @@ def _result(
         rows_verified=checked.rows_verified if checked else 0,
         rows_repaired=checked.rows_repaired if checked else 0,
         repaired_keys=checked.keys if checked else (),
+        indexes=mirrored.indexes,
+        foreign_keys=mirrored.foreign_keys,
     )
 
 
