@@ -11,12 +11,14 @@ import sys
 from pathlib import Path
 
 import psycopg2
+import pytest
 from dagster import DagsterInstance
 from psycopg2 import sql
 
 from sync_pipeline.assets import materialization_metadata
 from sync_pipeline.components import SqliteSyncComponent
 from sync_pipeline.config import SyncConfig
+from sync_pipeline.engine.naming import EXACT, LOWER, PgNames
 from sync_pipeline.engine.selection import Selection
 from sync_pipeline.engine.sqlite_source import SqliteSnapshot, list_tables
 from sync_pipeline.engine.sync import SyncOptions, TableSyncResult, sync_table
@@ -358,9 +360,11 @@ def test_the_component_sets_both_defaults(tmp_path: Path) -> None:
     assert (fields["indexes"].default_value, fields["foreign_keys"].default_value) == (False, True)
 
 
-def test_our_indexes_never_block_a_later_sync(tmp_path: Path, pg_dsn: str, schema: str) -> None:
+@pytest.mark.parametrize("names", [EXACT, LOWER], ids=["exact", "lower"])
+def test_our_indexes_never_block_a_later_sync(tmp_path: Path, pg_dsn: str, schema: str, names: PgNames) -> None:
     """Values that become equal in PostgreSQL after the index was built unique, and a column that widens
-    under a partial index's condition: each sync succeeds; the index is made again as it can be."""
+    under a partial index's condition: each sync succeeds; the index is made again as it can be, in
+    either naming mode."""
     path = tmp_path / "later.sqlite"
     conn = sqlite3.connect(path)
     conn.executescript(
@@ -370,16 +374,16 @@ def test_our_indexes_never_block_a_later_sync(tmp_path: Path, pg_dsn: str, schem
         "INSERT INTO People VALUES (1, 'Émile', 1), (2, 'Zoë', 0);"
     )
     conn.commit()
-    first = {i.sqlite_name: i for i in _sync(path, pg_dsn, schema)["People"].indexes}
-    assert first["UX_Name"].unique and first["IX_Active"].pg_name == "People_Id_idx"
+    first = {i.sqlite_name: i for i in _sync(path, pg_dsn, schema, pg_names=names)["People"].indexes}
+    assert first["UX_Name"].unique and first["IX_Active"].pg_name == names.name("People_Id_idx")
     conn.executescript("INSERT INTO People VALUES (3, 'émile', 'yes');")  # equal under lower(); text in Active
     conn.close()
-    result = _sync(path, pg_dsn, schema)["People"]
+    result = _sync(path, pg_dsn, schema, pg_names=names)["People"]
     later = {i.sqlite_name: i for i in result.indexes}
     assert result.rows_inserted == 1 and result.pg_types["Active"] == "text"
     assert not later["UX_Name"].unique and "not unique in PostgreSQL" in later["UX_Name"].note
     assert later["IX_Active"].pg_name is None and "compares a text with a number" in later["IX_Active"].note
-    assert set(_indexes(pg_dsn, schema)) == {"People_lower_Name_key"}
+    assert set(_indexes(pg_dsn, schema)) == {names.name("People_lower_Name_key")}
 
 
 def test_an_excluded_column_takes_its_index_and_foreign_key_along(tmp_path: Path, pg_dsn: str, schema: str) -> None:

@@ -490,7 +490,7 @@ def _load_unblocked(
     except (*relations.BLOCKING, *BLOCKING_INDEXES) as exc:
         if not ready.existed:
             raise
-        target = PgTable(ready.cur, ready.schema, ready.typed, scope=ready.scope)
+        target = PgTable(ready.cur, ready.schema, ready.typed, scope=ready.scope, names=ready.options.pg_names)
         target.rollback_to_savepoint(_TYPES_SAVEPOINT)  # the attempt's (see _load_widening)
         ours = set(our_indexes(ready.cur, target)) | {name for _, name in relations.ours(ready.cur, target)}
         named = exc.diag.constraint_name
