@@ -175,6 +175,11 @@ def _counters(dsn: str, schema: str) -> list[tuple[int, int]]:
     ]
 
 
+# Engine runs of each kind (4 readers, 1 reader) against the writer, 14 each (from 20) to keep a CI pass of the
+# suite within its budget; the long hunt is to raise it.
+ENGINE_RUNS = 14
+
+
 def test_syncs_against_a_reconnecting_writer_see_one_state_of_four_tables(tmp_path, pg_dsn, schema):
     path = _counter_db(tmp_path / "counter.sqlite")
     stop = tmp_path / "stop"
@@ -185,8 +190,8 @@ def test_syncs_against_a_reconnecting_writer_see_one_state_of_four_tables(tmp_pa
     dagster = str(Path(sys.executable).parent / "dagster")
     config = json.dumps({"ops": {"sqlite_tables": {"config": {"parallel_tables": 4}}}})
     cli = [dagster, "asset", "materialize", "-m", "sync_pipeline.definitions", "--select", "*", "--config-json", config]
-    runs = [("engine, 4 readers", [sys.executable, "-c", _ENGINE_RUN, str(path), schema, "4"])] * 20
-    runs += [("engine, 1 reader", [sys.executable, "-c", _ENGINE_RUN, str(path), schema, "1"])] * 20
+    runs = [("engine, 4 readers", [sys.executable, "-c", _ENGINE_RUN, str(path), schema, "4"])] * ENGINE_RUNS
+    runs += [("engine, 1 reader", [sys.executable, "-c", _ENGINE_RUN, str(path), schema, "1"])] * ENGINE_RUNS
     runs += [("dagster CLI, parallel_tables=4", cli)] * 3
     writer = subprocess.Popen([sys.executable, "-c", _COUNTER_WRITER, str(path), str(stop)], stdout=subprocess.PIPE)
     failed: list[str] = []
@@ -231,4 +236,4 @@ def test_syncs_against_a_reconnecting_writer_see_one_state_of_four_tables(tmp_pa
     print("; ".join(f"{label}: {s:.1f} s" for label, s in seconds.items()))
     assert len(failed) <= 1, failed
     assert len(states) >= len(runs) // 2, "the writer hardly committed between runs: the test tests nothing"
-    assert arrow_runs >= 20, "the snapshots hardly ever got their Arrow readers: the test tests nothing"
+    assert arrow_runs >= ENGINE_RUNS, "the snapshots hardly ever got their Arrow readers: the test tests nothing"
