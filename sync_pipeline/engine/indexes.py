@@ -136,6 +136,7 @@ def mirror_indexes(conn: sqlite3.Connection, target: PgTable, timeout_s: float) 
         target.lock_for_ddl()  # another file's sync may be creating them too: look again under the lock
         existing = _existing(cur, target)
         have = {name: digest for name, (digest, _) in existing.items()}
+    built = False
     for name, want in sorted(wanted.items()):
         if have.get(name) == want.digest:
             note = existing[name][1]
@@ -143,7 +144,9 @@ def mirror_indexes(conn: sqlite3.Connection, target: PgTable, timeout_s: float) 
             demoted = _NOT_UNIQUE in note
             results.append(_result(want, unique, note[note.index(_NOT_UNIQUE) + 2 :] if demoted else ""))
             continue
-        ddl = True
+        if not built:
+            target.for_index_builds()
+        ddl = built = True
         results.append(_create(cur, target, want, timeout_s))
     return Mirrored(tuple(sorted(results, key=lambda r: r.sqlite_name)), ddl)
 
