@@ -64,12 +64,12 @@ from .engine.versions import SnapshotClock
 from .event_store import hold_event_shards
 from .resources import PostgresTarget, SQLiteSource, TargetUnavailableError
 from .translator import (
-    FOREIGN_KEYS_SCHEMA,
     MIRROR_CHECK,
     ROW_COUNT_CHECK,
     TYPES_CHECK,
     SqliteTableTranslator,
     column_schema,
+    foreign_keys_table,
     output_name,
     specs_by_table,
 )
@@ -128,7 +128,7 @@ def materialization_metadata(result: TableSyncResult, table: TableInfo, names: P
         **({"warnings": "\n".join(result.warnings)} if result.warnings else {}),
         "columns_retyped": retyped_table(result.columns_retyped),
         "indexes": indexes_table(result),
-        "foreign_keys": linked_table(result),
+        "foreign_keys": foreign_keys_table(result.foreign_keys),
         **({"repaired_keys": "\n".join(result.repaired_keys)} if result.repaired_keys else {}),
     }
 
@@ -195,26 +195,6 @@ INDEXES_SCHEMA = TableSchema(
         TableColumn("note", "string"),
     ]
 )
-
-
-def linked_table(result: TableSyncResult) -> TableMetadataValue:
-    """``foreign_keys``: the foreign keys from and to the table, with their constraints when made."""
-    return MetadataValue.table(
-        records=[
-            TableRecord(
-                {
-                    "table": f.table,
-                    "columns": ", ".join(f.columns),
-                    "ref_table": f.ref_table,
-                    "ref_columns": ", ".join(f.ref_columns),
-                    "constraint": f.constraint or "",
-                    "note": f.note,
-                }
-            )
-            for f in result.foreign_keys
-        ],
-        schema=FOREIGN_KEYS_SCHEMA,
-    )
 
 
 RETYPED_SCHEMA = TableSchema(

@@ -14,7 +14,7 @@ names appear nowhere a user looks.
 """
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import jinja2
@@ -33,7 +33,7 @@ from dagster import (
 
 from .engine import TableInfo
 from .engine.naming import EXACT, PgNames
-from .engine.relations import synced_foreign_keys
+from .engine.relations import ForeignKeyResult, synced_foreign_keys
 
 KINDS = {"sqlite", "postgres"}
 GROUP_NAME = "sqlite_pg_sync"
@@ -124,24 +124,30 @@ FOREIGN_KEYS_SCHEMA = TableSchema(
 )
 
 
-def foreign_keys_table(table: TableInfo) -> TableMetadataValue:
-    """``foreign_keys`` as the definitions know them (from the file when they load)."""
+def foreign_keys_table(keys: Iterable[ForeignKeyResult]) -> TableMetadataValue:
+    """``foreign_keys``: as the definitions know them (from the file when they load), or as a sync left
+    them (with their constraints)."""
     return MetadataValue.table(
         records=[
             TableRecord(
                 {
-                    "table": table.name,
-                    "columns": ", ".join(fk.columns),
-                    "ref_table": fk.ref_table,
-                    "ref_columns": ", ".join(fk.ref_columns),
-                    "constraint": "",
-                    "note": "",
+                    "table": f.table,
+                    "columns": ", ".join(f.columns),
+                    "ref_table": f.ref_table,
+                    "ref_columns": ", ".join(f.ref_columns),
+                    "constraint": f.constraint or "",
+                    "note": f.note,
                 }
             )
-            for fk in synced_foreign_keys(table)
+            for f in keys
         ],
         schema=FOREIGN_KEYS_SCHEMA,
     )
+
+
+def declared_foreign_keys(table: TableInfo) -> list[ForeignKeyResult]:
+    """The table's foreign keys as SQLite declares them, before any sync made a constraint."""
+    return [ForeignKeyResult(table.name, fk.columns, fk.ref_table, fk.ref_columns) for fk in synced_foreign_keys(table)]
 
 
 CHECKS = (ROW_COUNT_CHECK, TYPES_CHECK, MIRROR_CHECK)
@@ -198,7 +204,7 @@ class SqliteTableTranslator:
                 "dagster/table_name": f"{self.pg_schema}.{self.pg_names.name(table.name)}",
                 "dagster/column_schema": column_schema(table, names=self.pg_names),
                 "sqlite_table": table.name,
-                **({"foreign_keys": foreign_keys_table(table)} if synced_foreign_keys(table) else {}),
+                **({"foreign_keys": foreign_keys_table(keys)} if (keys := declared_foreign_keys(table)) else {}),
                 **({"sync_target": self.target_label} if self.target_label else {}),
             },
         )
