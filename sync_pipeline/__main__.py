@@ -45,11 +45,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)  # exits 2 on a malformed command line
     warnings.filterwarnings("ignore")  # Dagster's preview/supersession warnings would mail cron on every run
-    if args.command == "db":
+    try:  # config.py reads the environment's settings as it is imported
+        from .cli import SyncRequest, sync
         from .db_command import db
-
+    except ValueError as exc:  # a setting that cannot be read (BATCH_SIZE=abc): bad arguments, nothing touched
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "db":
         return db(psql=args.psql)
-    from .cli import SyncRequest, sync
 
     request = SyncRequest(
         full_refresh=args.full_refresh,

@@ -255,6 +255,11 @@ def test_bad_arguments_exit_2_before_anything_is_touched(cli_env: dict[str, str]
 
     assert run_cli(cli_env, "--batch-size", "ten").returncode == EXIT_USAGE  # argparse
 
+    for setting in ({"BATCH_SIZE": "abc"}, {"SYNC_PG_NAMES": "upper"}):  # a setting of the environment
+        bad = run_cli({**cli_env, **setting})
+        assert bad.returncode == EXIT_USAGE and "Traceback" not in bad.stderr
+        assert bad.stderr.startswith("error: environment variable ") and next(iter(setting)) in bad.stderr
+
 
 def test_a_terminal_shows_live_lines_per_table(cli_env: dict[str, str]) -> None:
     parent, child = pty.openpty()
