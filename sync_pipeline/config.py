@@ -231,20 +231,19 @@ def sync_config_class(name: str, **defaults: object) -> type[SyncConfig]:
 SETTINGS_TAG = "sync_pipeline/settings"  # on the op, and on every sync run: the digest of settings_digest()
 
 
+# Settings that decide content, added after digests were first recorded, with their defaults: in the digest
+# only when set otherwise.
+_LATER_SETTINGS: dict[str, object] = {"pg_names": "exact", "infer_types": False, "indexes": True, "foreign_keys": False}
+
+
 def settings_digest(selection: Selection, config_class: type[SyncConfig]) -> str:
     """A digest of the settings that decide what PostgreSQL holds for a file that did not change: which tables
     and columns (``selection``) and the run config's pins and strictness. A file "synced already" (the
     sensor's unchanged fingerprint, the headless command's skip) is so only under the same digest: a column
     excluded now must leave PostgreSQL at the next sync even if no file changes. The later settings only when
     not at their default, so that the digest of every deployment that never set them stays what it was."""
-    defaults = {field: config_class.model_fields[field].default for field in ("column_types", "strict_types")}
-    if config_class.model_fields["pg_names"].default != "exact":
-        defaults["pg_names"] = config_class.model_fields["pg_names"].default
-    if config_class.model_fields["infer_types"].default:  # only when on: digests made before it stay the same
-        defaults["infer_types"] = True
-    if not config_class.model_fields["indexes"].default:
-        defaults["indexes"] = False
-    if config_class.model_fields["foreign_keys"].default:
-        defaults["foreign_keys"] = True
+    fields = config_class.model_fields
+    defaults = {field: fields[field].default for field in ("column_types", "strict_types")}
+    defaults |= {field: value for field, usual in _LATER_SETTINGS.items() if (value := fields[field].default) != usual}
     raw = json.dumps([selection.tables, selection.exclude_tables, selection.exclude_columns, defaults], sort_keys=True)
     return hashlib.blake2b(raw.encode(), digest_size=6).hexdigest()
