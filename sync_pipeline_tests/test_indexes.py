@@ -24,7 +24,7 @@ from sync_pipeline.engine.sqlite_source import SqliteSnapshot, list_tables
 from sync_pipeline.engine.sync import SyncOptions, TableSyncResult, sync_table
 from sync_pipeline.translator import SqliteTableTranslator
 
-from .conftest import query
+from .conftest import query, sync_all
 from .test_cli import cli_env, run_cli  # noqa: F401 - cli_env is a fixture
 
 CHINOOK = """
@@ -79,15 +79,8 @@ def _file(path: Path, script: str, rows: int = 40) -> Path:
 
 
 def _sync(path: Path, dsn: str, schema: str, **options: object) -> dict[str, TableSyncResult]:
-    conn = psycopg2.connect(dsn)
-    try:
-        with SqliteSnapshot(path, arrow=False) as snapshot:
-            return {
-                t.name: sync_table(snapshot, conn, t, schema, SyncOptions(**options))  # type: ignore[arg-type]
-                for t in snapshot.tables()
-            }
-    finally:
-        conn.close()
+    """Every table through the exact path (conftest.sync_all)."""
+    return sync_all(path, dsn, schema, arrow=False, **options)
 
 
 def _indexes(dsn: str, schema: str) -> dict[str, str]:

@@ -23,10 +23,9 @@ from psycopg2 import sql
 from sync_pipeline.config import settings_digest, sync_config_class
 from sync_pipeline.engine import inferred
 from sync_pipeline.engine.selection import Selection
-from sync_pipeline.engine.sqlite_source import SqliteSnapshot
-from sync_pipeline.engine.sync import SyncOptions, TableSyncResult, sync_table
+from sync_pipeline.engine.sync import TableSyncResult
 
-from .conftest import query
+from .conftest import query, sync_all
 from .test_cli import EXIT_OK, cli_env, run_cli  # noqa: F401 - the fixture, for the headless test
 
 TS = "timestamp without time zone"
@@ -90,12 +89,7 @@ def _file(path: Path) -> Path:
 
 
 def _sync(path: Path, dsn: str, schema: str, **options: object) -> dict[str, TableSyncResult]:
-    conn = psycopg2.connect(dsn)
-    try:
-        with SqliteSnapshot(path) as snapshot:
-            return {t.name: sync_table(snapshot, conn, t, schema, SyncOptions(**options)) for t in snapshot.tables()}
-    finally:
-        conn.close()
+    return sync_all(path, dsn, schema, **options)
 
 
 def _pg_types(dsn: str, schema: str, table: str) -> dict[str, str]:

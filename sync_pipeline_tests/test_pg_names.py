@@ -13,10 +13,9 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetKey
 from psycopg2 import sql
 
-from sync_pipeline.assets import build_sync_assets
 from sync_pipeline.components import SqliteSyncComponent
 from sync_pipeline.config import SETTINGS_TAG, SyncConfig, settings_digest, sync_config_class
 from sync_pipeline.engine import (
@@ -29,11 +28,11 @@ from sync_pipeline.engine import (
 )
 from sync_pipeline.engine.naming import EXACT, LOWER, PgNames
 from sync_pipeline.engine.selection import Selection
-from sync_pipeline.resources import PostgresTarget, SQLiteSource
 from sync_pipeline.translator import AssetKeyCollisionError, SqliteTableTranslator, specs_by_table
 
 from .conftest import query, sync_all
 from .test_cli import cli_env, run_cli  # noqa: F401 (cli_env is a fixture)
+from .test_dagster_assets import run_sync
 
 TRACKS = 40
 
@@ -211,17 +210,7 @@ def test_names_that_meet_once_lowercased_are_refused_by_name(tmp_path, pg_dsn, s
     with pytest.raises(AssetKeyCollisionError, match=meet):  # at load time
         specs_by_table(list_tables(tables), SqliteTableTranslator(pg_schema=schema, pg_names=LOWER))
     # The run config's mode, which the definitions did not load with: refused before the run writes anything.
-    assets = build_sync_assets(list_tables(tables), SqliteTableTranslator(pg_schema=schema))
-    result = materialize(
-        [assets],
-        instance=DagsterInstance.ephemeral(),
-        resources={
-            "sqlite": SQLiteSource(path=str(tables)),
-            "postgres": PostgresTarget(conn_str=pg_dsn, pg_schema=schema),
-        },
-        run_config={"ops": {"sqlite_tables": {"config": {"pg_names": "lower"}}}},
-        raise_on_error=False,
-    )
+    result = run_sync(tables, pg_dsn, schema, pg_names="lower")
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert re.search(meet, failure.step_failure_data.error.message)
@@ -251,16 +240,7 @@ def test_exact_mode_is_unchanged_and_the_asset_page_shows_postgres_column_names(
 
 
 def test_run_config_lower_names_the_materialization_columns_as_postgres_has_them(chinook, pg_dsn, schema):
-    assets = build_sync_assets(list_tables(chinook), SqliteTableTranslator(pg_schema=schema))
-    result = materialize(
-        [assets],
-        instance=DagsterInstance.ephemeral(),
-        resources={
-            "sqlite": SQLiteSource(path=str(chinook)),
-            "postgres": PostgresTarget(conn_str=pg_dsn, pg_schema=schema),
-        },
-        run_config={"ops": {"sqlite_tables": {"config": {"pg_names": "lower"}}}},
-    )
+    result = run_sync(chinook, pg_dsn, schema, pg_names="lower")
     assert result.success
     by_key = {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
     track = by_key[AssetKey(["Track"])]
