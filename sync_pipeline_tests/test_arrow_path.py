@@ -18,7 +18,7 @@ import pytest
 from sync_pipeline.demo import generate
 from sync_pipeline.engine import SqliteSnapshot, SyncError, SyncOptions, sqlite_source, sync_table
 from sync_pipeline.engine.arrow_child import ArrowChild
-from sync_pipeline.engine.arrow_reader import text_chunks
+from sync_pipeline.engine.arrow_reader import arrow_chunks
 from sync_pipeline.engine.change_detection import Batching
 
 from .conftest import pg_rows, sqlite_rows, sync_all
@@ -37,12 +37,44 @@ def test_demo_tables_take_the_arrow_path_and_load_what_the_exact_path_loads(tmp_
     db = generate(tmp_path / "demo.sqlite", rows=3000, seed=11)
     fast = sync_all(db, pg_dsn, schema)
     exact = sync_all(db, pg_dsn, other_schema, arrow=False)
-    assert {r.read_path for r in fast.values()} == {"arrow"}
-    assert {r.read_path for r in exact.values()} == {"exact"}
+    assert {(r.read_path, r.copy_format) for r in fast.values()} == {("arrow", "binary")}
+    assert {(r.read_path, r.copy_format) for r in exact.values()} == {("exact", "text")}
     for table in fast:
         assert pg_rows(pg_dsn, schema, table) == pg_rows(pg_dsn, other_schema, table) == sqlite_rows(db, table)
     again = sync_all(db, pg_dsn, schema, delete_orphans=True)
     assert all(r.rows_changed == 0 and r.read_path == "arrow" for r in again.values())
+
+
+def test_every_type_binary_copy_carries_loads_what_the_exact_path_loads(tmp_path, pg_dsn, schema, other_schema):
+    """Binary COPY has no types: each value must be sent as its column's. Integers in a text and in a real
+    column, booleans, a blob column of NULLs, doubles at their edges, text of every kind."""
+    edges = [0.0, -0.0, float("inf"), float("-inf"), 1e308, 5e-324, 2.0**53, 0.1]
+    texts = ["", "tab\tnew\nline\\", "é ✓ 🦆", "\\N", None, "x" * 5000]
+    rows = [
+        (i, i % 2 if i % 5 else None, 10**15 + i, i if i % 3 else None, edges[i % len(edges)], None, texts[i % len(texts)])
+        for i in range(1, 3001)
+    ]
+    ddl = "CREATE TABLE t (id INTEGER PRIMARY KEY, b BOOLEAN, n_text TEXT, n_real REAL, d REAL, blob BLOB, s TEXT)"
+    db = _db(tmp_path / "b.sqlite", ddl, rows, 7)
+    fast = sync_all(db, pg_dsn, schema)["t"]
+    exact = sync_all(db, pg_dsn, other_schema, arrow=False)["t"]
+    assert (fast.read_path, fast.copy_format, exact.copy_format) == ("arrow", "binary", "text")
+    assert pg_rows(pg_dsn, schema, "t") == pg_rows(pg_dsn, other_schema, "t") == sqlite_rows(db, "t")
+
+
+def test_a_column_the_mirror_keeps_wider_sends_its_table_as_text(tmp_path, pg_dsn, schema):
+    """numeric has no binary encoding here: a mirror holding one gets COPY text, and exact values."""
+    db = generate(tmp_path / "demo.sqlite", rows=3000, seed=5)
+    sync_all(db, pg_dsn, schema)
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute(f'ALTER TABLE "{schema}".narrative_results ALTER tokens_in TYPE numeric')
+    conn.close()
+    with sqlite3.connect(db) as src:
+        src.execute("UPDATE narrative_results SET tokens_in = tokens_in + 1 WHERE result_id % 7 = 0")
+    src.close()
+    result = sync_all(db, pg_dsn, schema)["narrative_results"]
+    assert (result.read_path, result.copy_format, result.rows_updated) == ("arrow", "text", 3000 // 7)
+    assert pg_rows(pg_dsn, schema, "narrative_results") == sqlite_rows(db, "narrative_results")
 
 
 def test_text_that_needs_escaping_goes_the_arrow_path_unchanged(tmp_path, pg_dsn, schema):
@@ -191,7 +223,7 @@ def test_an_abandoned_stream_kills_its_child_and_the_rest_of_the_run_reads_the_e
             table = snapshot.table("narrative_results")
             child = snapshot.arrow
             assert child is not None
-            chunks = text_chunks(snapshot, table, Batching(100))
+            chunks = arrow_chunks(snapshot, table, Batching(100))
             assert next(chunks)[1] == 100
             chunks.close()  # what the reader does when the COPY failed midway
             assert snapshot.arrow is None and not child.usable

@@ -204,15 +204,15 @@ def test_an_unchanged_batch_never_leaves_the_arrow_child(demo_db, pg_dsn, schema
     received: list[int] = []
     frame = arrow_child.ArrowChild._frame
 
-    def counting(self: arrow_child.ArrowChild) -> tuple[bytes, int, int, bytes, str]:
-        kind, rows, batch_id, payload, digest = frame(self)
-        received.append(len(payload))
-        return kind, rows, batch_id, payload, digest
+    def counting(self: arrow_child.ArrowChild) -> tuple[bytes, int, int, bytes, str, bytes]:
+        kind, rows, batch_id, payload, digest, ends = frame(self)
+        received.append(len(payload) + len(ends))
+        return kind, rows, batch_id, payload, digest, ends
 
     monkeypatch.setattr(arrow_child.ArrowChild, "_frame", counting)
     result = _synced(demo_db, pg_dsn, schema)["narrative_results"]
     assert result.read_path == "arrow" and result.rows_skipped == result.sqlite_rows
-    assert sum(received) < 100 * len(received)  # digests (32 bytes) and frame ends only, no batch text
+    assert sum(received) < 100 * len(received)  # digests (32 bytes) and frame ends only, no batch data
     _execute(demo_db, "UPDATE narrative_results SET tokens_in = tokens_in + 1 WHERE result_id = 10")
     received.clear()
     changed = _synced(demo_db, pg_dsn, schema)["narrative_results"]
@@ -359,6 +359,35 @@ def test_row_hashes_hold_back_only_lines_the_batch_had_and_never_one_of_two_alik
     # Two lines with one hash: the set of hashes could not tell them apart, so the batch goes whole.
     alike = RowDigests(dict(first.taken))
     assert alike.changed_lines(0, "d0", "d2", b"1\ta\n1\ta\n2\tb\n") == (b"1\ta\n1\ta\n2\tb\n", 3)
+
+
+def test_row_hashes_of_binary_tuples_hold_back_unchanged_tuples_and_never_meet_hashes_of_text_lines():
+    import struct
+
+    from sync_pipeline.engine.copy_format import BinaryRows
+    from sync_pipeline.engine.row_digests import RowDigests
+
+    def tuples(*rows: bytes) -> BinaryRows:
+        data = b"".join(struct.pack(">hi", 1, len(r)) + r for r in rows)
+        ends = struct.pack(f"{len(rows)}q", *[sum(6 + len(r) for r in rows[: i + 1]) for i in range(len(rows))])
+        return BinaryRows(data, ends)
+
+    first = RowDigests({})
+    sent = tuples(b"a", b"bb", b"c")
+    assert first.changed_lines(0, None, "d0", sent) == (sent.data, 3)
+    again = RowDigests(dict(first.taken))
+    data, count = again.changed_lines(0, "d0", "d1", tuples(b"a", b"BB", b"c", b"d"))
+    assert (sorted([data[:8], data[8:]]), count, again.held_back) == (
+        sorted([tuples(b"BB").data, tuples(b"d").data]),
+        2,
+        2,
+    )
+    # Hashes of text lines (what an earlier version kept, or a text COPY) never hold a tuple back, nor the
+    # reverse, even for rows whose bytes are alike: the batch goes whole, once.
+    text = RowDigests({})
+    text.changed_lines(0, None, "d0", b"1\n")
+    assert RowDigests(dict(text.taken)).changed_lines(0, "d0", "d1", BinaryRows(b"1", struct.pack("q", 1)))[1] == 1
+    assert RowDigests(dict(first.taken)).changed_lines(0, "d0", "d1", sent.data[:7] + b"\n")[1] == 1
 
 
 STAGING_WORDS = ("_sps_stage", "COPY", "_sps_attempt")  # the stage, a COPY, the Arrow path's savepoint

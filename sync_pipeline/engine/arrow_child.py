@@ -23,7 +23,8 @@ PATH is the snapshot's private copy), answers OPENED, then obeys commands read f
   Each batch's digest is taken here, from its Arrow buffers (``adbc_sqlite.batch_digest``): a
   batch whose digest is the one the command lists for its id (``skip``: the last sync's) is a
   SKIPPED frame holding only the digest, its COPY text never built nor sent; any other is a
-  CHUNK frame, the digest then the text.
+  CHUNK frame, the digest then the text. With ``binary`` (copy_format.py) a batch sent is a ROWS
+  frame instead: the digest, the offset where each row ends (8 bytes a row), then the tuples.
 * ``close``, or the end of stdin: exit.
 
 Commands are a 4-byte length and a JSON object; replies are a header (kind, rows, batch id,
@@ -49,6 +50,8 @@ from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import IO
 
+from .copy_format import BinaryRows
+
 # Generous: the child imports pyarrow first (0.09 s on an idle machine), and it may be busy.
 OPEN_TIMEOUT_S = 60.0
 # The child waits up to adbc_sqlite.BUSY_TIMEOUT_MS for a lock before it answers.
@@ -57,8 +60,9 @@ CLOSE_TIMEOUT_S = 5.0
 
 _HEADER = struct.Struct("<cqqQ")  # kind, rows, batch id, payload length
 _COMMAND = struct.Struct("<I")  # length of the JSON command that follows
-OPENED, BEGUN, CHUNK, SKIPPED, END, UNFIT, ERROR = b"O", b"B", b"C", b"S", b"E", b"U", b"X"
-_DIGEST_HEX = 32  # a batch digest (adbc_sqlite.batch_digest) as hex, at the head of a CHUNK frame
+OPENED, BEGUN, CHUNK, ROWS, SKIPPED, END, UNFIT, ERROR = b"O", b"B", b"C", b"R", b"S", b"E", b"U", b"X"
+_DIGEST_HEX = 32  # a batch digest (adbc_sqlite.batch_digest) as hex, at the head of a CHUNK or ROWS frame
+_ROW_END = 8  # bytes of a row's end offset in a ROWS frame
 
 
 # The child imports this module and adbc_sqlite without running the packages' __init__ (which
@@ -166,9 +170,11 @@ class ArrowChild:
         skip: Mapping[int, str] | None = None,
         key_index: int | None = None,
         shift: int = 0,
-    ) -> Generator[tuple[bytes | None, int, str, int], None, None]:
-        """(COPY text, rows, digest, batch id) chunks of ``query``'s result, or :class:`ArrowUnfit`;
-        the text is None for a chunk whose digest is ``skip``'s for its id (it stayed in the child).
+        binary: bool = False,
+    ) -> Generator[tuple[bytes | BinaryRows | None, int, str, int], None, None]:
+        """(COPY data, rows, digest, batch id) chunks of ``query``'s result, or :class:`ArrowUnfit`:
+        text, or with ``binary`` the binary format's tuples (copy_format.py); None for a chunk whose
+        digest is ``skip``'s for its id (it stayed in the child).
 
         Closing the generator before its end kills the child (see the module docstring).
         """
@@ -181,14 +187,17 @@ class ArrowChild:
             "skip": {str(k): v for k, v in (skip or {}).items()},
             "key_index": key_index,
             "shift": shift,
+            "binary": binary,
         }
         self._send(command)
         finished = False
         try:
             while True:
-                kind, rows, batch_id, payload, digest = self._frame()
+                kind, rows, batch_id, payload, digest, ends = self._frame()
                 if kind == CHUNK:
                     yield payload, rows, digest, batch_id
+                elif kind == ROWS:
+                    yield BinaryRows(payload, ends), rows, digest, batch_id
                 elif kind == SKIPPED:
                     yield None, rows, payload.decode(), batch_id
                 elif kind == END:
@@ -257,7 +266,7 @@ class ArrowChild:
             self.kill(f"no answer within {timeout:.0f} s")
             return False
         try:
-            got, _, _, payload, _ = self._frame()
+            got, _, _, payload, _, _ = self._frame()
         except ArrowUnfit:
             return False
         if got == kind:
@@ -265,18 +274,21 @@ class ArrowChild:
         self.kill(payload.decode("utf-8", "replace") if got in (UNFIT, ERROR) else f"unexpected {got!r} frame")
         return False
 
-    def _frame(self) -> tuple[bytes, int, int, bytes, str]:
-        """(kind, rows, batch id, payload, digest): a CHUNK's digest is read apart from its text, which is then
-        handed on as read, without a copy; other frames have no digest ('')."""
+    def _frame(self) -> tuple[bytes, int, int, bytes, str, bytes]:
+        """(kind, rows, batch id, payload, digest, row ends): a CHUNK's or ROWS's digest, and a ROWS's
+        row ends, are read apart from its data, which is then handed on as read, without a copy; other
+        frames have no digest ('') and no row ends (b'')."""
         header = self._stdout.read(_HEADER.size)
         if len(header) == _HEADER.size:
             kind, rows, batch_id, length = _HEADER.unpack(header)
-            digest = ""
-            if kind == CHUNK and length >= _DIGEST_HEX:
+            digest, ends = "", b""
+            if kind in (CHUNK, ROWS) and length >= _DIGEST_HEX:
                 digest, length = self._stdout.read(_DIGEST_HEX).decode("ascii", "replace"), length - _DIGEST_HEX
+            if kind == ROWS and length >= rows * _ROW_END:
+                ends, length = self._stdout.read(rows * _ROW_END), length - rows * _ROW_END
             payload = self._stdout.read(length) if length else b""
             if len(payload) == length:
-                return kind, rows, batch_id, payload, digest
+                return kind, rows, batch_id, payload, digest, ends
         self.kill(self._ended())
         raise ArrowUnfit(f"the Arrow reader stopped ({self.failure})")
 
@@ -370,13 +382,16 @@ def _serve(path: Path, stdin: IO[bytes], out: IO[bytes]) -> int:
                     skip,
                     command.get("key_index"),  # type: ignore[arg-type]
                     command.get("shift") or 0,  # type: ignore[arg-type]
+                    bool(command.get("binary")),
                 )
                 try:
-                    for data, rows, digest, batch_id in chunks:
+                    for data, rows, digest, batch_id, ends in chunks:
                         if data is None:
                             _reply(out, SKIPPED, rows, digest, batch_id)
-                        else:
+                        elif ends is None:
                             _reply(out, CHUNK, rows, [digest.encode(), data], batch_id)
+                        else:
+                            _reply(out, ROWS, rows, [digest.encode(), ends, data], batch_id)
                 except BrokenPipeError:
                     raise
                 except ArrowUnfit as exc:

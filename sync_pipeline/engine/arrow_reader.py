@@ -1,13 +1,15 @@
-"""The fast read path: SQLite rows to COPY text entirely in C (ADBC's SQLite driver and Arrow).
+"""The fast read path: SQLite rows to COPY data entirely in C (ADBC's SQLite driver and Arrow).
 
 Reading and encoding in Python costs about 5 s per million rows of the demo's big table, more
 than the whole ``sqlite3 | psql`` floor; ADBC reads the same rows into Arrow batches and Arrow
 compute functions escape and join them into COPY's text format in about 2 s. (Arrow's CSV
-writer is a little faster, but PostgreSQL parses CSV about 25% slower than text.)
+writer is a little faster, but PostgreSQL parses CSV about 25% slower than text.) Where the
+column types allow, the child sends COPY's binary format instead, which the server parses
+faster still (copy_format.py).
 
 The Arrow work happens in a child process (:mod:`.arrow_child`, :func:`.adbc_sqlite.copy_text`),
 because the driver's SQLite library must not share this process with ``sqlite3``'s; this
-module builds the query and reads the child's COPY text, as bytes, without importing pyarrow.
+module builds the query and reads the child's COPY data, as bytes, without importing pyarrow.
 
 Arrow columns have one type each, SQLite values do not, so this path is taken only where it
 provably sends exactly what the exact encoders in :mod:`.types` would:
@@ -32,9 +34,10 @@ from collections.abc import Generator, Mapping
 from . import inferred
 from .arrow_child import ArrowUnfit
 from .change_detection import Batching, order_by
+from .copy_format import BINARY, TEXT, BinaryRows, CopyFormat
 from .sqlite_source import Since, SqliteSnapshot, TableInfo, quote_sqlite_identifier
 
-__all__ = ["ArrowUnfit", "text_chunks"]
+__all__ = ["ArrowUnfit", "arrow_chunks"]
 
 _MAX_EXACT_DOUBLE_INT = 2**53
 
@@ -60,15 +63,16 @@ def _guard(table: TableInfo) -> str:
     return " OR ".join(conditions) or "0"
 
 
-def text_chunks(
+def arrow_chunks(
     snapshot: SqliteSnapshot,
     table: TableInfo,
     batching: Batching,
     since: Since | None = None,
     skip: Mapping[int, str] | None = None,
-) -> Generator[tuple[bytes | None, int, str, int], None, None]:
-    """The table as (COPY text, rows, digest, batch id) chunks cut as ``batching`` says, or
-    :class:`ArrowUnfit`; the text is None for a chunk whose digest is ``skip``'s for its id (the
+    fmt: CopyFormat = TEXT,
+) -> Generator[tuple[bytes | BinaryRows | None, int, str, int], None, None]:
+    """The table as (COPY data in ``fmt``, rows, digest, batch id) chunks cut as ``batching`` says, or
+    :class:`ArrowUnfit`; the data is None for a chunk whose digest is ``skip``'s for its id (the
     child kept it)."""
     arrow = snapshot.arrow
     if arrow is None:
@@ -81,4 +85,6 @@ def text_chunks(
         params = (since.watermark,)
     query += order_by(table, batching)
     pg_types = [c.pg_type.name for c in table.columns]
-    yield from arrow.query(query, params, pg_types, batching.batch_rows, skip or {}, batching.key_index, batching.shift)
+    yield from arrow.query(
+        query, params, pg_types, batching.batch_rows, skip or {}, batching.key_index, batching.shift, fmt is BINARY
+    )

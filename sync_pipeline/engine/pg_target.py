@@ -25,6 +25,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from .column_types import compared_columns, identity, using
+from .copy_format import BINARY_TYPES, TEXT, CopyFormat, for_arrow
 from .errors import UnsupportedTableError
 from .naming import EXACT, PgNames
 from .scope import SOURCE_FILE_COLUMN, Scope
@@ -427,9 +428,25 @@ class PgTable:
 
     # --- data --------------------------------------------------------------------------
 
-    def copy_into(self, ident: sql.Identifier, data: IO[bytes]) -> None:
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(ident, self.copy_columns)
+    def copy_into(self, ident: sql.Identifier, data: IO[bytes], fmt: CopyFormat = TEXT) -> None:
+        statement = sql.SQL("COPY {} ({}) FROM STDIN {}").format(ident, self.copy_columns, sql.SQL(fmt.option))
         self.cur.copy_expert(statement.as_string(self.cur), data)
+
+    def arrow_copy_format(self, ident: sql.Identifier) -> CopyFormat:
+        """The format of the Arrow path's COPY into ``ident``: binary only where the catalog's types of the
+        columns it writes are the type model's (copy_format.py). The stage and the key stage are made from
+        the mirror, so theirs are the mirror's."""
+        relation = self.ident if ident in (STAGE, KEYS) else ident
+        columns = list(self._pg_columns.values())
+        if not all(c.pg_type.name in BINARY_TYPES for c in columns):
+            return TEXT  # no need to ask
+        self.cur.execute(
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM unnest(%s::text[]) WITH ORDINALITY AS c(name, n) "
+            "LEFT JOIN pg_attribute a ON a.attrelid = %s::regclass AND a.attname = c.name AND NOT a.attisdropped "
+            "ORDER BY c.n",
+            ([c.name for c in columns], relation.as_string(self.cur)),
+        )
+        return for_arrow([c.pg_type.name for c in columns], [typ for (typ,) in self.cur.fetchall()])
 
     def savepoint(self, name: str = "_sps_attempt") -> None:
         self.cur.execute(sql.SQL("SAVEPOINT {}").format(sql.Identifier(name)))

@@ -7,7 +7,7 @@ batches whatever the table size. The whole table goes through a single COPY stat
 error on either side stops both and surfaces as itself.
 
 Rows are read by the Arrow path (:mod:`.arrow_reader`, all in C, in a child process whose
-COPY text arrives here as bytes) where it is exact, and by
+COPY data, text or binary (copy_format.py), arrives here as bytes) where it is exact, and by
 the exact path (sqlite3 and the encoders of :mod:`.types`) otherwise: the Arrow COPY runs
 inside a savepoint, and anything it cannot send exactly rolls it back and hands the table
 to the exact path, which loads it or names the value that cannot be stored.
@@ -27,8 +27,9 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
-from .arrow_reader import ArrowUnfit, text_chunks
+from .arrow_reader import ArrowUnfit, arrow_chunks
 from .change_detection import BatchDigests, Batching, numbered, order_by
+from .copy_format import TEXT, BinaryRows, CopyFormat
 from .errors import ValueMismatchError
 from .pg_target import PgTable
 from .row_digests import RowDigests
@@ -41,9 +42,9 @@ PEEK_S = 1.0
 READ_ARROW = "arrow"
 READ_EXACT = "exact"
 
-# (COPY text, rows in it, its digest when the reader took it already, its batch id). The text is None for
+# (COPY data, rows in it, its digest when the reader took it already, its batch id). The data is None for
 # a batch the Arrow child found unchanged (its digest is the last sync's): it never crossed the pipe.
-Chunks = Generator[tuple[str | bytes | None, int, str | None, int], None, None]
+Chunks = Generator[tuple[str | bytes | BinaryRows | None, int, str | None, int], None, None]
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class TableReader:
         # The hashes of each row of the batches sent; when a batch changed, only its changed rows are sent.
         self.row_digests = row_digests
         self.read_path = READ_EXACT  # which path the last copy_into took
+        self.copy_format = TEXT.name  # and in which format it sent the rows (copy_format.py)
         self.arrow_refused = ""  # why the Arrow path handed the table over, when it did
         self._rows_encoded = 0
         self._encode_rows = batch_encoder([c.pg_type for c in table.columns])
@@ -193,10 +195,10 @@ class TableReader:
                     prepare()
 
             try:
-                chunks = text_chunks(
-                    self.snapshot, self.table, self.batching, self.since, self._unchanged(skip, READ_ARROW)
-                )
-                sent = self._stream(target, ident, chunks, READ_ARROW, skip, begin)
+                fmt = target.arrow_copy_format(ident)
+                unchanged = self._unchanged(skip, READ_ARROW)
+                chunks = arrow_chunks(self.snapshot, self.table, self.batching, self.since, unchanged, fmt)
+                sent = self._stream(target, ident, chunks, READ_ARROW, skip, begin, fmt)
             except (ArrowUnfit, psycopg2.DataError, psycopg2.IntegrityError) as exc:
                 if began:
                     target.rollback_to_savepoint()
@@ -215,13 +217,14 @@ class TableReader:
         path: str,
         skip: BatchDigests | None,
         prepare: Callable[[], None] | None,
+        fmt: CopyFormat = TEXT,
     ) -> bool:
-        self.read_path = path
+        self.read_path, self.copy_format = path, fmt.name
         self.rows_sent = self.rows_skipped = 0
         self.digests = {}
         if self.row_digests is not None:
             self.row_digests.restart()
-        stream = _QueueStream(self, chunks, self._unchanged(skip, path))
+        stream = _QueueStream(self, chunks, self._unchanged(skip, path), fmt)
         producer = threading.Thread(target=stream.produce, name=f"sqlite-read-{self.table.name}", daemon=True)
         producer.start()
         try:
@@ -229,7 +232,7 @@ class TableReader:
                 return False
             if prepare is not None:
                 prepare()
-            target.copy_into(ident, stream)
+            target.copy_into(ident, stream, fmt)
         except psycopg2.errors.QueryCanceled:
             if stream.error is not None:
                 raise stream.error from None  # psycopg2 wraps an error raised in read()
@@ -256,10 +259,12 @@ class TableReader:
 class _QueueStream:
     """The file object psycopg2's ``copy_expert`` reads, fed by the producer thread."""
 
-    def __init__(self, reader: TableReader, chunks: Chunks, unchanged: Mapping[int, str]) -> None:
+    def __init__(self, reader: TableReader, chunks: Chunks, unchanged: Mapping[int, str], fmt: CopyFormat) -> None:
         self.reader = reader
         self.chunks = chunks
         self.unchanged = unchanged
+        self.fmt = fmt
+        self._head = fmt.header  # before the first rows
         self.queue: queue.Queue[object] = queue.Queue(maxsize=QUEUED_BATCHES)
         self.stopping = threading.Event()
         self.error: BaseException | None = None
@@ -272,7 +277,7 @@ class _QueueStream:
                 data = text.encode() if isinstance(text, str) else text
                 # The exact path's digest is of the COPY text (blake2b releases the GIL); the Arrow
                 # child's, of its Arrow buffers. Digests are compared only within one read path.
-                digest = taken or hashlib.blake2b(data, digest_size=16).hexdigest()  # type: ignore[arg-type]
+                digest = taken or hashlib.blake2b(data, digest_size=16).hexdigest()  # type: ignore[arg-type,misc]
                 if batch_id in self.reader.digests:  # two batches of one id: its digest would describe one
                     raise ArrowUnfit(f"batch {batch_id} came twice: the rows were not in key order")
                 self.reader.digests[batch_id] = digest
@@ -288,6 +293,8 @@ class _QueueStream:
                     rows = changed
                     if not rows:
                         continue
+                elif isinstance(data, BinaryRows):
+                    data = data.data
                 if not self._put((data, rows)):
                     return
             self._put(_END)
@@ -331,13 +338,16 @@ class _QueueStream:
         self._first = None
         if item is _END:
             self._done = True
-            return b""
+            tail, self._head = self._head + self.fmt.trailer, b""  # binary: a header even with no rows
+            return tail
         if isinstance(item, _Failed):
             self._done = True
             self.error = item.error
             raise item.error
         data, rows = item  # type: ignore[misc]
         self.reader._took(rows)
+        if self._head:
+            data, self._head = self._head + data, b""
         return data
 
     def stop(self, producer: threading.Thread) -> None:

@@ -3,16 +3,19 @@
 Batch digests (change_detection.py) leave out the batches that did not change. A scattered
 update (1% of the rows, anywhere) changes nearly every batch, though, and resending whole
 batches then costs as much as the first load. So for each batch a sync sends, it also keeps a
-64-bit hash of each row's COPY line (xxh3, about 0.13 µs a line). When that batch changes
-later, only the lines whose hash is not among the batch's last hashes are sent: every other line
-is, byte for byte, a row PostgreSQL has held since that sync committed.
+64-bit hash of each row as COPY sent it (xxh3, about 0.13 µs a row): its text line, or its
+binary tuple (copy_format.py). When that batch changes later, only the rows whose hash is not
+among the batch's last hashes are sent: every other row is, byte for byte, a row PostgreSQL has
+held since that sync committed.
 
-**Exact.** A line carries the row's key and every value as COPY text, and keys are unique, so a
+**Exact.** A line (or tuple) carries the row's key and every value, and keys are unique, so a
 changed or new row's line is a line the batch never had. It is left out only if its 64-bit hash
 equals one of the batch's last hashes: about ``rows_in_batch / 2**64`` (2e-16 for 4,096 rows)
 per changed row. The last hashes of a batch are used only if they were taken of the very batch
-the last sync recorded (their stored batch digest is the one the state row holds for that id),
-and the state row describes only the mirror it was written for (sync_state.py); otherwise the
+the last sync recorded (their stored batch digest is the one the state row holds for that id,
+tagged with the format the rows were hashed in: hashes of text lines are never compared with
+binary tuples, so a change of format sends each changed batch whole once), and the state row
+describes only the mirror it was written for (sync_state.py); otherwise the
 batch is sent whole, as before.
 
 **Where they live.** ``<state schema>._sps_row_digests``: one row per batch (``batch_id``, the
@@ -40,8 +43,10 @@ import psycopg2.extensions
 import xxhash
 from psycopg2 import sql
 
+from . import copy_format
 from .bookkeeping import ROW_DIGESTS_TABLE, ensure_row_digests_table, relation_exists
 from .change_detection import TARGET_ROWS, Batching
+from .copy_format import BinaryRows
 from .types import TEXT
 
 # Below: a table of one or two batches, cheap to resend whole; its sync saves the round trips.
@@ -78,29 +83,33 @@ class RowDigests:
         self.taken = {}
         self.held_back = 0
 
-    def changed_lines(self, batch_id: int, last_digest: str | None, digest: str, data: bytes) -> tuple[bytes, int]:
-        """The COPY lines of batch ``batch_id`` (``data``, digest ``digest``) that PostgreSQL may not
-        hold, and how many. ``last_digest``: the batch's digest at the last sync (None: none kept,
-        or kept for another read), whose line hashes, if kept, tell the lines it has."""
-        lines = data.split(b"\n")
-        lines.pop()  # the text ends with a newline
+    def changed_lines(
+        self, batch_id: int, last_digest: str | None, digest: str, data: bytes | BinaryRows
+    ) -> tuple[bytes, int]:
+        """The COPY rows of batch ``batch_id`` (``data``: text lines, or binary tuples; digest ``digest``)
+        that PostgreSQL may not hold, and how many. ``last_digest``: the batch's digest at the last sync
+        (None: none kept, or kept for another read), whose row hashes, if kept, tell the rows it has."""
+        if isinstance(data, BinaryRows):
+            whole, lines, end, fmt = data.data, data.rows(), b"", copy_format.BINARY
+        else:
+            whole, lines, end, fmt = data, data.split(b"\n"), b"\n", copy_format.TEXT
+            lines.pop()  # the text ends with a newline
         hashes = array("Q", map(_hash, lines))
-        self.taken[batch_id] = (digest, hashes.tobytes())
+        self.taken[batch_id] = (fmt.digest_tag + digest, hashes.tobytes())
         kept = self.before.pop(batch_id, None)
-        if last_digest is None or kept is None or kept[0] != last_digest:
-            return data, len(lines)
-        # Set operations in C; the order of the lines sent does not matter to the merge.
+        if last_digest is None or kept is None or kept[0] != fmt.digest_tag + last_digest:
+            return whole, len(lines)
+        # Set operations in C; the order of the rows sent does not matter to the merge.
         by_hash = dict(zip(hashes, lines, strict=True))
-        if len(by_hash) != len(lines):  # two lines of one hash (equal lines, or a collision): send them all
-            return data, len(lines)
+        if len(by_hash) != len(lines):  # two rows of one hash (equal rows, or a collision): send them all
+            return whole, len(lines)
         held = array("Q")
         held.frombytes(kept[1])
         changed = [by_hash[h] for h in by_hash.keys() - set(held)]
         self.held_back += len(lines) - len(changed)
         if not changed:
             return b"", 0
-        changed.append(b"")
-        return b"\n".join(changed), len(changed) - 1
+        return end.join(changed) + end, len(changed)
 
 
 def load(

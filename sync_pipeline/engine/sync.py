@@ -134,6 +134,7 @@ class TableSyncResult:
     table_created: bool
     columns_added: tuple[str, ...] = ()
     read_path: str = "exact"  # "arrow" (all in C) or "exact" (Python encoders); see reader.py
+    copy_format: str = "text"  # of the last COPY of the table's rows: "text" or "binary" (copy_format.py)
     rows_skipped: int = 0  # rows read in batches unchanged since the last sync, so not sent
     cursor_column: str | None = None
     watermark_before: object = None  # None: every row was read
@@ -651,6 +652,7 @@ def _result(
         table_created=not ready.existed,
         columns_added=tuple(ready.added),
         read_path=reader.read_path,
+        copy_format=reader.copy_format,
         rows_skipped=reader.rows_skipped,
         arrow_refused=reader.arrow_refused,
         cursor_column=cursor_column,
