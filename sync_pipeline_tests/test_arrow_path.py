@@ -102,6 +102,20 @@ def test_text_that_needs_escaping_goes_the_arrow_path_unchanged(tmp_path, pg_dsn
             [(1, "2025-01-01"), (2, "0.30000000000000004")],
             "exact encoder",
         ),
+        # A blob in a TEXT column: SQLite keeps it a blob; the driver would pass its bytes as text.
+        (
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)",
+            [(1, "a"), (2, "b"), (3, b"abc")],
+            None,
+            "exact encoder",
+        ),
+        # A STRICT table's ANY column keeps a real as a real, whatever its name says elsewhere.
+        (
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v ANY) STRICT",
+            [(1, "a"), (2, 0.1 + 0.2)],
+            [(1, "a"), (2, "0.30000000000000004")],
+            "exact encoder",
+        ),
         # Blobs: the COPY text of bytea is the exact encoder's.
         (
             "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)",
@@ -118,13 +132,38 @@ def test_text_that_needs_escaping_goes_the_arrow_path_unchanged(tmp_path, pg_dsn
     ],
 )
 def test_values_the_arrow_path_cannot_send_exactly_go_to_the_exact_path(
-    tmp_path, pg_dsn, schema, ddl, rows, loaded, reason
+    tmp_path, pg_dsn, schema, other_schema, ddl, rows, loaded, reason
 ):
     db = _db(tmp_path / "m.sqlite", ddl, rows, 2)
     (result,) = sync_all(db, pg_dsn, schema, batch_size=2).values()
     assert result.read_path == "exact"
     assert reason in result.arrow_refused
+    if loaded is None:  # what the exact path alone loads
+        sync_all(db, pg_dsn, other_schema, arrow=False)
+        loaded = pg_rows(pg_dsn, other_schema, "t")
     assert sorted(pg_rows(pg_dsn, schema, "t"), key=repr) == sorted(loaded, key=repr)
+
+
+def test_the_guard_flags_exactly_the_rows_the_driver_would_convert(tmp_path):
+    """Each row holding a blob in any of several TEXT columns, a real or a blob in a column of another
+    affinity mapped to text, or a double past 2**53 read as an integer, and no other row."""
+    from sync_pipeline.engine.arrow_reader import _guard
+
+    ddl = "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b VARCHAR(9), c CLOB, d DATETIME, r REAL, n)"
+    rows = [
+        (1, "x", "y", "z", "2025-01-01", 1.5, "text"),
+        (2, b"x", "y", "z", None, 2, 3),  # flagged: a blob in a
+        (3, "x", "y", b"z", None, None, None),  # flagged: a blob in c
+        (4, 1, 2.5, None, "d", 2**60, None),  # numbers in TEXT columns become text; REAL reads reals
+        (5, None, None, None, 0.5, None, None),  # flagged: a real in d
+        (6, None, None, None, None, None, 0.5),  # flagged: a real in the typeless n
+        (7, None, b"", None, None, None, None),  # flagged: an empty blob in b
+    ]
+    db = _db(tmp_path / "g.sqlite", ddl, rows, 7)
+    with SqliteSnapshot(db, arrow=False) as snapshot:
+        guard = _guard(snapshot.table("t"))
+        flagged = [i for (i,) in snapshot.conn.execute(f"SELECT id FROM t WHERE {guard}")]
+    assert flagged == [2, 3, 5, 6, 7]
 
 
 def test_with_strict_types_a_blob_in_a_text_column_is_refused_by_name_not_passed_as_text(tmp_path, pg_dsn, schema):

@@ -24,7 +24,7 @@ PATH is the snapshot's private copy), answers OPENED, then obeys commands read f
   batch whose digest is the one the command lists for its id (``skip``: the last sync's) is a
   SKIPPED frame holding only the digest, its COPY text never built nor sent; any other is a
   CHUNK frame, the digest then the text. With ``binary`` (copy_format.py) a batch sent is a ROWS
-  frame instead: the digest, the offset where each row ends (8 bytes a row), then the tuples.
+  frame instead: the digest, each row's size (8 bytes a row), then the tuples.
 * ``close``, or the end of stdin: exit.
 
 Commands are a 4-byte length and a JSON object; replies are a header (kind, rows, batch id,
@@ -62,7 +62,7 @@ _HEADER = struct.Struct("<cqqQ")  # kind, rows, batch id, payload length
 _COMMAND = struct.Struct("<I")  # length of the JSON command that follows
 OPENED, BEGUN, CHUNK, ROWS, SKIPPED, END, UNFIT, ERROR = b"O", b"B", b"C", b"R", b"S", b"E", b"U", b"X"
 _DIGEST_HEX = 32  # a batch digest (adbc_sqlite.batch_digest) as hex, at the head of a CHUNK or ROWS frame
-_ROW_END = 8  # bytes of a row's end offset in a ROWS frame
+_ROW_SIZE = 8  # bytes of a row's size in a ROWS frame
 
 
 # The child imports this module and adbc_sqlite without running the packages' __init__ (which
@@ -193,11 +193,11 @@ class ArrowChild:
         finished = False
         try:
             while True:
-                kind, rows, batch_id, payload, digest, ends = self._frame()
+                kind, rows, batch_id, payload, digest, sizes = self._frame()
                 if kind == CHUNK:
                     yield payload, rows, digest, batch_id
                 elif kind == ROWS:
-                    yield BinaryRows(payload, ends), rows, digest, batch_id
+                    yield BinaryRows(payload, sizes), rows, digest, batch_id
                 elif kind == SKIPPED:
                     yield None, rows, payload.decode(), batch_id
                 elif kind == END:
@@ -275,20 +275,20 @@ class ArrowChild:
         return False
 
     def _frame(self) -> tuple[bytes, int, int, bytes, str, bytes]:
-        """(kind, rows, batch id, payload, digest, row ends): a CHUNK's or ROWS's digest, and a ROWS's
-        row ends, are read apart from its data, which is then handed on as read, without a copy; other
-        frames have no digest ('') and no row ends (b'')."""
+        """(kind, rows, batch id, payload, digest, row sizes): a CHUNK's or ROWS's digest, and a ROWS's
+        row sizes, are read apart from its data, which is then handed on as read, without a copy; other
+        frames have no digest ('') and no row sizes (b'')."""
         header = self._stdout.read(_HEADER.size)
         if len(header) == _HEADER.size:
             kind, rows, batch_id, length = _HEADER.unpack(header)
-            digest, ends = "", b""
+            digest, sizes = "", b""
             if kind in (CHUNK, ROWS) and length >= _DIGEST_HEX:
                 digest, length = self._stdout.read(_DIGEST_HEX).decode("ascii", "replace"), length - _DIGEST_HEX
-            if kind == ROWS and length >= rows * _ROW_END:
-                ends, length = self._stdout.read(rows * _ROW_END), length - rows * _ROW_END
+            if kind == ROWS and length >= rows * _ROW_SIZE:
+                sizes, length = self._stdout.read(rows * _ROW_SIZE), length - rows * _ROW_SIZE
             payload = self._stdout.read(length) if length else b""
             if len(payload) == length:
-                return kind, rows, batch_id, payload, digest, ends
+                return kind, rows, batch_id, payload, digest, sizes
         self.kill(self._ended())
         raise ArrowUnfit(f"the Arrow reader stopped ({self.failure})")
 
@@ -385,13 +385,13 @@ def _serve(path: Path, stdin: IO[bytes], out: IO[bytes]) -> int:
                     bool(command.get("binary")),
                 )
                 try:
-                    for data, rows, digest, batch_id, ends in chunks:
+                    for data, rows, digest, batch_id, sizes in chunks:
                         if data is None:
                             _reply(out, SKIPPED, rows, digest, batch_id)
-                        elif ends is None:
+                        elif sizes is None:
                             _reply(out, CHUNK, rows, [digest.encode(), data], batch_id)
                         else:
-                            _reply(out, ROWS, rows, [digest.encode(), ends, data], batch_id)
+                            _reply(out, ROWS, rows, [digest.encode(), sizes, data], batch_id)
                 except BrokenPipeError:
                     raise
                 except ArrowUnfit as exc:

@@ -36,6 +36,7 @@ from .arrow_child import ArrowUnfit
 from .change_detection import Batching, order_by
 from .copy_format import BINARY, TEXT, BinaryRows, CopyFormat
 from .sqlite_source import Since, SqliteSnapshot, TableInfo, quote_sqlite_identifier
+from .types import Affinity, affinity
 
 __all__ = ["ArrowUnfit", "arrow_chunks"]
 
@@ -43,23 +44,36 @@ _MAX_EXACT_DOUBLE_INT = 2**53
 
 
 def _guard(table: TableInfo) -> str:
-    """A SQLite expression that is 1 for a row the driver would convert silently."""
-    conditions = []
+    """A SQLite expression that is 1 for a row the driver would convert silently.
+
+    SQLite evaluates it for every row: about 0.1 s per million rows for each ``typeof()``, so a check
+    SQLite's own storage rules make needless is left out. A TEXT-affinity column stores numbers as
+    text, so only a blob can be there; a REAL-affinity column reads every number as a real, so no
+    integer is (both unless the column is a STRICT table's ANY, which keeps values as given). The
+    blob checks share one ``min(typeof(...))``: 'blob' sorts before every other type's name.
+    """
+    conditions, blobs = [], []
     for column in table.columns:
         q = quote_sqlite_identifier(column.name)
         kind = column.pg_type.name
-        if kind == "text":
-            # SQLite's own text for a real may differ from the exact encoder's; a blob is not text.
-            conditions.append(f"typeof({q}) IN ('real', 'blob')")
-        elif kind == "double precision":
+        stored = affinity(column.declared_type) if column.declared_type.strip().upper() != "ANY" else None
+        if kind == "text" or kind in inferred.INFERRED:
+            if stored is Affinity.TEXT:
+                blobs.append(f"typeof({q})")
+            elif kind == "text":
+                # SQLite's own text for a real may differ from the exact encoder's; a blob is not text.
+                conditions.append(f"typeof({q}) IN ('real', 'blob')")
+            else:
+                # Text only; its shape is checked in the batches sent (adbc_sqlite.py, inferred.ARROW_PATTERNS).
+                conditions.append(f"typeof({q}) IN ('integer', 'real', 'blob')")
+        elif kind == "double precision" and stored is not Affinity.REAL:
             conditions.append(
-                f"(typeof({q}) = 'integer' AND ({q} > {_MAX_EXACT_DOUBLE_INT} OR {q} < -{_MAX_EXACT_DOUBLE_INT}))"
+                f"(({q} > {_MAX_EXACT_DOUBLE_INT} OR {q} < -{_MAX_EXACT_DOUBLE_INT}) AND typeof({q}) = 'integer')"
             )
         elif kind == "bytea":
             conditions.append(f"{q} IS NOT NULL")
-        elif kind in inferred.INFERRED:
-            # Text only; its shape is checked in the batches sent (adbc_sqlite.py, inferred.ARROW_PATTERNS).
-            conditions.append(f"typeof({q}) IN ('integer', 'real', 'blob')")
+    if blobs:
+        conditions.append(f"min({', '.join(blobs)}) = 'blob'" if len(blobs) > 1 else f"{blobs[0]} = 'blob'")
     return " OR ".join(conditions) or "0"
 
 
