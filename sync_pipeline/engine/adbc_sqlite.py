@@ -411,14 +411,20 @@ class _BinaryTuples:
 
     def _row_sizes(self, columns: list[pa.Array]) -> pa.Array:
         """Each row's size in the binary format: a 2-byte field count, then a 4-byte length and the
-        value's bytes per field (a NULL has none)."""
-        total: pa.Array | None = None
+        value's bytes per field (a NULL has none). Fixed widths without NULLs add a constant: a few
+        kernel calls a batch, not a few per column."""
+        fixed = 2 + 4 * len(columns)
+        parts = []
         for pg_type, column in zip(self.pg_types, columns, strict=True):
             _, width = _BINARY[pg_type]
             if width is None:
-                size = pc.fill_null(pc.cast(pc.binary_length(column), pa.int64()), 0)
+                size = pc.binary_length(column)
+                parts.append(pc.fill_null(size, _INT[0]) if column.null_count else size)
+            elif column.null_count:
+                parts.append(pc.if_else(pc.is_valid(column), _INT[width], _INT[0]))
             else:
-                size = pc.if_else(pc.is_valid(column), _INT[width], _INT[0])
-            total = size if total is None else pc.add(total, size)
-        assert total is not None
-        return pc.add(total, arrow_literal(2 + 4 * len(columns))[0])
+                fixed += width
+        total = pa.repeat(arrow_literal(fixed)[0], len(columns[0]))
+        for part in parts:
+            total = pc.add(total, part)
+        return total if total.type == pa.int64() else total.cast(pa.int64())
