@@ -156,6 +156,33 @@ def test_row_hashes_are_trusted_only_for_the_batch_they_were_taken_of(demo_db, p
     assert sorted(now) == [b for b, _ in kept] and sum(d != "other" for d in now.values()) == 1
 
 
+def test_digests_an_earlier_version_kept_cost_one_full_resend_that_rewrites_nothing(demo_db, pg_dsn, schema):
+    """An upgrade that changes how digests are taken (batch digests, or row hashes of text lines where
+    binary tuples are hashed now) sends every batch once, rewrites no row, and then sends only changes."""
+    _synced(demo_db, pg_dsn, schema)
+    # What the last version left: other batch digests, and row hashes stored untagged (of text lines).
+    query(
+        pg_dsn,
+        "UPDATE sqlite_pg_sync._sps_table_state SET batches = jsonb_set(batches, '{digests}', "
+        "(SELECT jsonb_object_agg(k, 'v2-' || v) FROM jsonb_each_text(batches -> 'digests') AS e(k, v))) "
+        "WHERE target_schema = %s AND batches IS NOT NULL",
+        (schema,),
+    )
+    query(
+        pg_dsn,
+        "UPDATE sqlite_pg_sync._sps_row_digests SET digest = 'v2-' || substr(digest, 8) WHERE target_schema = %s",
+        (schema,),
+    )
+    upgraded = _synced(demo_db, pg_dsn, schema, delete_orphans=True)["narrative_results"]
+    assert upgraded.copy_format == "binary" and upgraded.rows_skipped == 0
+    assert upgraded.rows_updated == upgraded.rows_inserted == upgraded.rows_deleted == 0
+    again = _synced(demo_db, pg_dsn, schema, delete_orphans=True)["narrative_results"]
+    assert again.rows_skipped == again.sqlite_rows
+    updated = _execute(demo_db, "UPDATE narrative_results SET tokens_in = tokens_in + 1 WHERE result_id % 50 = 7")
+    changed = _synced(demo_db, pg_dsn, schema, delete_orphans=True)["narrative_results"]
+    assert changed.rows_updated == updated and _sent(changed) == updated
+
+
 def test_a_table_of_one_or_two_batches_keeps_no_row_hashes(tmp_path, pg_dsn, schema):
     db = tmp_path / "small.sqlite"
     conn = sqlite3.connect(db)
