@@ -2,7 +2,7 @@
 
 The exact path (Python's encoders, :mod:`.types`) writes text. The Arrow path writes binary
 wherever it can: for 1M rows of the bench's table the server ingested binary tuples in 1.9 s
-against 3.1 s for the same rows as text, and the Arrow child builds them in a third of the time
+against 3.1 s for the same rows as text, and the Arrow child builds them in less than half the time
 (``pgpq``, in Rust). Binary carries no type: a value is read as whatever type its column has, so
 eight bytes of a double sent into a ``bigint`` column would load as a wrong integer, silently.
 So binary is chosen only when the columns COPY writes have, in the catalog at that moment, exactly
