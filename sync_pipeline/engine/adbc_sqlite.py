@@ -8,7 +8,7 @@ The syncing process itself therefore never imports pyarrow or the driver.
 The DB-API wrapper (``adbc_driver_sqlite.dbapi``) imports pandas and pyarrow.dataset on the
 way, 50 MB of resident memory a sync never uses; this uses the statement API directly.
 
-:func:`copy_text` is the Arrow half of the fast read path described in :mod:`.arrow_reader`:
+:func:`copy_data` is the Arrow half of the fast read path described in :mod:`.arrow_reader`:
 it sends a batch as COPY text, or, for a table of the types of ``copy_format.BINARY_TYPES``, as
 the tuples of COPY's binary format (encoded by ``pgpq``, in Rust) with each row's size. It
 refuses (:class:`ArrowUnfit`) any column whose inferred Arrow type is not one of ``_ACCEPTED``
@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from .arrow_child import ArrowUnfit
+from .copy_format import BINARY_TYPES
 from .inferred import ARROW_PATTERNS, INFERRED
 
 Error = adbc_driver_manager.Error
@@ -289,7 +290,7 @@ def _shaped(column: pa.Array, pattern: str | None) -> bool:
     return bool(pc.all(pc.match_substring_regex(column, pattern)).as_py())
 
 
-def copy_text(
+def copy_data(
     arrow: ArrowConnection,
     query: str,
     params: tuple[object, ...],
@@ -371,6 +372,9 @@ _BINARY: dict[str, tuple[pa.DataType, int | None]] = {
     "bytea": (pa.binary(), None),
 }
 
+
+if set(_BINARY) != BINARY_TYPES:  # the parent chooses binary by that set: each of its types must be encoded here
+    raise RuntimeError(f"binary COPY encodes {sorted(_BINARY)}, but copy_format.py sends {sorted(BINARY_TYPES)}")
 
 _INT = {n: arrow_literal(n)[0] for n in (0, 1, 8)}  # Arrow scalars made from Python ints would import pandas
 

@@ -352,7 +352,7 @@ def _command(stdin: IO[bytes]) -> dict[str, object] | None:
 
 def _serve(path: Path, stdin: IO[bytes], out: IO[bytes]) -> int:
     try:
-        from .adbc_sqlite import ArrowConnection, copy_text
+        from .adbc_sqlite import ArrowConnection, copy_data
 
         conn = ArrowConnection.open(path)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which reads the exact path
@@ -373,7 +373,7 @@ def _serve(path: Path, stdin: IO[bytes], out: IO[bytes]) -> int:
             elif command["op"] == "query":
                 params = tuple(_decode_param(p) for p in command["params"])  # type: ignore[attr-defined]
                 skip = {int(k): v for k, v in (command.get("skip") or {}).items()}  # type: ignore[attr-defined]
-                chunks = copy_text(
+                chunks = copy_data(
                     conn,
                     str(command["sql"]),
                     params,

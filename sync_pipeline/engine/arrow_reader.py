@@ -7,7 +7,7 @@ writer is a little faster, but PostgreSQL parses CSV about 25% slower than text.
 column types allow, the child sends COPY's binary format instead, which the server parses
 faster still (copy_format.py).
 
-The Arrow work happens in a child process (:mod:`.arrow_child`, :func:`.adbc_sqlite.copy_text`),
+The Arrow work happens in a child process (:mod:`.arrow_child`, :func:`.adbc_sqlite.copy_data`),
 because the driver's SQLite library must not share this process with ``sqlite3``'s; this
 module builds the query and reads the child's COPY data, as bytes, without importing pyarrow.
 
