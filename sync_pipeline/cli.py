@@ -446,7 +446,7 @@ def sync(
     except UsageError as exc:
         err.write(f"error: {exc}\n")
         return EXIT_USAGE
-    with _instance() as instance:
+    with collecting_new_objects_only(), _instance() as instance:
         try:
             plan = _plan(defs, instance, tables, request, say, err)
         except UsageError as exc:
@@ -461,28 +461,31 @@ def sync(
         handler = RunLog(out, live)
         out.write(mode_line(options) + "\n")  # first: the lines of every table follow it (the seed's order)
         out.flush()
-        with collecting_new_objects_only():
-            outcome = _run_batches(defs, instance, request, options, plan, handler, say)
+        outcome = _run_batches(defs, instance, request, options, plan, handler, say)
     return _report(plan, options, outcome, handler, out, err, say)
 
 
 @contextmanager
 def collecting_new_objects_only() -> Iterator[None]:
-    """While the runs execute: the garbage collector on, and blind to every object that exists now.
+    """From the instance's opening to the end of the runs: the garbage collector on, and blind to every
+    object that exists now.
 
-    Why: by then the process holds some 300,000 tracked objects (Dagster's modules, the definitions, the
-    instance), none of them garbage, and each full collection walks them all (30-90 ms here, a few per
-    run). ``python -m sync_pipeline sync`` loads with the collector off (``__main__``), so this is also
-    where it comes on. Afterwards they are collectable again (tests call :func:`sync` in one long process),
-    and the collector is as it was.
+    Why: by then the process holds some 220,000 tracked objects (Dagster's modules, the definitions), next
+    to no garbage among them (about a thousand objects), and each full collection walks them all (30-90 ms
+    here, a few per run). ``python -m sync_pipeline sync`` imports and builds the definitions with the
+    collector off (``__main__``), so this is also where it comes on: the instance's opening leaves garbage
+    (Dagster's storage loads its migration scripts, some 100,000 objects), which the young collections then
+    free. Afterwards the objects are collectable again (tests call :func:`sync` in one long process), unless
+    the caller had frozen objects itself, and the collector is as it was.
     """
-    enabled = gc.isenabled()
+    enabled, frozen_before = gc.isenabled(), gc.get_freeze_count()
     gc.freeze()
     gc.enable()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if not frozen_before:
+            gc.unfreeze()
         if not enabled:
             gc.disable()
 
