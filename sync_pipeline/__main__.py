@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import warnings
 from collections.abc import Sequence
@@ -45,6 +46,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)  # exits 2 on a malformed command line
     warnings.filterwarnings("ignore")  # Dagster's preview/supersession warnings would mail cron on every run
+    if args.command == "sync":
+        # Off while Dagster and the definitions load: some 220,000 objects and next to no garbage, and each
+        # full pass walks all of them (0.1 s of the imports). cli.sync turns the collector on, blind to these
+        # objects, before it opens the instance (collecting_new_objects_only).
+        gc.disable()
     try:  # config.py reads the environment's settings as it is imported
         from .cli import SyncRequest, sync
         from .db_command import db
@@ -66,4 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # At exit the interpreter's last collections walk every object still tracked (Dagster's modules, the
+    # definitions: 0.2-0.3 s here); frozen, they are released with the process instead. Open files and
+    # connections are closed already (context managers), and logging flushes in its atexit handler.
+    gc.freeze()
+    sys.exit(code)

@@ -1,6 +1,6 @@
 """``python -m sync_pipeline db [--psql]``: where the mirror is, so any PostgreSQL client can open it.
 
-The target is the project's own (``postgres`` resource of ``sync_pipeline.definitions:defs``: its
+The target is the project's own (``postgres`` resource of its instance, ``defs/sqlite_pg_sync``: its
 ``defs.yaml``, else ``PG_CONN_STR``, else the embedded server), so what is printed is what the syncs write to.
 
 - Embedded server (``PG_CONN_STR`` unset): started if it is not running, and left running when this
@@ -41,7 +41,9 @@ NO_PSQL = (
 def project_target(defs: Definitions | None = None) -> PostgresTarget:
     """The project's PostgreSQL target, its configuration resolved (``EnvVar`` values read)."""
     if defs is None:
-        from .definitions import defs
+        from .defs_builder import project_definitions
+
+        defs = project_definitions()
     return defs.resources["postgres"].process_config_and_initialize()
 
 

@@ -45,7 +45,7 @@ USER_SETTINGS = (
     "BATCH_SIZE",
     "DAGSTER_HOME",
 )
-ONLY_DEFS_ENV = "SPS_DEFS_ONLY"  # sync_pipeline/definitions.py (not imported here: that would load the defs)
+ONLY_DEFS_ENV = "SPS_DEFS_ONLY"  # read by sync_pipeline/defs_builder.py
 PROJECT_DEFS = "sqlite_pg_sync"
 _USER_ENV: dict[str, str | None] = {}
 
@@ -268,8 +268,8 @@ def headless(**request: object) -> tuple[int, str, str]:
     """``python -m sync_pipeline sync`` in this process, with the definitions built from the environment now:
     (exit code, stdout, stderr)."""
     from sync_pipeline.cli import SyncRequest, sync
-    from sync_pipeline.definitions import build_definitions
+    from sync_pipeline.defs_builder import project_definitions
 
     out, err = io.StringIO(), io.StringIO()
-    code = sync(SyncRequest(**request), out=out, err=err, defs=build_definitions())  # type: ignore[arg-type]
+    code = sync(SyncRequest(**request), out=out, err=err, defs=project_definitions())  # type: ignore[arg-type]
     return code, out.getvalue(), err.getvalue()

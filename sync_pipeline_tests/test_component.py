@@ -159,6 +159,23 @@ def test_two_instances_materialize_side_by_side_into_two_exact_mirrors(project: 
     conn.close()
 
 
+def test_the_headless_commands_build_only_the_projects_own_instance(project: Project) -> None:
+    """``python -m sync_pipeline sync`` and ``db`` use the project's own instance alone
+    (defs_builder.project_definitions): no other instance, and not the Docs tab's component-types metadata."""
+    script = (
+        "import json; from sync_pipeline.defs_builder import project_definitions; defs = project_definitions(); "
+        "print(json.dumps([sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()), "
+        "sorted(defs.resources or {}), sorted(defs.metadata or {})]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=project.root, env=project.env, check=True, capture_output=True, text=True
+    ).stdout
+    keys, resources, metadata = json.loads(out.strip().splitlines()[-1])
+    assert keys == sorted(DEMO_TABLES)  # lab_b/... is loaded beside them by the code location only
+    assert resources == ["postgres", "sqlite"]
+    assert metadata == []
+
+
 # Each expected item: alternatives, one of which the output holds (dg reports an unknown key from its
 # YAML schema check or, depending on how it resolved the schema, from loading the component).
 @pytest.mark.parametrize(

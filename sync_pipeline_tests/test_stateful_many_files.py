@@ -37,7 +37,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from psycopg2 import sql
 
 from sync_pipeline.cli import EXIT_CHECK_FAILED, EXIT_OK, SyncRequest, sync
-from sync_pipeline.definitions import build_definitions
+from sync_pipeline.defs_builder import build_definitions
 from sync_pipeline.demo import PROJECT_ROOT
 from sync_pipeline.partitions import discover
 from sync_pipeline.resources import PostgresTarget, SQLiteSource
