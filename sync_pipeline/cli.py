@@ -41,6 +41,7 @@ import psycopg2
 from dagster import (
     AssetKey,
     AssetsDefinition,
+    DagsterError,
     DagsterInstance,
     DagsterRunStatus,
     Definitions,
@@ -54,7 +55,7 @@ from pydantic import ValidationError
 
 from .assets import OP_NAME, POOL, SYNC_NUMBERS, repaired_line
 from .config import SETTINGS_TAG
-from .engine import SyncOptions, TableSyncResult, redact
+from .engine import SyncOptions, TableSyncResult, prestart_arrow_reader, redact
 from .engine.fingerprint import file_state
 from .engine.summary import mode_line, run_summary, table_line
 from .event_store import hold_event_shards
@@ -446,6 +447,7 @@ def sync(
     except UsageError as exc:
         err.write(f"error: {exc}\n")
         return EXIT_USAGE
+    _prestart_reader(defs)
     with collecting_new_objects_only(), _instance() as instance:
         try:
             plan = _plan(defs, instance, tables, request, say, err)
@@ -463,6 +465,19 @@ def sync(
         out.flush()
         outcome = _run_batches(defs, instance, request, options, plan, handler, say)
     return _report(plan, options, outcome, handler, out, err, say)
+
+
+def _prestart_reader(defs: Definitions) -> None:
+    """One file: its Arrow reader started now, while the instance opens and the runs are created, so that
+    its start (0.13 s) is not the run's (engine.prestart_arrow_reader)."""
+    if "sqlite" not in (defs.resources or {}):
+        return
+    try:
+        path = defs.resources["sqlite"].process_config_and_initialize().path
+    except DagsterError:
+        return  # a setting that cannot be read: the run reports it, as it would without this
+    if not is_many(path):
+        prestart_arrow_reader(Path(path))
 
 
 @contextmanager

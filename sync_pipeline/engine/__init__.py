@@ -14,7 +14,14 @@ from .errors import (
 from .reader import Progress
 from .rewrites import pending_rewrites
 from .secrets import mask_dsn, redact
-from .sqlite_source import ColumnInfo, SourceUnavailableError, SqliteSnapshot, TableInfo, list_tables
+from .sqlite_source import (
+    ColumnInfo,
+    SourceUnavailableError,
+    SqliteSnapshot,
+    TableInfo,
+    list_tables,
+    prestart_arrow_reader,
+)
 from .sync import (
     DEFAULT_BATCH_SIZE,
     MAX_BATCH_SIZE,
@@ -51,6 +58,7 @@ __all__ = [
     "list_tables",
     "mask_dsn",
     "pending_rewrites",
+    "prestart_arrow_reader",
     "redact",
     "retyped_columns",
     "row_counts",

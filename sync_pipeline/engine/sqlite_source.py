@@ -36,7 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from .arrow_child import ArrowChild, ArrowUnfit
+from .arrow_child import ArrowChild, ArrowUnfit, prestart, take_spare
 from .types import PgType, decode_leniently, pg_type_for
 
 # Tries at opening every reader on one snapshot before the run makes do with a single one.
@@ -302,11 +302,7 @@ class SqliteSnapshot:
         return self
 
     def _wants_arrow(self) -> bool:
-        if self.use_arrow != "auto":
-            return bool(self.use_arrow)
-        wal = self.path.with_name(self.path.name + "-wal")
-        size = self.path.stat().st_size + (wal.stat().st_size if wal.is_file() else 0)
-        return size >= ARROW_AUTO_MIN_BYTES
+        return wants_arrow(self.path, self.use_arrow)
 
     def _begin(
         self, conns: list[sqlite3.Connection], arrows: list[ArrowChild | None]
@@ -509,12 +505,35 @@ def _begin_read(conn: sqlite3.Connection) -> None:
     conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
 
 
-def _open_arrows(path: Path, count: int) -> list[ArrowChild | None]:
-    """``count`` Arrow readers of ``path``, started at once; None for one that cannot open the
-    file (the exact reader then says what is wrong with it) or cannot start."""
-    started: list[ArrowChild | None] = []
+def wants_arrow(path: Path, use_arrow: bool | Literal["auto"] = "auto") -> bool:
+    """Whether a snapshot of ``path`` starts Arrow readers: always, never, or ("auto") for a file big
+    enough to repay a child's start (:data:`ARROW_AUTO_MIN_BYTES`, the WAL counted)."""
+    if use_arrow != "auto":
+        return bool(use_arrow)
+    wal = path.with_name(path.name + "-wal")
+    size = path.stat().st_size + (wal.stat().st_size if wal.is_file() else 0)
+    return size >= ARROW_AUTO_MIN_BYTES
+
+
+def prestart_arrow_reader(path: Path) -> None:
+    """For a process that opens a snapshot of ``path`` (``arrow="auto"``) once its own set-up is done: the
+    snapshot's Arrow reader, started now so that its start overlaps that set-up (arrow_child.prestart)."""
     try:
-        for _ in range(count):
+        wanted = path.is_file() and wants_arrow(path)
+    except OSError:
+        return  # gone meanwhile: the snapshot will say so
+    if wanted:
+        prestart(path)
+
+
+def _open_arrows(path: Path, count: int) -> list[ArrowChild | None]:
+    """``count`` Arrow readers of ``path``, started at once (one may have been started ahead:
+    arrow_child.prestart); None for one that cannot open the file (the exact reader then says what
+    is wrong with it) or cannot start."""
+    spare = take_spare(path)
+    started: list[ArrowChild | None] = [spare] if spare is not None else []
+    try:
+        for _ in range(count - len(started)):
             try:
                 started.append(ArrowChild.spawn(path))
             except OSError:
