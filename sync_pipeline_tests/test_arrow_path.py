@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -253,6 +255,23 @@ def test_each_arrow_reader_is_a_process_of_its_own_and_leaves_no_process_or_desc
         assert "adbc_driver_sqlite" not in Path("/proc/self/maps").read_text()
     assert _children() == children_before
     assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+def test_a_reader_started_ahead_is_the_snapshots_and_one_never_taken_is_gone_at_exit(demo_db, tmp_path):
+    from sync_pipeline.engine import arrow_child
+
+    children_before = _children()
+    arrow_child.prestart(demo_db)
+    (spare,) = _children() - children_before
+    with SqliteSnapshot(demo_db, readers=2) as snapshot:
+        pids = {snapshot.arrow.pid, snapshot.views[0].arrow.pid}  # type: ignore[union-attr]
+        assert spare in pids and len(pids) == 2
+    assert _children() == children_before
+    # A process that started one and never opened a snapshot leaves no reader behind.
+    script = "import sys; from pathlib import Path; from sync_pipeline.engine import arrow_child; "
+    script += "arrow_child.prestart(Path(sys.argv[1])); print(next(iter(arrow_child._SPARES.values())).pid)"
+    out = subprocess.run([sys.executable, "-c", script, str(demo_db)], capture_output=True, text=True, check=True)
+    assert not Path(f"/proc/{int(out.stdout)}").exists()
 
 
 def test_an_abandoned_stream_kills_its_child_and_the_rest_of_the_run_reads_the_exact_path(demo_db, pg_dsn, schema):
