@@ -110,6 +110,7 @@ class CommitBurst(threading.Thread):
         super().__init__()
         self.path, self.commits, self.every_s = path, commits, every_s
         self.error: sqlite3.Error | None = None
+        self.first = threading.Event()  # set once the first row is committed: the burst has begun
         self.start()
 
     def run(self) -> None:
@@ -119,11 +120,14 @@ class CommitBurst(threading.Thread):
             try:
                 for i in range(self.commits):
                     conn.execute("INSERT INTO t (v) VALUES (?)", (f"burst {i}",))
+                    self.first.set()
                     time.sleep(self.every_s)
             finally:
                 conn.close()
         except sqlite3.Error as exc:  # handed to the test thread by join()
             self.error = exc
+        finally:
+            self.first.set()  # a writer that failed wakes the test too: join() then raises
 
     def join(self, timeout: float | None = None) -> None:
         super().join(timeout)
@@ -191,6 +195,8 @@ def test_a_burst_of_commits_gives_one_run_once_the_file_is_quiet(wal_db):
     # Commits closer together than the quiet time, with the tick starting in the middle of the burst.
     burst = CommitBurst(path, commits=8, every_s=FAST.quiet_s / 4)
     try:
+        # Not before the first commit: a thread that starts late on a busy machine would find the file unchanged.
+        assert burst.first.wait(10)
         during = ticker.tick()
     finally:
         burst.join()
@@ -226,6 +232,7 @@ def test_a_tick_watches_a_change_for_at_most_its_budget(wal_db):
 
     writer_thread = CommitBurst(path, commits=60, every_s=0.02)  # never quiet for 0.2 s, for over 1 s
     try:
+        assert writer_thread.first.wait(10)
         started = time.monotonic()
         first = ticker.tick()
         took = time.monotonic() - started
@@ -331,6 +338,7 @@ def test_a_writer_that_never_pauses_still_gets_a_sync_after_a_few_ticks(wal_db):
     constant = CommitBurst(path, commits=80, every_s=0.02)  # never quiet for 0.2 s, for about 2 s
     results = []
     try:
+        assert constant.first.wait(10)
         for _ in range(MAX_WAIT_TICKS):
             time.sleep(0.1)  # the time between two ticks: commits land in it too
             results.append(ticker.tick())
