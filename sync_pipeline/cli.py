@@ -61,7 +61,7 @@ from .engine.summary import mode_line, run_summary, table_line
 from .event_store import hold_event_shards
 from .partitions import SQLITE_FILES, is_many, survey
 from .removed_files import reconcile, removed_at, synced_since_removal
-from .resources import TargetUnavailableError
+from .resources import TargetUnavailableError, read_now
 from .run_reaper import CLI_HOST_TAG, HOLDING_STATUSES, fail_runs_whose_processes_died, process_space_tags
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CHECK_FAILED = 0, 1, 2, 3
@@ -374,8 +374,7 @@ def _follow_folder(
         partitions_def, DynamicPartitionsDefinition
     ):
         return None, {}
-    sqlite = defs.resources["sqlite"].process_config_and_initialize()
-    postgres = defs.resources["postgres"].process_config_and_initialize()
+    sqlite, postgres = read_now(defs.resources["sqlite"]), read_now(defs.resources["postgres"])
     if not is_many(sqlite.path):
         return None, {}
     folder = survey(sqlite.path)
@@ -473,7 +472,7 @@ def _prestart_reader(defs: Definitions) -> None:
     if "sqlite" not in (defs.resources or {}):
         return
     try:
-        path = defs.resources["sqlite"].process_config_and_initialize().path
+        path = read_now(defs.resources["sqlite"]).path
     except DagsterError:
         return  # a setting that cannot be read: the run reports it, as it would without this
     if not is_many(path):

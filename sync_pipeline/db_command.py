@@ -29,7 +29,7 @@ from dagster import Definitions
 from .embedded_pg import embedded_pgdata, embedded_psql, embedded_server
 from .engine import redact
 from .engine.secrets import mask_dsn
-from .resources import PostgresTarget
+from .resources import PostgresTarget, read_now
 
 EXIT_OK, EXIT_FAILED = 0, 1
 NO_PSQL = (
@@ -44,7 +44,7 @@ def project_target(defs: Definitions | None = None) -> PostgresTarget:
         from .defs_builder import project_definitions
 
         defs = project_definitions()
-    return defs.resources["postgres"].process_config_and_initialize()
+    return read_now(defs.resources["postgres"])
 
 
 def _bundled_psql() -> str | None:

@@ -402,3 +402,23 @@ def test_a_directory_of_files_syncs_every_file_as_its_partition_and_files_select
     ) == [("changed",)]
     assert run_cli(env, "--delete-orphans").returncode == EXIT_OK  # asked to clean: every file runs
     assert len(partitions_run()) == 7
+
+
+def test_resources_read_outside_a_run_are_what_dagster_would_initialize(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The headless command reads its resources' settings before any run (read_now), without the ephemeral
+    instance that Dagster's initialization opens: it must see what that initialization would have seen."""
+    from dagster import DagsterInvariantViolationError, EnvVar
+
+    from sync_pipeline.resources import PostgresTarget, SQLiteSource, read_now
+
+    monkeypatch.setenv("SPS_TEST_PATH", "/data/a.sqlite")
+    monkeypatch.setenv("SPS_TEST_DSN", "postgresql://u:secret@h/db")
+    for resource in (
+        SQLiteSource(path=EnvVar("SPS_TEST_PATH")),
+        PostgresTarget(conn_str=EnvVar("SPS_TEST_DSN"), pg_schema="s", state_schema=EnvVar("SPS_TEST_PATH")),
+        PostgresTarget(pg_schema="plain"),
+    ):
+        assert read_now(resource) == resource.process_config_and_initialize()
+    monkeypatch.delenv("SPS_TEST_PATH")
+    with pytest.raises(DagsterInvariantViolationError, match="SPS_TEST_PATH is not set"):
+        read_now(SQLiteSource(path=EnvVar("SPS_TEST_PATH")))
