@@ -23,7 +23,7 @@ from sync_pipeline.engine import (
     sync_table,
 )
 from sync_pipeline.engine.naming import pg_name
-from sync_pipeline.engine.pg_target import PgTable
+from sync_pipeline.engine.pg_target import STOPGAP_STATISTICS_TARGET, PgTable
 from sync_pipeline.engine.sqlite_source import quote_sqlite_identifier
 
 from .conftest import flush_stats, pg_rows, query, sqlite_rows, sync_all, table_write_stats
@@ -482,3 +482,34 @@ def test_stats_flush_sees_writes(demo_db, pg_dsn, schema, pg):
     pg.commit()
     flush_stats(pg)
     assert table_write_stats(pg_dsn, schema, "experiments")[1] == before[1] + 3
+
+
+def test_a_loaded_table_gets_full_statistics_or_a_stopgap_that_autovacuum_replaces(tmp_path, pg_dsn, schema):
+    """A first load analyzes the table before its commit: fully where nothing else will, from a small sample
+    where autovacuum runs, which then analyzes it whole because the load's rows still count as changes."""
+    rows = 40_000  # more than a full ANALYZE samples (300 x the statistics target), so the sample size shows
+    path = make_db(
+        tmp_path / "big.sqlite",
+        "CREATE TABLE measures (id INTEGER PRIMARY KEY, value REAL);",
+        {"measures": [(i, random.random()) for i in range(rows)]},
+    )
+    sync_all(path, pg_dsn, schema)
+
+    [(autovacuum, full_target)] = query(
+        pg_dsn,
+        "SELECT current_setting('autovacuum')::bool AND current_setting('track_counts')::bool, "
+        "current_setting('default_statistics_target')::int",
+    )
+    [(bounds,)] = query(
+        pg_dsn,
+        "SELECT cardinality(histogram_bounds::text::float8[]) FROM pg_stats "
+        "WHERE schemaname = %s AND tablename = 'measures' AND attname = 'value'",
+        (schema,),
+    )
+    assert bounds == (STOPGAP_STATISTICS_TARGET if autovacuum else full_target) + 1
+    [(changes,)] = query(
+        pg_dsn,
+        "SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE schemaname = %s AND relname = 'measures'",
+        (schema,),
+    )
+    assert changes >= rows  # what makes autovacuum analyze it whole after the stopgap

@@ -54,6 +54,22 @@ def new_table_name(table: str) -> str:
 # PostgreSQL's parallel workers, in half the time (0.39 s against 0.76 s here).
 INDEX_BUILD_SETTINGS = {"maintenance_work_mem": "256MB"}
 
+# A table this transaction created and filled (a first load, a rebuild) is analyzed before the commit, so that no
+# query ever meets it without statistics. Its rows still count as changes after the commit (PostgreSQL adds the
+# transaction's inserts to the table's counters when it ends, after that ANALYZE), so where autovacuum runs and
+# those counts call for an analyze, autovacuum analyzes the whole table again within autovacuum_naptime (1 min by
+# default): the sync's own ANALYZE then only has to hold until then, and samples 3,000 rows (statistics target 10)
+# instead of 30,000 (0.03 s against 0.35 s for 1M rows here). A table ANALYZE would read whole anyway, or a server
+# without autovacuum, gets the full ANALYZE.
+STOPGAP_STATISTICS_TARGET = 10
+_STOPGAP_APPLIES = sql.SQL(
+    "SELECT current_setting('default_statistics_target'), "
+    "current_setting('autovacuum')::bool AND current_setting('track_counts')::bool "
+    "AND %(rows)s > 300 * current_setting('default_statistics_target')::int "
+    "AND %(rows)s > current_setting('autovacuum_analyze_threshold')::float8 "
+    "+ current_setting('autovacuum_analyze_scale_factor')::float8 * %(rows)s"
+)
+
 
 class PgTable:
     """One SQLite table's mirror in PostgreSQL, driven through one cursor.
@@ -401,6 +417,18 @@ class PgTable:
 
     def analyze(self, ident: sql.Identifier | None = None) -> None:
         self.cur.execute(sql.SQL("ANALYZE {}").format(ident or self.ident))
+
+    def analyze_loaded(self, ident: sql.Identifier, rows: int) -> None:
+        """ANALYZE a table this transaction created and filled with ``rows`` rows: a sample of
+        :data:`STOPGAP_STATISTICS_TARGET` where autovacuum will analyze it whole after the commit."""
+        self.cur.execute(_STOPGAP_APPLIES, {"rows": rows})
+        target, stopgap = self.cur.fetchone()
+        if not stopgap:
+            self.analyze(ident)
+            return
+        self.cur.execute("SELECT set_config('default_statistics_target', %s, true)", (str(STOPGAP_STATISTICS_TARGET),))
+        self.analyze(ident)
+        self.cur.execute("SELECT set_config('default_statistics_target', %s, true)", (target,))
 
     def replace_with(self, new_name: str) -> None:
         """Swap a fully loaded table in under the target's name, within this transaction.

@@ -1045,11 +1045,12 @@ def _union_columns(
 
 
 def _create_and_load(target: PgTable, reader: TableReader, name: str | None = None) -> None:
-    """A new table: COPY straight in, then the key (faster than loading into an index), then statistics."""
+    """A new table: COPY straight in, then the key (faster than loading into an index), then statistics
+    (pg_target.STOPGAP_STATISTICS_TARGET)."""
     ident = target.create(name)
     reader.copy_into(target, ident)
     target.add_primary_key(ident, target.free_key_name())
-    target.analyze(ident)
+    target.analyze_loaded(ident, reader.rows_read)
 
 
 def _load_fresh(target: PgTable, reader: TableReader, options: SyncOptions, rows_before: int | None) -> _Counts:
