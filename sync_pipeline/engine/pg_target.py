@@ -415,20 +415,17 @@ class PgTable:
             [v for pair in INDEX_BUILD_SETTINGS.items() for v in pair],
         )
 
-    def analyze(self, ident: sql.Identifier | None = None) -> None:
-        self.cur.execute(sql.SQL("ANALYZE {}").format(ident or self.ident))
-
     def analyze_loaded(self, ident: sql.Identifier, rows: int) -> None:
         """ANALYZE a table this transaction created and filled with ``rows`` rows: a sample of
         :data:`STOPGAP_STATISTICS_TARGET` where autovacuum will analyze it whole after the commit."""
         self.cur.execute(_STOPGAP_APPLIES, {"rows": rows})
         target, stopgap = self.cur.fetchone()
-        if not stopgap:
-            self.analyze(ident)
-            return
-        self.cur.execute("SELECT set_config('default_statistics_target', %s, true)", (str(STOPGAP_STATISTICS_TARGET),))
-        self.analyze(ident)
-        self.cur.execute("SELECT set_config('default_statistics_target', %s, true)", (target,))
+        set_target = "SELECT set_config('default_statistics_target', %s, true)"
+        if stopgap:
+            self.cur.execute(set_target, (str(STOPGAP_STATISTICS_TARGET),))
+        self.cur.execute(sql.SQL("ANALYZE {}").format(ident))
+        if stopgap:
+            self.cur.execute(set_target, (target,))  # the rest of the transaction as it was
 
     def replace_with(self, new_name: str) -> None:
         """Swap a fully loaded table in under the target's name, within this transaction.
