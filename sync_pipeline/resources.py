@@ -110,7 +110,8 @@ class PostgresTarget(ConfigurableResource):
 def read_now(resource: R) -> R:
     """``resource`` with its ``EnvVar`` fields read from the environment now: outside a run, what Dagster's
     ``process_config_and_initialize`` gives for these resources (plain fields, no set-up, nothing nested),
-    without the ephemeral Dagster instance that it opens to do so (0.5 s of the headless command's start)."""
+    without the ephemeral Dagster instance that it opens to do so: 0.3 s as a process's first instance, of which
+    the headless command, which opens the project's instance anyway, saves about 0.05 s per resource read."""
     fields = {name: getattr(resource, name) for name in type(resource).model_fields}
     unset = [value.env_var_name for value in fields.values() if isinstance(value, EnvVar) and value.get_value() is None]
     if unset:
