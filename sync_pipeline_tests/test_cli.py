@@ -23,8 +23,10 @@ from dagster import (
     AssetSpec,
     BackfillPolicy,
     DagsterInstance,
+    DagsterInvariantViolationError,
     Definitions,
     DynamicPartitionsDefinition,
+    EnvVar,
     MaterializeResult,
     multi_asset,
 )
@@ -42,6 +44,7 @@ from sync_pipeline.cli import (
 )
 from sync_pipeline.demo import PROJECT_ROOT, generate
 from sync_pipeline.embedded_pg import PGDATA_ENV, embedded_server, prune_dead_handles
+from sync_pipeline.resources import PostgresTarget, SQLiteSource, read_now
 from sync_pipeline.run_reaper import CLI_HOST_TAG
 from sync_pipeline.translator import ROW_COUNT_CHECK
 
@@ -407,10 +410,6 @@ def test_a_directory_of_files_syncs_every_file_as_its_partition_and_files_select
 def test_resources_read_outside_a_run_are_what_dagster_would_initialize(monkeypatch: pytest.MonkeyPatch) -> None:
     """The headless command reads its resources' settings before any run (read_now), without the ephemeral
     instance that Dagster's initialization opens: it must see what that initialization would have seen."""
-    from dagster import DagsterInvariantViolationError, EnvVar
-
-    from sync_pipeline.resources import PostgresTarget, SQLiteSource, read_now
-
     monkeypatch.setenv("SPS_TEST_PATH", "/data/a.sqlite")
     monkeypatch.setenv("SPS_TEST_DSN", "postgresql://u:secret@h/db")
     for resource in (
